@@ -1,0 +1,35 @@
+"""How updates combine: FedAvg, FedProx, server optimizers, robust rules and the Newton GLM solver.
+
+Everything here takes and returns plain numpy arrays: no torch, no Flower.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Arrays, FedAvgRule, ModelState, UpdateRule
+from .fedavg import weighted_mean
+from .fedopt import FedAdamRule, FedAvgMRule, FedYogiRule
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Arrays", "ModelState", "UpdateRule", "FedAvgRule", "FedAdamRule", "FedYogiRule", "FedAvgMRule",
+           "weighted_mean", "make_rule"]
+
+
+def make_rule(cfg: Config) -> UpdateRule:
+    """The update rule that ``federation.aggregator`` names, with its settings from the config."""
+    fed = cfg.federation
+    opt = fed.server_optimizer
+    name = fed.aggregator
+    if name in ("fedavg", "fedprox"):
+        return FedAvgRule()
+    if name == "fedadam":
+        return FedAdamRule(opt.lr or 0.01, opt.beta1, opt.beta2, opt.tau)
+    if name == "fedyogi":
+        return FedYogiRule(opt.lr or 0.01, opt.beta1, opt.beta2, opt.tau)
+    if name == "fedavgm":
+        return FedAvgMRule(opt.lr or 1.0, opt.beta1)
+    from ..errors import ConfigError
+    raise ConfigError(f"federation.aggregator: '{name}' is not available yet")

@@ -1,0 +1,554 @@
+"""YAML -> typed, validated config: the one place where config errors are raised.
+
+Every error names the file, the key path and what was expected, for example::
+
+    examples/x/fedx.yaml: federation.rounds: expected an integer >= 1, got 'ten'
+    examples/x/fedx.yaml: federaton: unknown key (did you mean 'federation'?)
+
+Overrides use dotted key paths (``{"federation.rounds": 3}``, or ``--set federation.rounds=3`` in
+the CLI). Their values are parsed as YAML, so ``3`` is an int and ``[a, b]`` a list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("fraud", "claim_frequency", "claim_severity", "disease_risk")
+AGGREGATORS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "trimmed_mean", "median", "krum",
+               "multi_krum", "newton")
+ROBUST_AGGREGATORS = ("trimmed_mean", "median", "krum", "multi_krum")
+ENCRYPTIONS = ("none", "ckks", "bfv-compact")
+BASELINES = ("local", "centralized")
+
+
+def _meta(*, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+          doc: str = "") -> dict[str, Any]:
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
+
+
+def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=_meta(**meta))
+    return field(default=default, metadata=_meta(**meta))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelConfig:
+    """``model:``: which model the task builds."""
+
+    kind: Literal["mlp", "logistic", "glm"] = _f("mlp", doc="mlp | logistic | glm")
+    hidden: list[int] = _f(factory=lambda: [64, 32], doc="hidden layer widths of the MLP")
+    dropout: float = _f(0.0, lo=0.0, hi=0.95, doc="dropout between MLP layers")
+
+    def check(self, path: str) -> None:
+        for i, width in enumerate(self.hidden):
+            if width < 1:
+                raise ConfigError(f"{path}.hidden[{i}]: expected a positive layer width, got {width}")
+
+
+@dataclass
+class PartitionConfig:
+    """``data.partition:``: how a table without an institution column is split."""
+
+    method: Literal["iid", "dirichlet", "quantity"] = _f("iid", doc="iid | dirichlet | quantity")
+    alpha: float = _f(0.5, lo=0.0, lo_open=True, doc="Dirichlet concentration (dirichlet, quantity)")
+
+
+@dataclass
+class DataConfig:
+    """``data:``: where each institution's table comes from, and its schema."""
+
+    source: str = _f(doc="synthetic/transactions, synthetic/policies, or a CSV/Parquet path")
+    target: str = _f(doc="the column to predict")
+    params: dict[str, Any] = _f(factory=dict, doc="keyword arguments of a synthetic generator")
+    split_by: str | None = _f(None, doc="column that names each institution")
+    institutions: int | list[float] | None = _f(
+        None, doc="number of institutions, or their sizes, when there is no split_by column")
+    partition: PartitionConfig = _f(factory=PartitionConfig)
+    exposure: str | None = _f(None, doc="column with exposure (claim_frequency)")
+    weight: str | None = _f(None, doc="column with sample weights (claim counts for claim_severity)")
+    features: dict[str, Literal["numeric", "categorical"]] | None = _f(
+        None, doc="declared schema; inferred from the data when absent")
+    levels: dict[str, list[str]] = _f(factory=dict, doc="declared levels of categorical features")
+    drop: list[str] = _f(factory=list, doc="columns never used as features (ids, ground truth)")
+    test_fraction: float = _f(0.2, lo=0.0, hi=0.9, doc="held out at each institution")
+    standardize: bool | None = _f(None, doc="scale numeric features (default: yes, except for GLMs)")
+    missing_indicators: bool = _f(True, doc="add a was-missing column for numeric features with gaps")
+
+    def check(self, path: str) -> None:
+        if self.split_by is not None and self.institutions is not None:
+            raise ConfigError(f"{path}: give either split_by or institutions, not both")
+        if isinstance(self.institutions, int) and self.institutions < 1:
+            raise ConfigError(f"{path}.institutions: expected at least 1 institution, got {self.institutions}")
+        if isinstance(self.institutions, list) and any(s <= 0 for s in self.institutions):
+            raise ConfigError(f"{path}.institutions: expected positive sizes, got {self.institutions}")
+        for col in self.levels:
+            if self.features is not None and self.features.get(col) != "categorical":
+                raise ConfigError(f"{path}.levels.{col}: levels are only for categorical features, "
+                                  f"declare data.features.{col}: categorical")
+
+
+@dataclass
+class TrainConfig:
+    """``train:``: local training at each institution."""
+
+    lr: float = _f(0.01, lo=0.0, lo_open=True, doc="learning rate of the local optimizer")
+    batch_size: int = _f(256, lo=1, doc="minibatch size")
+    optimizer: Literal["adam", "sgd"] = _f("adam", doc="adam | sgd")
+    weight_decay: float = _f(0.0, lo=0.0, doc="L2 weight decay")
+    loss: Literal["auto", "bce", "focal", "poisson", "gamma"] = _f("auto", doc="loss (auto picks the task's)")
+    pos_weight: float | Literal["auto"] | None = _f("auto", doc="positive-class weight for imbalanced data")
+
+
+@dataclass
+class ServerOptimizerConfig:
+    """``federation.server_optimizer:``: FedAdam/FedYogi/FedAvgM settings (Reddi et al.)."""
+
+    lr: float | None = _f(None, lo=0.0, lo_open=True,
+                          doc="server learning rate (default: 0.01 for fedadam/fedyogi, 1.0 for fedavgm)")
+    beta1: float = _f(0.9, lo=0.0, hi=1.0, doc="first-moment decay (or FedAvgM momentum)")
+    beta2: float = _f(0.99, lo=0.0, hi=1.0, doc="second-moment decay")
+    tau: float = _f(1e-3, lo=0.0, lo_open=True, doc="adaptivity (epsilon)")
+
+
+@dataclass
+class FederationConfig:
+    """``federation:``: rounds, clients and the aggregator."""
+
+    rounds: int = _f(20, lo=1, doc="number of federated rounds")
+    local_epochs: int = _f(1, lo=1, doc="epochs of local training per round")
+    aggregator: Literal[AGGREGATORS] = _f("fedavg", doc=" | ".join(AGGREGATORS))  # type: ignore[valid-type]
+    min_clients: int = _f(2, lo=1, doc="fewest institutions a round may complete with")
+    fraction: float = _f(1.0, lo=0.0, hi=1.0, lo_open=True, doc="share of institutions sampled per round")
+    mu: float = _f(0.0, lo=0.0, doc="FedProx proximal weight (any aggregator)")
+    server_optimizer: ServerOptimizerConfig = _f(factory=ServerOptimizerConfig)
+    trim: float = _f(0.1, lo=0.0, hi=0.49, doc="share trimmed at each end (trimmed_mean)")
+    byzantine: int = _f(1, lo=0, doc="assumed number of malicious clients (krum, multi_krum)")
+    max_update_norm: float | None = _f(None, lo=0.0, lo_open=True,
+                                       doc="refuse plaintext updates with a larger L2 norm")
+    timeout: float = _f(600.0, lo=1.0, doc="seconds to wait for replies in a round")
+    l2: float = _f(0.0, lo=0.0, doc="L2 penalty of the newton GLM solver")
+    tolerance: float = _f(1e-8, lo=0.0, lo_open=True, doc="newton: stop when the deviance change is below")
+    tweedie_power: float = _f(1.5, lo=1.0, hi=2.0, lo_open=True, doc="power of the Tweedie family")
+
+
+@dataclass
+class HEConfig:
+    """``security.he:``: overrides of the encryption preset."""
+
+    bits: int | None = _f(None, lo=2, hi=30, doc="quantization bits (bfv-compact)")
+    clip: float | None = _f(None, lo=0.0, lo_open=True, doc="clip range [-clip, clip] (bfv-compact)")
+
+
+@dataclass
+class DPConfig:
+    """``security.dp:``: differential privacy."""
+
+    clip: float = _f(1.0, lo=0.0, lo_open=True, doc="L2 bound of each client's update")
+    noise_multiplier: float = _f(1.0, lo=0.0, doc="noise std / clip")
+    delta: float = _f(1e-5, lo=0.0, hi=1.0, lo_open=True, doc="the delta of (epsilon, delta)-DP")
+    target_epsilon: float | None = _f(None, lo=0.0, lo_open=True, doc="stop before epsilon exceeds this")
+    level: Literal["client", "sample"] = _f("client", doc="client (DP-FedAvg) | sample (DP-SGD, Opacus)")
+
+
+@dataclass
+class SecurityConfig:
+    """``security:``: encryption, keys, differential privacy and audit."""
+
+    encryption: Literal[ENCRYPTIONS] = _f("bfv-compact", doc=" | ".join(ENCRYPTIONS))  # type: ignore[valid-type]
+    keys: str | None = _f(None, doc="folder from `fedx keygen`; generated into the run folder when absent")
+    he: HEConfig = _f(factory=HEConfig)
+    dp: DPConfig | None = _f(None)
+    audit: bool = _f(True, doc="keep a hash-chained ledger of what leaves each institution")
+
+
+@dataclass
+class ReportConfig:
+    """``report:``: what a run leaves behind."""
+
+    baselines: list[Literal[BASELINES]] = _f(factory=list, doc="local and/or centralized")  # type: ignore[valid-type]
+    plots: bool = _f(True, doc="write PNG plots")
+
+
+@dataclass
+class StatsConfig:
+    """``stats:``: federated statistics for `fedx stats`."""
+
+    columns: list[str] = _f(factory=list, doc="count, mean, variance, std of each")
+    histograms: dict[str, list[float]] = _f(factory=dict, doc="bin edges per column")
+    quantiles: dict[str, list[float]] = _f(factory=dict, doc="probabilities per column")
+    quantile_precision: float | None = _f(None, lo=0.0, lo_open=True,
+                                          doc="absolute precision of quantiles (default: range/10^4)")
+    correlation: list[str] = _f(factory=list, doc="columns of the correlation and covariance matrix")
+    crosstabs: list[list[str]] = _f(factory=list, doc="pairs of categorical columns")
+    group_by: str | None = _f(None, doc="a categorical column to compute the statistics per level of")
+    min_cohort: int = _f(10, lo=1, doc="a released cell needs at least this many records")
+    local_min_cohort: int = _f(1, lo=1, doc="an institution refuses a cell it holds fewer records of")
+    noise: Literal["none", "laplace", "gaussian"] = _f("none", doc="noise on released values")
+    epsilon: float | None = _f(None, lo=0.0, lo_open=True, doc="per-release epsilon of the noise")
+    delta: float = _f(1e-6, lo=0.0, hi=1.0, lo_open=True, doc="delta of Gaussian noise")
+
+    def check(self, path: str) -> None:
+        for col, edges in self.histograms.items():
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ConfigError(f"{path}.histograms.{col}: expected at least 2 strictly increasing "
+                                  f"bin edges, got {edges}")
+        for col, probs in self.quantiles.items():
+            if not probs or any(not 0.0 < p < 1.0 for p in probs):
+                raise ConfigError(f"{path}.quantiles.{col}: expected probabilities strictly between 0 "
+                                  f"and 1, got {probs}")
+        for i, pair in enumerate(self.crosstabs):
+            if len(pair) != 2:
+                raise ConfigError(f"{path}.crosstabs[{i}]: expected a pair of columns, got {pair}")
+        if self.noise != "none" and self.epsilon is None:
+            raise ConfigError(f"{path}.epsilon: noise '{self.noise}' needs an epsilon")
+
+
+@dataclass
+class Config:
+    """A whole fedx config. Build it with :func:`load_config` or :func:`config_from_dict`."""
+
+    name: str = _f(doc="name of the run")
+    task: Literal[TASKS] = _f(doc=" | ".join(TASKS))  # type: ignore[valid-type]
+    data: DataConfig = _f()
+    seed: int = _f(7, doc="seed of every random choice")
+    model: ModelConfig = _f(factory=ModelConfig)
+    train: TrainConfig = _f(factory=TrainConfig)
+    federation: FederationConfig = _f(factory=FederationConfig)
+    security: SecurityConfig = _f(factory=SecurityConfig)
+    report: ReportConfig = _f(factory=ReportConfig)
+    stats: StatsConfig | None = _f(None)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+    source: str = field(default="<dict>", metadata={"internal": True})
+
+    def check(self, path: str) -> None:
+        agg, enc = self.federation.aggregator, self.security.encryption
+        if agg in ROBUST_AGGREGATORS and enc != "none":
+            raise ConfigError(
+                f"federation.aggregator: '{agg}' needs to read each update in plaintext, and "
+                f"security.encryption is '{enc}', which hides them from the server. Use fedavg, "
+                f"fedprox, fedadam, fedyogi or fedavgm with encryption, or set security.encryption: "
+                f"none to use '{agg}' (fedx never downgrades silently)")
+        if agg == "newton" and self.task not in ("claim_frequency", "claim_severity", "disease_risk"):
+            raise ConfigError(f"federation.aggregator: newton fits GLMs; task '{self.task}' "
+                              f"needs fedavg, fedprox, fedadam, fedyogi or fedavgm")
+        if agg == "newton" and self.model.kind not in ("glm", "logistic"):
+            raise ConfigError(f"model.kind: the newton aggregator fits a GLM, expected glm or "
+                              f"logistic, got '{self.model.kind}'")
+        if self.model.kind == "glm" and self.task in ("fraud", "disease_risk"):
+            raise ConfigError(f"model.kind: glm is for claim_frequency/claim_severity; use "
+                              f"logistic for task '{self.task}'")
+        if self.task == "claim_frequency" and self.data.exposure is None:
+            raise ConfigError("data.exposure: task claim_frequency needs the exposure column")
+        if self.federation.min_clients > self.n_institutions_hint():
+            raise ConfigError(f"federation.min_clients: {self.federation.min_clients} is more than "
+                              f"the {self.n_institutions_hint()} institutions in data.institutions")
+
+    def n_institutions_hint(self) -> int:
+        """Number of institutions when the config fixes it (sizes given), else a large number."""
+        inst = self.data.institutions
+        if isinstance(inst, int):
+            return inst
+        if isinstance(inst, list):
+            return len(inst)
+        return 1 << 30
+
+    @property
+    def standardize(self) -> bool:
+        """Whether numeric features are scaled (default: yes, except for GLMs)."""
+        if self.data.standardize is not None:
+            return self.data.standardize
+        return self.model.kind != "glm" and self.federation.aggregator != "newton"
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what result.json records)."""
+        out = _to_plain(self)
+        out.pop("base_dir", None)
+        out.pop("source", None)
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a YAML config file, apply dotted-path overrides, and validate everything.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file. Relative data and key paths inside it are resolved against its folder.
+    overrides : mapping, optional
+        ``{"federation.rounds": 3}``. String values are parsed as YAML.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key path and what was expected.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    if p.is_dir():
+        raise ConfigError(f"{p}: expected a YAML file, got a folder")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{p}: the config file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return config_from_dict(raw, overrides=overrides, source=str(p), base_dir=p.resolve().parent)
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
+                     source: str = "<dict>", base_dir: str | Path = ".") -> Config:
+    """Validate a config given as a dict (for example, built in a notebook)."""
+    data = _deep_copy(raw)
+    for key, value in (overrides or {}).items():
+        _apply_override(data, key, value, source)
+    try:
+        cfg = _build(Config, data, "", {"base_dir", "source"})
+        cfg.base_dir = Path(base_dir)
+        cfg.source = source
+        _check_tree(cfg, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split a CLI ``key.path=value`` override; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key.path=value, for example federation.rounds=3")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text}: the key path is empty")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return key, value
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            pass
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{source}: override {key}: {where} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- typed building
+
+
+def _build(cls: type, raw: Any, path: str, internal: set[str] | None = None) -> Any:
+    where = path or "the top level"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if not isinstance(key, str) or key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else f" (expected one of: {', '.join(fields)})"
+            raise ConfigError(f"{_join(path, str(key))}: unknown key{hint}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], sub, f.metadata)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            doc = f.metadata.get("doc")
+            raise ConfigError(f"{sub}: missing required key" + (f" ({doc})" if doc else ""))
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        candidates = [a for a in args if a is not type(None)]
+        for arg in candidates:
+            try:
+                return _coerce(arg, value, path, meta)
+            except ConfigError:
+                continue
+        # Report the error of the alternative the value was evidently meant as (a mapping for a
+        # section, a list for a list), so that a nested mistake is named precisely.
+        for arg in candidates:
+            if _same_shape(arg, value):
+                _coerce(arg, value, path, meta)
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
+    if origin is Literal:
+        if value not in args:
+            near = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}, got {_show(value)}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list of {_describe(args[0])}, got {_show(value)}")
+        return [_coerce(args[0], v, f"{path}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {_show(value)}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}", {}) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        obj = _build(tp, value, path)
+        return obj
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer{_range(meta)}, got {_show(value)}")
+        _check_range(value, path, meta, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number{_range(meta)}, got {_show(value)}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{path}: expected a finite number, got {value}")
+        _check_range(value, path, meta, "a number")
+        return value
+    if tp is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{path}: expected a non-empty string, got {_show(value)}")
+        return value
+    raise TypeError(f"config field {path} has an unsupported type {tp!r}")  # a bug, not user input
+
+
+def _same_shape(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if isinstance(value, Mapping):
+        return origin is dict or dataclasses.is_dataclass(tp)
+    if isinstance(value, list):
+        return origin is list
+    return False
+
+
+def _check_tree(obj: Any, path: str) -> None:
+    """Run each section's cross-field ``check``, children first."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_tree(value, _join(path, f.name))
+    if hasattr(obj, "check"):
+        obj.check(path)
+
+
+def _check_range(value: float, path: str, meta: Mapping[str, Any], what: str) -> None:
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
+        raise ConfigError(f"{path}: expected {what}{_range(meta)}, got {value}")
+
+
+def _range(meta: Mapping[str, Any]) -> str:
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {_num(lo)}"
+    if hi is not None:
+        return f" <= {_num(hi)}"
+    return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list {value!r}" if len(repr(value)) < 60 else "a list"
+    return repr(value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,128 @@
+"""The config rejects each kind of bad input with a message naming the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedx.config import config_from_dict, load_config, parse_override
+from fedx.errors import ConfigError
+
+BASE = {
+    "name": "t",
+    "task": "fraud",
+    "data": {"source": "synthetic/transactions", "target": "is_fraud", "split_by": "bank"},
+}
+
+
+def write(tmp_path: Path, doc: object, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return p
+
+
+def test_valid_config_has_typed_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.federation.rounds == 20 and isinstance(cfg.federation.rounds, int)
+    assert cfg.security.encryption == "bfv-compact"
+    assert cfg.model.hidden == [64, 32]
+    assert cfg.base_dir == tmp_path.resolve()
+    assert cfg.resolve_path("x.csv") == tmp_path.resolve() / "x.csv"
+
+
+def test_overrides_are_parsed_as_yaml() -> None:
+    cfg = config_from_dict(BASE, overrides={"federation.rounds": "3", "model.hidden": "[8, 4]",
+                                            "security.dp.clip": 0.5, "security.encryption": "none"})
+    assert cfg.federation.rounds == 3
+    assert cfg.model.hidden == [8, 4]
+    assert cfg.security.dp is not None and cfg.security.dp.clip == 0.5
+    assert parse_override("federation.aggregator=fedadam") == ("federation.aggregator", "fedadam")
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_override("federation.rounds")
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"federaton": {"rounds": 3}}, r"c\.yaml: federaton: unknown key \(did you mean 'federation'\?\)"),
+    ({"federation": {"roundz": 3}}, r"federation\.roundz: unknown key \(did you mean 'rounds'\?\)"),
+    ({"federation": {"rounds": "ten"}}, r"federation\.rounds: expected an integer >= 1, got 'ten'"),
+    ({"federation": {"rounds": 0}}, r"federation\.rounds: expected an integer >= 1, got 0"),
+    ({"federation": {"rounds": 2.5}}, r"federation\.rounds: expected an integer"),
+    ({"federation": {"fraction": 1.5}}, r"federation\.fraction: expected a number in \(0, 1\], got 1\.5"),
+    ({"federation": {"aggregator": "fedavgg"}}, r"expected one of fedavg.*got 'fedavgg' \(did you mean 'fedavg'\?\)"),
+    ({"task": "frad"}, r"task: expected one of fraud.*\(did you mean 'fraud'\?\)"),
+    ({"security": {"dp": {"clip": -1}}}, r"security\.dp\.clip: expected a number > 0, got -1"),
+    ({"security": {"audit": "yes"}}, r"security\.audit: expected true or false, got 'yes'"),
+    ({"model": {"hidden": [64, 0]}}, r"model\.hidden\[1\]: expected a positive layer width, got 0"),
+    ({"model": {"hidden": 64}}, r"model\.hidden: expected a list of an integer"),
+    ({"train": {"lr": float("nan")}}, r"train\.lr: expected a finite number"),
+    ({"name": ""}, r"name: expected a non-empty string"),
+    ({"stats": {"histograms": {"age": [30, 20]}}}, r"stats\.histograms\.age: expected at least 2 strictly increasing"),
+    ({"stats": {"quantiles": {"age": [1.5]}}}, r"stats\.quantiles\.age: expected probabilities strictly between 0 and 1"),
+])
+def test_bad_values_name_file_key_and_expectation(tmp_path: Path, change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, {**BASE, **change}))
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    doc = {k: v for k, v in BASE.items() if k != "task"}
+    with pytest.raises(ConfigError, match=r"c\.yaml: task: missing required key"):
+        load_config(write(tmp_path, doc))
+    doc = {**BASE, "data": {"source": "x.csv"}}
+    with pytest.raises(ConfigError, match=r"data\.target: missing required key \(the column to predict\)"):
+        load_config(write(tmp_path, doc))
+
+
+def test_missing_file_folder_empty_and_malformed_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a YAML file, got a folder"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="the config file is empty"):
+        load_config(write(tmp_path, ""))
+    with pytest.raises(ConfigError, match=r"malformed YAML \(line \d+, column \d+\)"):
+        load_config(write(tmp_path, "name: x\ntask: [fraud\n"))
+    with pytest.raises(ConfigError, match="expected a mapping of sections at the top, got list"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="'median' needs to read each update in plaintext.*never downgrades"):
+        config_from_dict({**BASE, "federation": {"aggregator": "median"}})
+    assert config_from_dict({**BASE, "federation": {"aggregator": "median"},
+                             "security": {"encryption": "none"}}).federation.aggregator == "median"
+    with pytest.raises(ConfigError, match="data: give either split_by or institutions"):
+        config_from_dict({**BASE, "data": {**BASE["data"], "institutions": 3}})
+    with pytest.raises(ConfigError, match="data.exposure: task claim_frequency needs the exposure column"):
+        config_from_dict({**BASE, "task": "claim_frequency", "model": {"kind": "glm"}})
+    with pytest.raises(ConfigError, match="federation.min_clients: 5 is more than the 3 institutions"):
+        config_from_dict({**BASE, "data": {"source": "x.csv", "target": "y", "institutions": 3},
+                          "federation": {"min_clients": 5}})
+
+
+def test_override_of_a_value_that_is_not_a_section() -> None:
+    with pytest.raises(ConfigError, match="override federation.rounds.x: federation.rounds is not a section"):
+        config_from_dict(BASE, overrides={"federation.rounds": 3, "federation.rounds.x": 1})
+
+
+def test_to_dict_round_trips() -> None:
+    cfg = config_from_dict(BASE, overrides={"security.dp.clip": 2.0})
+    again = config_from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = write(tmp_path, {**BASE, "federation": {"rounds": "ten"}})
+    proc = subprocess.run([sys.executable, "-m", "fedx.cli", "run", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "federation.rounds: expected an integer >= 1, got 'ten'" in lines[0]
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fedx.cli", "run", str(bad), "--set", "federation.rounds"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "expected key.path=value" in proc.stderr
