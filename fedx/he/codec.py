@@ -1,0 +1,198 @@
+"""Named arrays to one encrypted blob and back: :func:`encrypt`, :func:`decrypt`, :func:`inspect`.
+
+``encrypt`` takes a list or a dict of arrays (any shapes, including 0-d and empty) and a weight. For
+``kind="mean"`` it sends ``rho * arrays`` with ``rho = weight / total_weight``; ``decrypt`` of an aggregate
+returns ``sum(rho_i * a_i) / sum(rho_i)``, the weighted mean, and ``sum(weight_i)``. For ``kind="sum"``
+the arrays are summed as they are (statistics).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from ..errors import BlobError, HEError, KeyFileError
+from .blob import DTYPES, VERSION, BlobHeader, pack_blob, unpack_blob
+from .keys import SecretContext
+from .schemes import KINDS, Kind
+
+log = logging.getLogger(__name__)
+
+Arrays: TypeAlias = list[np.ndarray] | dict[str, np.ndarray]
+
+
+def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], weight: float = 1.0,
+            total_weight: float | None = None, kind: Kind = "mean") -> bytes:
+    """Encrypt named arrays into one blob, under the institutions' secret context.
+
+    Parameters
+    ----------
+    secret : SecretContext
+        The institutions' keys.
+    arrays : list or dict of array-like
+        Bool, integer or float arrays of any shapes; NaN and infinite values are refused.
+    weight : float
+        This client's weight (for example its number of samples); it travels in plaintext.
+    total_weight : float, optional
+        Sum of the weights of the clients in the round (``kind="mean"`` only); the blob carries
+        ``rho = weight / total_weight``. Defaults to ``weight`` (rho = 1), which limits how many clients fit.
+    kind : {"mean", "sum"}
+        Weighted mean of model updates, or plain sum of statistics.
+
+    Returns
+    -------
+    bytes
+        The blob: a header readable by :func:`inspect`, and seeded ciphertexts.
+
+    Raises
+    ------
+    KeyFileError
+        ``secret`` is not a secret context.
+    BlobError
+        Malformed arrays, NaN/Inf, or a weight that gives rho > 1.
+    CapacityError
+        Values that the preset cannot hold.
+    """
+    key = _require_secret(secret, "he.encrypt")
+    if kind not in KINDS:
+        raise HEError(f"kind must be one of {KINDS}, got {kind!r}")
+    weight = _positive(weight, "weight")
+    if kind == "sum":
+        if total_weight is not None:
+            raise HEError("total_weight applies to kind='mean' only; kind='sum' adds the arrays unweighted")
+        rho = 1.0
+    else:
+        total = weight if total_weight is None else _positive(total_weight, "total_weight")
+        rho = weight / total
+        if rho > 1.0:
+            raise BlobError(f"weight {weight:g} exceeds total_weight {total:g} (rho = {rho:.4g} > 1): total_weight "
+                            f"must be the sum of the weights of the clients in the round")
+    names, shapes, dtypes, flat = _flatten(arrays)
+    preset = key.preset
+    encoded = preset.encode(kind, flat, rho)
+    preset.check_capacity(kind, 1, encoded.bound, rho, "he.encrypt")
+    chunks = key.seal_key.encrypt(encoded.rows, kind)
+    report = encoded.report
+    if report.clipped:
+        log.warning("he.encrypt: clipped %d of %d values to the clip range (largest |value| %.4g); raise he.clip if "
+                    "this is frequent", report.clipped, report.values, report.max_abs)
+    if report.zeroed:
+        log.info("he.encrypt: %d non-zero values rounded to zero (rho = %.3g)", report.zeroed, rho)
+    header = BlobHeader(version=VERSION, preset=preset.name, params=preset.params_hash, fingerprint=key.fingerprint,
+                        stage="update", kind=kind, names=names, shapes=shapes, dtypes=dtypes, weight=weight, rho=rho,
+                        n_summed=1, bound=encoded.bound, scale=encoded.scale, report=report,
+                        chunk_sizes=tuple(len(c) for c in chunks))
+    return pack_blob(header, chunks)
+
+
+def decrypt(secret: SecretContext, blob: bytes) -> tuple[Arrays, float]:
+    """Decrypt a blob (usually an aggregate) with the institutions' secret context.
+
+    Returns
+    -------
+    arrays, weight
+        For ``kind="mean"`` the weighted mean, for ``kind="sum"`` the sum, in the structure that was
+        encrypted (list or dict, same keys, order and shapes); and the summed weight. Float arrays keep
+        their dtype; integer arrays come back as float64 from a mean, and as exact int64 from a BFV sum.
+
+    Raises
+    ------
+    KeyFileError
+        ``secret`` is not a secret context (a public context cannot decrypt).
+    KeyMismatchError
+        The blob was made under other keys or parameters.
+    BlobError, CapacityError
+        A malformed blob, or a sum beyond the preset's limits.
+    """
+    key = _require_secret(secret, "he.decrypt")
+    preset = key.preset
+    header, chunks = unpack_blob(blob)
+    header.check_context(preset, key.fingerprint, "blob")
+    header.check_layout(preset, "blob")
+    preset.check_capacity(header.kind, header.n_summed, header.bound, header.rho, "blob")
+    if header.kind == "mean" and header.rho <= 0.0:
+        raise BlobError("blob: its rhos sum to 0, so it holds no weighted mean")
+    rows = key.seal_key.decrypt(chunks, header.kind, "blob")
+    flat = preset.decode(header.kind, rows, header.n_values, header.rho)
+    if header.report.clipped:
+        log.info("he.decrypt: the %d blobs summed include %d clipped values", header.n_summed, header.report.clipped)
+    return _unflatten(header, flat, exact_ints=preset.exact_sums and header.kind == "sum"), header.weight
+
+
+def inspect(blob: bytes) -> BlobHeader:
+    """The checked header of a blob; needs no key.
+
+    Raises
+    ------
+    BlobError
+        Empty, foreign, truncated, tampered with, or malformed.
+    """
+    return unpack_blob(blob)[0]
+
+
+def noise_budget(secret: SecretContext, blob: bytes) -> int:
+    """The smallest remaining invariant noise budget (bits) over a BFV blob's ciphertexts; 0 means garbage."""
+    key = _require_secret(secret, "he.noise_budget")
+    header, chunks = unpack_blob(blob)
+    header.check_context(key.preset, key.fingerprint, "blob")
+    return key.seal_key.noise_budget(chunks, header.kind, "blob")
+
+
+def _require_secret(secret: Any, who: str) -> SecretContext:
+    if not isinstance(secret, SecretContext):
+        raise KeyFileError(f"{who} needs the institutions' SecretContext (from he.keygen or he.load_secret), got "
+                           f"{type(secret).__name__}; the server's public context cannot encrypt or decrypt")
+    return secret
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BlobError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise BlobError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def _flatten(arrays: Sequence[Any] | Mapping[str, Any]) -> tuple[tuple[str, ...] | None, tuple[tuple[int, ...], ...],
+                                                                tuple[str, ...], np.ndarray]:
+    if isinstance(arrays, Mapping):
+        names: tuple[str, ...] | None = tuple(arrays)
+        if not all(isinstance(n, str) for n in names):
+            raise BlobError("the keys of an arrays dict must be strings")
+        items, labels = list(arrays.values()), [repr(n) for n in names]
+    elif isinstance(arrays, (list, tuple)):
+        names, items, labels = None, list(arrays), [f"#{i}" for i in range(len(arrays))]
+    else:
+        raise BlobError(f"arrays must be a list or a dict of numpy arrays, got {type(arrays).__name__}")
+    parts, shapes, dtypes = [], [], []
+    for label, item in zip(labels, items):
+        a = np.asarray(item)
+        if a.dtype.name not in DTYPES:
+            raise BlobError(f"array {label} has dtype {a.dtype}; expected bool, integer or float")
+        values = a.astype(np.float64).ravel()
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise BlobError(f"array {label} holds {bad} NaN or infinite values, which cannot be encrypted")
+        parts.append(values)
+        shapes.append(tuple(a.shape))
+        dtypes.append(a.dtype.name)
+    flat = np.concatenate(parts) if parts else np.zeros(0)
+    return names, tuple(shapes), tuple(dtypes), flat
+
+
+def _unflatten(header: BlobHeader, flat: np.ndarray, exact_ints: bool) -> Arrays:
+    out, offset = [], 0
+    for shape, dtype in zip(header.shapes, header.dtypes):
+        size = math.prod(shape)
+        segment = flat[offset:offset + size].reshape(shape)
+        offset += size
+        kind = np.dtype(dtype).kind
+        out.append(segment.astype(dtype) if kind == "f" else
+                   np.rint(segment).astype(np.int64) if exact_ints else segment.astype(np.float64))
+    return out if header.names is None else dict(zip(header.names, out))

@@ -1,0 +1,154 @@
+"""Encrypted aggregation equals NumPy's weighted mean, within each preset's stated precision."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from he_support import assert_within, keys, weighted_mean
+
+import fedx.he as he
+from fedx.errors import CapacityError
+
+SHAPES = [(), (0,), (7,), (4096,), (4097,), (3, 1500, 2), (2, 0, 3)]
+
+
+def _updates(rng: np.random.Generator, n: int, scale: float = 0.9) -> list[list[np.ndarray]]:
+    return [[rng.uniform(-scale, scale, s) for s in SHAPES] for _ in range(n)]
+
+
+def _stated_abs(preset: he.Preset, n: int, rho_sum: float, updates: list[list[np.ndarray]], rhos: list[float]) -> float:
+    # The bound of CKKS depends on sum(rho * max|value|): computed here from the inputs, not from the blob.
+    bound = sum(r * max((float(np.abs(a).max()) for a in u if a.size), default=0.0) for r, u in zip(rhos, updates))
+    return preset.precision("mean", n, rho_sum, bound).abs
+
+
+@pytest.mark.parametrize("preset", ["bfv-compact", "ckks"])
+@pytest.mark.parametrize("n_clients", [1, 2, 5, 64])
+def test_weighted_mean_matches_numpy(preset: str, n_clients: int) -> None:
+    rng = np.random.default_rng(n_clients)
+    ks = keys(preset)
+    updates = _updates(rng, n_clients)
+    weights = list(rng.lognormal(3.0, 2.0, n_clients))
+    total = float(sum(weights))
+    blobs = (he.encrypt(ks.secret, u, weight=w, total_weight=total) for u, w in zip(updates, weights))
+    got, weight = he.decrypt(ks.secret, he.aggregate(ks.public, blobs))
+    assert isinstance(got, list) and len(got) == len(SHAPES)
+    assert weight == pytest.approx(total, rel=1e-12)
+    rhos = [w / total for w in weights]
+    tol = _stated_abs(ks.preset, n_clients, sum(rhos), updates, rhos)
+    for g, want in zip(got, weighted_mean(updates, weights)):
+        assert g.shape == want.shape and g.dtype == np.float64
+        assert_within(g, want, tol, 2.0**-52)
+
+
+@pytest.mark.parametrize("preset", ["bfv-compact", "ckks"])
+def test_very_unequal_weights_and_dict_input_keep_keys_order_and_dtype(preset: str) -> None:
+    rng = np.random.default_rng(7)
+    ks = keys(preset)
+    names = ["z.weight", "a.bias", "m.scalar"]
+    shapes = [(5, 9000), (4095,), ()]
+    updates = [{n: rng.uniform(-1, 1, s).astype(np.float32) for n, s in zip(names, shapes)} for _ in range(3)]
+    weights = [1.0, 1e6, 2.5]
+    total = sum(weights)
+    agg = he.aggregate(ks.public, [he.encrypt(ks.secret, u, weight=w, total_weight=total)
+                                   for u, w in zip(updates, weights)])
+    got, weight = he.decrypt(ks.secret, agg)
+    assert isinstance(got, dict) and list(got) == names
+    assert weight == pytest.approx(total)
+    want = weighted_mean([[u[n] for n in names] for u in updates], weights)
+    tol = _stated_abs(ks.preset, 3, 1.0, [[u[n] for n in names] for u in updates], [w / total for w in weights])
+    for n, w in zip(names, want):
+        assert got[n].dtype == np.float32 and got[n].shape == w.shape
+        assert_within(got[n], w, tol, np.finfo(np.float32).eps)
+    # The heavy client dominates: the mean is within 1e-5 of its update.
+    assert_within(got["z.weight"], updates[1]["z.weight"], 1e-5 + tol)
+
+
+def test_bfv_clipping_is_applied_counted_and_reported() -> None:
+    ks = keys("bfv-compact", clip=0.5)
+    rng = np.random.default_rng(3)
+    updates = [[rng.normal(0.0, 0.4, 5000)] for _ in range(4)]
+    weights = [1.0, 2.0, 3.0, 4.0]
+    blobs = [he.encrypt(ks.secret, u, weight=w, total_weight=10.0) for u, w in zip(updates, weights)]
+    for b, u in zip(blobs, updates):
+        report = he.inspect(b).report
+        assert report.clipped == int(np.count_nonzero(np.abs(u[0]) > 0.5)) > 0
+        assert report.max_abs == pytest.approx(float(np.abs(u[0]).max()))
+    agg = he.aggregate(ks.public, blobs)
+    assert he.inspect(agg).report.clipped == sum(int(np.count_nonzero(np.abs(u[0]) > 0.5)) for u in updates)
+    got, _ = he.decrypt(ks.secret, agg)
+    want = weighted_mean([[np.clip(u[0], -0.5, 0.5)] for u in updates], weights)[0]
+    assert_within(got[0], want, ks.preset.precision("mean", 4, 1.0, 0.0).abs)
+
+
+def test_bfv_without_total_weight_sums_up_to_capacity_then_refuses() -> None:
+    ks = keys("bfv-compact")
+    capacity = ((1032193 - 1) // 2) // (2**15 - 1)  # t = 1032193, bits = 16: 15 clients at rho = 1
+    assert capacity == 15
+    rng = np.random.default_rng(11)
+    updates = [[rng.uniform(-1, 1, 300)] for _ in range(capacity + 1)]
+    blobs = [he.encrypt(ks.secret, u, weight=10.0 + i) for i, u in enumerate(updates)]
+    got, weight = he.decrypt(ks.secret, he.aggregate(ks.public, blobs[:capacity]))
+    # rho = 1 for each client: the result is the plain mean of the updates, and the summed weight.
+    assert weight == pytest.approx(sum(10.0 + i for i in range(capacity)))
+    want = np.mean([u[0] for u in updates[:capacity]], axis=0)
+    assert_within(got[0], want, ks.preset.precision("mean", capacity, capacity, 0.0).abs)
+    with pytest.raises(CapacityError, match=r"blob 15: plain-modulus limit.*lower he\.bits to 15.*total_weight"):
+        he.aggregate(ks.public, blobs)
+
+
+def test_64_clients_at_rho_1_with_16_bits_is_refused_and_14_bits_fit_63() -> None:
+    ks = keys("bfv-compact")
+    blob = he.encrypt(ks.secret, [np.ones(10)])
+    with pytest.raises(CapacityError, match="plain-modulus limit") as err:
+        he.aggregate(ks.public, (blob for _ in range(64)))
+    assert "he.bits=16" in str(err.value)
+    small = keys("bfv-compact", bits=14)
+    assert small.preset.describe()["max_clients"]["mean_at_rho_1"] == 63
+    agg = he.aggregate(small.public, [he.encrypt(small.secret, [np.ones(10)])] * 63)
+    got, _ = he.decrypt(small.secret, agg)
+    assert_within(got[0], np.ones(10), small.preset.precision("mean", 63, 63.0, 0.0).abs)
+
+
+def test_ckks_refuses_a_sum_beyond_its_modulus() -> None:
+    ks = keys("ckks")
+    blob = he.encrypt(ks.secret, [np.full(4, 1e5)])
+    with pytest.raises(CapacityError, match=r"blob 2: modulus limit.*sum\(rho \* max\|value\|\)"):
+        he.aggregate(ks.public, [blob, blob, blob])
+    with pytest.raises(CapacityError, match="modulus limit"):
+        he.encrypt(ks.secret, [np.full(4, 3e5)])
+
+
+def test_aggregate_streams_a_generator_and_sums_aggregates() -> None:
+    ks = keys("bfv-compact")
+    rng = np.random.default_rng(5)
+    updates = [[rng.uniform(-1, 1, 9000)] for _ in range(6)]
+    blobs = [he.encrypt(ks.secret, u, weight=1.0, total_weight=6.0) for u in updates]
+    first, second = he.aggregate(ks.public, iter(blobs[:4])), he.aggregate(ks.public, iter(blobs[4:]))
+    both = he.aggregate(ks.public, iter([first, second]))
+    header = he.inspect(both)
+    assert (header.stage, header.n_summed, header.rho, header.weight) == ("aggregate", 6, pytest.approx(1.0), 6.0)
+    got, _ = he.decrypt(ks.secret, both)
+    assert_within(got[0], np.mean([u[0] for u in updates], axis=0), ks.preset.precision("mean", 6, 1.0, 0.0).abs)
+
+
+def test_bfv_wire_sizes_meet_the_goals() -> None:
+    ks = keys("bfv-compact")
+    n = 10 * 4096
+    blob = he.encrypt(ks.secret, [np.zeros(n)], weight=1.0, total_weight=2.0)
+    agg = he.aggregate(ks.public, [blob, blob])
+    assert len(blob) / n <= 6.5  # seeded ciphertexts: half of a full one
+    assert len(agg) / n <= 13.0
+    assert len(blob) < 0.55 * len(agg)
+
+
+def test_threads_encrypt_concurrently_without_mixing_their_scratch_files() -> None:
+    ks = keys("bfv-compact")
+    rng = np.random.default_rng(9)
+    updates = [[rng.uniform(-1, 1, 9000)] for _ in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        blobs = list(pool.map(lambda u: he.encrypt(ks.secret, u, weight=1.0, total_weight=8.0), updates))
+    got, _ = he.decrypt(ks.secret, he.aggregate(ks.public, blobs))
+    assert_within(got[0], np.mean([u[0] for u in updates], axis=0), ks.preset.precision("mean", 8, 1.0, 0.0).abs)

@@ -1,0 +1,107 @@
+"""Presets: parameters checked independently, stated limits, validation of overrides, noise budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from he_support import assert_within, keys
+
+import fedx.he as he
+from fedx.errors import CapacityError, HEError
+
+
+def _is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin for n < 3.3e24."""
+    if n < 2:
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41):
+        if a % n == 0:
+            continue
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+# The HE standard's largest total coefficient modulus at 128-bit classical security, per ring degree.
+MAX_MODULUS_BITS_128 = {4096: 109, 8192: 218}
+
+
+@pytest.mark.parametrize("name", ["bfv-compact", "ckks"])
+def test_parameters_are_ntt_friendly_primes_within_128_bit_security(name: str) -> None:
+    p = he.PRESETS[name]
+    n = p.poly_modulus_degree
+    assert all(_is_prime(q) and q % (2 * n) == 1 for q in p.coeff_modulus)
+    assert sum(q.bit_length() for q in p.coeff_modulus) <= MAX_MODULUS_BITS_128[n]
+    d = p.describe()
+    assert d["security_bits"] == 128 and d["poly_modulus_degree"] == n
+
+
+def test_bfv_compact_describe_states_its_limits() -> None:
+    d = he.PRESETS["bfv-compact"].describe()
+    t = 1032193
+    assert _is_prime(t) and t % 8192 == 1 and d["plain_modulus"] == t
+    assert d["coeff_modulus_bits"] == [40, 40] and d["bits"] == 16 and d["clip"] == 1.0
+    assert d["quantization_step"] == pytest.approx(1.0 / 32767)
+    assert d["max_clients"] == {"mean_at_rho_1": (t // 2) // 32767, "mean_with_total_weight": 4096, "sum": 1008}
+    assert d["bytes_per_param"]["upload"] <= 6.5 and d["bytes_per_param"]["aggregate"] <= 13.0
+    assert "n * 1.53e-05 / sum(rho)" in d["precision"]["mean"]
+
+
+def test_ckks_describe_states_its_limits() -> None:
+    d = he.PRESETS["ckks"].describe()
+    assert d["poly_modulus_degree"] == 8192 and d["coeff_modulus_bits"] == [60, 40, 40, 60] and d["scale_bits"] == 40
+    assert d["capacity"]["mean_sum_of_rho_times_max_abs"] == pytest.approx(2.0**18, rel=1e-6)
+    assert d["bytes_per_param"]["upload"] < 20 < d["bytes_per_param"]["aggregate"] < 40
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ({"bits": 20}, CapacityError, r"he.bits=20 cannot hold even one update.*use he.bits <= 19"),
+    ({"bits": 1}, HEError, "he.bits must be an integer >= 2"),
+    ({"bits": 16.5}, HEError, "he.bits must be an integer"),
+    ({"clip": -1.0}, HEError, "he.clip must be a positive finite number"),
+    ({"clip": float("inf")}, HEError, "he.clip must be a positive finite number"),
+    ({"scale": 3}, HEError, "preset bfv-compact has no setting scale; it takes bits, clip"),
+])
+def test_bad_overrides_are_refused(overrides: dict[str, object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        he.get_preset("bfv-compact", **overrides)
+
+
+def test_preset_lookup_and_ckks_overrides() -> None:
+    with pytest.raises(HEError, match="unknown HE preset 'bfv'; expected one of bfv-compact, ckks"):
+        he.keygen("bfv")
+    with pytest.raises(HEError, match="bits and clip apply to bfv-compact"):
+        he.get_preset("ckks", bits=16)
+    custom = he.get_preset("bfv-compact", bits=np.int64(19), clip="0.5")
+    assert (custom.bits, custom.clip) == (19, 0.5)
+    assert custom.params_hash != he.PRESETS["bfv-compact"].params_hash
+    assert he.get_preset("bfv-compact", bits=16, clip=1.0) == he.PRESETS["bfv-compact"]
+
+
+def test_bfv_noise_budget_covers_max_additions_even_when_noise_adds_coherently() -> None:
+    ks = keys("bfv-compact")
+    preset = ks.preset
+    n = preset.max_additions
+    x = np.array([1.0, -1.0, 0.5, -0.25, 0.0])  # at the clip: the largest plaintexts
+    blob = he.encrypt(ks.secret, [x], weight=1.0, total_weight=float(n))
+    assert he.noise_budget(ks.secret, blob) >= preset.fresh_noise_bits
+    # The same ciphertext added to itself: its noise grows linearly, the worst case.
+    agg = he.aggregate(ks.public, [blob] * n)
+    budget = he.noise_budget(ks.secret, agg)
+    assert budget >= 1, f"noise budget exhausted after {n} additions"
+    got, _ = he.decrypt(ks.secret, agg)
+    assert_within(got[0], x, preset.precision("mean", n, 1.0, 0.0).abs)
+    with pytest.raises(CapacityError, match=rf"summing {n + 1} blobs exceeds the {n} additions.*noise budget"):
+        he.aggregate(ks.public, [agg, blob])
+    with pytest.raises(HEError, match="no invariant noise budget"):
+        he.noise_budget(keys("ckks").secret, he.encrypt(keys("ckks").secret, [x]))
