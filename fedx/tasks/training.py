@@ -1,0 +1,264 @@
+"""Local training: a plain DataLoader, optimizer and model, so that Opacus can wrap all three.
+
+:func:`fit` is ``make_loader`` + ``make_optimizer`` + ``run_epoch`` per epoch. Differential privacy
+slots in between: ``PrivacyEngine.make_private(module=model, optimizer=optimizer, data_loader=loader, ...)``
+returns the three objects that ``run_epoch`` then takes unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError, DataError
+from .data import TabularData
+from .losses import Loss
+from .params import array_names, check_arrays
+
+log = logging.getLogger(__name__)
+
+#: Rows per forward pass when scoring a whole table.
+SCORE_CHUNK = 65536
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How an institution trains locally.
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the local data.
+    batch_size : int
+        Rows per minibatch (ignored with ``full_batch``).
+    lr : float
+        Learning rate.
+    optimizer : {"adam", "sgd"}
+        Local optimizer (SGD without momentum).
+    weight_decay : float
+        L2 penalty, added to the gradient by the optimizer.
+    prox_mu : float
+        FedProx: adds ``prox_mu / 2 * ||w - w_global||^2``; needs ``global_arrays`` in training.
+    pos_weight : float, "auto" or None
+        Weight of positive rows in binary losses. ``"auto"`` is ``sqrt(neg / pos)`` of the local
+        training data, so it differs between institutions; fix a number where FedAvg must equal
+        centralized training exactly. None means 1. GLM tasks ignore it.
+    loss : str
+        ``auto`` (the task's own), or ``bce`` / ``focal`` (binary tasks), ``poisson`` / ``gamma`` (GLM tasks).
+    seed : int
+        Seed of shuffling and dropout.
+    full_batch : bool
+        One gradient step per epoch on all rows, in row order.
+    max_grad_norm : float, optional
+        Clip the gradient norm of each step (stability, not differential privacy).
+    """
+
+    epochs: int = 1
+    batch_size: int = 256
+    lr: float = 0.01
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0
+    pos_weight: float | Literal["auto"] | None = "auto"
+    loss: str = "auto"
+    seed: int = 0
+    full_batch: bool = False
+    max_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_number("lr", self.lr, positive=True)
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"TrainOptions.optimizer: expected adam or sgd, got {self.optimizer!r}")
+        _check_number("weight_decay", self.weight_decay, positive=False)
+        _check_number("prox_mu", self.prox_mu, positive=False)
+        if self.pos_weight is not None and self.pos_weight != "auto":
+            _check_number("pos_weight", self.pos_weight, positive=True, extra="'auto', None or ")
+        if not isinstance(self.loss, str):
+            raise ConfigError(f"TrainOptions.loss: expected a loss name, got {self.loss!r}")
+        _check_int("seed", self.seed, None)
+        if self.max_grad_norm is not None:
+            _check_number("max_grad_norm", self.max_grad_norm, positive=True, extra="None or ")
+
+
+def _check_int(field: str, value: object, lo: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo):
+        bound = "" if lo is None else f" >= {lo}"
+        raise ConfigError(f"TrainOptions.{field}: expected an integer{bound}, got {value!r}")
+
+
+def _check_number(field: str, value: object, *, positive: bool, extra: str = "") -> None:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ConfigError(f"TrainOptions.{field}: expected {extra}a number {'> 0' if positive else '>= 0'}, "
+                          f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What one call of local training did.
+
+    Attributes
+    ----------
+    loss_before, loss_after : float
+        Mean training loss on all local rows (eval mode, without the FedProx term) before and after.
+    n_examples : int
+        Training rows.
+    steps : int
+        Optimizer steps taken.
+    seconds : float
+        Wall-clock time of the call.
+    """
+
+    loss_before: float
+    loss_after: float
+    n_examples: int
+    steps: int
+    seconds: float
+
+
+class RowTensors(Dataset[Batch]):
+    """Map-style dataset of (x, y, weight, offset) rows that fetches a whole batch with one index operation.
+
+    ``DataLoader`` calls ``__getitems__`` with a batch's indices, so :func:`batch_collate` returns its
+    input unchanged. This is 4x faster than ``TensorDataset`` with the default collate, and Opacus'
+    ``DPDataLoader`` keeps both (it reuses the dataset and wraps the collate function).
+    """
+
+    def __init__(self, data: TabularData) -> None:
+        self.tensors = _tensors(data)
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
+
+    def __getitem__(self, index: int) -> Batch:
+        x, y, w, o = (t[index] for t in self.tensors)
+        return x, y, w, o
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        ix = torch.as_tensor(indices, dtype=torch.long)
+        x, y, w, o = (t[ix] for t in self.tensors)
+        return x, y, w, o
+
+
+def batch_collate(batch: Batch) -> Batch:
+    """The collate function of :class:`RowTensors` batches: they come already stacked."""
+    return batch
+
+
+def _tensors(data: TabularData) -> Batch:
+    n = len(data)
+    w = torch.ones(n) if data.weight is None else torch.from_numpy(data.weight)
+    o = torch.zeros(n) if data.offset is None else torch.from_numpy(data.offset)
+    return torch.from_numpy(data.X), torch.from_numpy(data.y), w, o
+
+
+def make_loader(data: TabularData, opts: TrainOptions) -> DataLoader[Batch]:
+    """Shuffled minibatches seeded by ``opts.seed``, or one batch of all rows in order with ``full_batch``."""
+    ds = RowTensors(data)
+    if opts.full_batch:
+        return DataLoader(ds, batch_size=max(len(ds), 1), shuffle=False, collate_fn=batch_collate)
+    gen = torch.Generator().manual_seed(opts.seed)
+    return DataLoader(ds, batch_size=opts.batch_size, shuffle=True, generator=gen, collate_fn=batch_collate)
+
+
+def make_optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+    """Adam, or SGD without momentum, over all of the model's parameters."""
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+
+
+def prox_anchors(model: nn.Module, global_arrays: Sequence[np.ndarray]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Pair each trainable parameter with its value in the global model, for the FedProx term."""
+    check_arrays(model, global_arrays, what="global_arrays")
+    by_name = dict(zip(array_names(model), global_arrays))
+    return [(p, torch.tensor(by_name[name], dtype=torch.float32)) for name, p in model.named_parameters()]
+
+
+def run_epoch(model: nn.Module, loader: DataLoader[Batch], optimizer: torch.optim.Optimizer, loss_fn: Loss, *,
+              prox_mu: float = 0.0, anchors: Sequence[tuple[nn.Parameter, torch.Tensor]] = (),
+              max_grad_norm: float | None = None) -> int:
+    """One pass over ``loader``; returns the number of optimizer steps.
+
+    With ``prox_mu > 0`` each step minimises ``loss + prox_mu / 2 * sum ||p - anchor||^2``.
+    """
+    model.train()
+    steps = 0
+    for x, y, w, offset in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x, offset), y, w)
+        if prox_mu > 0:
+            loss = loss + 0.5 * prox_mu * sum(((p - a) ** 2).sum() for p, a in anchors)
+        loss.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        steps += 1
+    return steps
+
+
+def model_outputs(model: nn.Module, data: TabularData) -> torch.Tensor:
+    """The model's outputs on every row (eval mode, no gradient), shape (n,)."""
+    model.eval()
+    x, _, _, offset = _tensors(data)
+    with torch.no_grad():
+        parts = [model(x[i:i + SCORE_CHUNK], offset[i:i + SCORE_CHUNK]) for i in range(0, len(data), SCORE_CHUNK)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def mean_loss(model: nn.Module, data: TabularData, loss_fn: Loss) -> float:
+    """``loss_fn`` on all rows of ``data`` (eval mode)."""
+    _, y, w, _ = _tensors(data)
+    with torch.no_grad():
+        return float(loss_fn(model_outputs(model, data), y, w))
+
+
+def fit(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
+        global_arrays: Sequence[np.ndarray] | None = None) -> TrainReport:
+    """Train ``model`` in place on ``data``; deterministic for ``opts.seed`` (global RNG state untouched).
+
+    Raises
+    ------
+    DataError
+        If ``data`` has no rows, or ``global_arrays`` do not fit the model.
+    ConfigError
+        If ``opts.prox_mu > 0`` without ``global_arrays``, or the loss diverges.
+    """
+    if len(data) == 0:
+        raise DataError("training data: no rows to train on")
+    anchors: list[tuple[nn.Parameter, torch.Tensor]] = []
+    if opts.prox_mu > 0:
+        if global_arrays is None:
+            raise ConfigError(f"TrainOptions.prox_mu: FedProx (prox_mu={opts.prox_mu}) needs the global "
+                              f"model's arrays; pass global_arrays")
+        anchors = prox_anchors(model, global_arrays)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        loss_before = mean_loss(model, data, loss_fn)
+        loader = make_loader(data, opts)
+        optimizer = make_optimizer(model, opts)
+        steps = sum(run_epoch(model, loader, optimizer, loss_fn, prox_mu=opts.prox_mu, anchors=anchors,
+                              max_grad_norm=opts.max_grad_norm) for _ in range(opts.epochs))
+        loss_after = mean_loss(model, data, loss_fn)
+    if not math.isfinite(loss_after):
+        raise ConfigError(f"train.lr: local training diverged (loss {loss_after} after {steps} steps at "
+                          f"lr={opts.lr}); lower the learning rate or set max_grad_norm")
+    seconds = time.perf_counter() - t0
+    log.debug("trained %d rows, %d steps in %.3fs: loss %.5g -> %.5g", len(data), steps, seconds,
+              loss_before, loss_after)
+    return TrainReport(loss_before, loss_after, len(data), steps, seconds)
