@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 from .base import Arrays, FedAvgRule, ModelState, UpdateRule
 from .fedavg import weighted_mean
 from .fedopt import FedAdamRule, FedAvgMRule, FedYogiRule
+from .robust import KrumRule, MedianRule, TrimmedMeanRule, coordinate_median, krum_select, trimmed_mean
 
 if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = ["Arrays", "ModelState", "UpdateRule", "FedAvgRule", "FedAdamRule", "FedYogiRule", "FedAvgMRule",
-           "weighted_mean", "make_rule"]
+           "TrimmedMeanRule", "MedianRule", "KrumRule", "weighted_mean", "trimmed_mean", "coordinate_median",
+           "krum_select", "make_rule"]
 
 
 def make_rule(cfg: Config) -> UpdateRule:
@@ -31,5 +33,14 @@ def make_rule(cfg: Config) -> UpdateRule:
         return FedYogiRule(opt.lr or 0.01, opt.beta1, opt.beta2, opt.tau)
     if name == "fedavgm":
         return FedAvgMRule(opt.lr or 1.0, opt.beta1)
+    if name == "trimmed_mean":
+        return TrimmedMeanRule(fed.trim)
+    if name == "median":
+        return MedianRule()
+    if name == "krum":
+        return KrumRule(fed.byzantine, select=1)
+    if name == "multi_krum":
+        return KrumRule(fed.byzantine, select=None)
     from ..errors import ConfigError
-    raise ConfigError(f"federation.aggregator: '{name}' is not available yet")
+
+    raise ConfigError(f"federation.aggregator: '{name}' is not available")

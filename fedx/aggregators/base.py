@@ -24,6 +24,8 @@ import numpy as np
 from ..errors import AggregationError
 from .fedavg import weighted_mean
 
+__all__ = ["Arrays", "FedAvgRule", "ModelState", "UpdateRule", "weighted_mean"]
+
 Arrays = list[np.ndarray]
 
 
