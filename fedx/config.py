@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,9 +32,9 @@ ENCRYPTIONS = ("none", "ckks", "bfv-compact")
 BASELINES = ("local", "centralized")
 
 
-def _meta(*, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+def _meta(*, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
           doc: str = "") -> dict[str, Any]:
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "doc": doc}
 
 
 def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
@@ -50,9 +50,11 @@ def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING
 class ModelConfig:
     """``model:``: which model the task builds."""
 
-    kind: Literal["mlp", "logistic", "glm"] = _f("mlp", doc="mlp | logistic | glm")
+    kind: Literal["mlp", "logistic", "glm"] = _f("mlp", doc="the model family")
     hidden: list[int] = _f(factory=lambda: [64, 32], doc="hidden layer widths of the MLP")
     dropout: float = _f(0.0, lo=0.0, hi=0.95, doc="dropout between MLP layers")
+    family: Literal["auto", "poisson", "gamma", "tweedie", "binomial"] = _f(
+        "auto", doc="GLM family for the newton aggregator (auto: the task's own)")
 
     def check(self, path: str) -> None:
         for i, width in enumerate(self.hidden):
@@ -64,7 +66,7 @@ class ModelConfig:
 class PartitionConfig:
     """``data.partition:``: how a table without an institution column is split."""
 
-    method: Literal["iid", "dirichlet", "quantity"] = _f("iid", doc="iid | dirichlet | quantity")
+    method: Literal["iid", "dirichlet", "quantity"] = _f("iid", doc="iid, Dirichlet label skew, or quantity skew")
     alpha: float = _f(0.5, lo=0.0, lo_open=True, doc="Dirichlet concentration (dirichlet, quantity)")
 
 
@@ -73,7 +75,7 @@ class DataConfig:
     """``data:``: where each institution's table comes from, and its schema."""
 
     source: str = _f(doc="synthetic/transactions, synthetic/policies, or a CSV/Parquet path")
-    target: str = _f(doc="the column to predict")
+    target: str | None = _f(None, doc="the column to predict (required to train)")
     params: dict[str, Any] = _f(factory=dict, doc="keyword arguments of a synthetic generator")
     split_by: str | None = _f(None, doc="column that names each institution")
     institutions: int | list[float] | None = _f(
@@ -108,10 +110,11 @@ class TrainConfig:
 
     lr: float = _f(0.01, lo=0.0, lo_open=True, doc="learning rate of the local optimizer")
     batch_size: int = _f(256, lo=1, doc="minibatch size")
-    optimizer: Literal["adam", "sgd"] = _f("adam", doc="adam | sgd")
+    optimizer: Literal["adam", "sgd"] = _f("adam", doc="the local optimizer")
     weight_decay: float = _f(0.0, lo=0.0, doc="L2 weight decay")
     loss: Literal["auto", "bce", "focal", "poisson", "gamma"] = _f("auto", doc="loss (auto picks the task's)")
     pos_weight: float | Literal["auto"] | None = _f("auto", doc="positive-class weight for imbalanced data")
+    full_batch: bool = _f(False, doc="one gradient step per epoch on all local rows")
 
 
 @dataclass
@@ -131,7 +134,7 @@ class FederationConfig:
 
     rounds: int = _f(20, lo=1, doc="number of federated rounds")
     local_epochs: int = _f(1, lo=1, doc="epochs of local training per round")
-    aggregator: Literal[AGGREGATORS] = _f("fedavg", doc=" | ".join(AGGREGATORS))  # type: ignore[valid-type]
+    aggregator: Literal[AGGREGATORS] = _f("fedavg", doc="how updates combine (docs/aggregators.md)")  # type: ignore[valid-type]
     min_clients: int = _f(2, lo=1, doc="fewest institutions a round may complete with")
     fraction: float = _f(1.0, lo=0.0, hi=1.0, lo_open=True, doc="share of institutions sampled per round")
     mu: float = _f(0.0, lo=0.0, doc="FedProx proximal weight (any aggregator)")
@@ -143,7 +146,7 @@ class FederationConfig:
     timeout: float = _f(600.0, lo=1.0, doc="seconds to wait for replies in a round")
     l2: float = _f(0.0, lo=0.0, doc="L2 penalty of the newton GLM solver")
     tolerance: float = _f(1e-8, lo=0.0, lo_open=True, doc="newton: stop when the deviance change is below")
-    tweedie_power: float = _f(1.5, lo=1.0, hi=2.0, lo_open=True, doc="power of the Tweedie family")
+    tweedie_power: float = _f(1.5, lo=1.0, hi=2.0, lo_open=True, hi_open=True, doc="power of the Tweedie family")
 
 
 @dataclass
@@ -162,14 +165,14 @@ class DPConfig:
     noise_multiplier: float = _f(1.0, lo=0.0, doc="noise std / clip")
     delta: float = _f(1e-5, lo=0.0, hi=1.0, lo_open=True, doc="the delta of (epsilon, delta)-DP")
     target_epsilon: float | None = _f(None, lo=0.0, lo_open=True, doc="stop before epsilon exceeds this")
-    level: Literal["client", "sample"] = _f("client", doc="client (DP-FedAvg) | sample (DP-SGD, Opacus)")
+    level: Literal["client", "sample"] = _f("client", doc="client-level (DP-FedAvg) or sample-level (DP-SGD with Opacus)")
 
 
 @dataclass
 class SecurityConfig:
     """``security:``: encryption, keys, differential privacy and audit."""
 
-    encryption: Literal[ENCRYPTIONS] = _f("bfv-compact", doc=" | ".join(ENCRYPTIONS))  # type: ignore[valid-type]
+    encryption: Literal[ENCRYPTIONS] = _f("bfv-compact", doc="HE preset for updates and statistics (docs/security.md)")  # type: ignore[valid-type]
     keys: str | None = _f(None, doc="folder from `fedx keygen`; generated into the run folder when absent")
     he: HEConfig = _f(factory=HEConfig)
     dp: DPConfig | None = _f(None)
@@ -193,9 +196,18 @@ class StatsConfig:
     quantiles: dict[str, list[float]] = _f(factory=dict, doc="probabilities per column")
     quantile_precision: float | None = _f(None, lo=0.0, lo_open=True,
                                           doc="absolute precision of quantiles (default: range/10^4)")
+    quantile_range: dict[str, list[float]] = _f(
+        factory=dict, doc="[lo, hi] where the quantile search starts (default: mean +/- 4 std)")
     correlation: list[str] = _f(factory=list, doc="columns of the correlation and covariance matrix")
+    frequencies: list[str] = _f(factory=list, doc="level counts of each categorical column")
     crosstabs: list[list[str]] = _f(factory=list, doc="pairs of categorical columns")
+    levels: dict[str, list[str]] = _f(factory=dict, doc="declared levels of categorical columns "
+                                                        "(discovered from the data when absent)")
     group_by: str | None = _f(None, doc="a categorical column to compute the statistics per level of")
+    group_bins: list[float] | None = _f(None, doc="bin edges that group a numeric group_by column "
+                                                   "(for example age bands)")
+    bounds: dict[str, list[float]] = _f(factory=dict, doc="[lo, hi] per column: values are clipped to it "
+                                                          "and it sets the sensitivity of noisy sums")
     min_cohort: int = _f(10, lo=1, doc="a released cell needs at least this many records")
     local_min_cohort: int = _f(1, lo=1, doc="an institution refuses a cell it holds fewer records of")
     noise: Literal["none", "laplace", "gaussian"] = _f("none", doc="noise on released values")
@@ -219,12 +231,32 @@ class StatsConfig:
 
 
 @dataclass
+class DeploymentConfig:
+    """``deployment:``: the server side of a real deployment (`fedx server`)."""
+
+    host: str = _f("127.0.0.1", doc="address the SuperLink binds (0.0.0.0 for every interface)")
+    port: int = _f(9092, lo=1, hi=65535, doc="the SuperLink's one port (Fleet, Control and ServerAppIo APIs)")
+    certificates: str | None = _f(None, doc="folder from `fedx certs` (ca.crt, server.pem, server.key)")
+    nodes: str | None = _f(None, doc="folder of the institutions' NAME.pub keys from `fedx node-keys`")
+    out_dir: str = _f("fedx-server", doc="checkpoint, result.json, SuperLink state and logs")
+    insecure: bool = _f(False, doc="no TLS and no node authentication: localhost demos only")
+    expected_nodes: int | None = _f(None, lo=1, doc="institutions to wait for (default: the registered keys)")
+    wait_seconds: float = _f(300.0, lo=1.0, doc="how long to wait for the institutions to connect")
+    max_seconds: float = _f(86400.0, lo=1.0, doc="give up on a run that lasts longer")
+
+    def check(self, path: str) -> None:
+        if not self.insecure and (self.certificates is None or self.nodes is None):
+            raise ConfigError(f"{path}: give certificates and nodes (TLS with node authentication), or "
+                              f"insecure: true for a localhost demo")
+
+
+@dataclass
 class Config:
     """A whole fedx config. Build it with :func:`load_config` or :func:`config_from_dict`."""
 
     name: str = _f(doc="name of the run")
-    task: Literal[TASKS] = _f(doc=" | ".join(TASKS))  # type: ignore[valid-type]
     data: DataConfig = _f()
+    task: Literal[TASKS] | None = _f(None, doc="what to learn (required to train; a stats-only config has none)")  # type: ignore[valid-type]
     seed: int = _f(7, doc="seed of every random choice")
     model: ModelConfig = _f(factory=ModelConfig)
     train: TrainConfig = _f(factory=TrainConfig)
@@ -232,10 +264,16 @@ class Config:
     security: SecurityConfig = _f(factory=SecurityConfig)
     report: ReportConfig = _f(factory=ReportConfig)
     stats: StatsConfig | None = _f(None)
+    deployment: DeploymentConfig | None = _f(None)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: str = field(default="<dict>", metadata={"internal": True})
 
     def check(self, path: str) -> None:
+        if self.task is None and self.stats is None:
+            raise ConfigError("task: missing required key (what to learn), or give a stats: section for "
+                              "`fedx stats`")
+        if self.task is not None and self.data.target is None:
+            raise ConfigError("data.target: missing required key (the column to predict)")
         agg, enc = self.federation.aggregator, self.security.encryption
         if agg in ROBUST_AGGREGATORS and enc != "none":
             raise ConfigError(
@@ -249,6 +287,15 @@ class Config:
         if agg == "newton" and self.model.kind not in ("glm", "logistic"):
             raise ConfigError(f"model.kind: the newton aggregator fits a GLM, expected glm or "
                               f"logistic, got '{self.model.kind}'")
+        if agg == "newton" and self.federation.fraction < 1.0:
+            raise ConfigError("federation.fraction: the newton aggregator sums every institution's statistics "
+                              "in every round, so it needs fraction 1.0")
+        if self.model.family != "auto" and agg != "newton":
+            raise ConfigError(f"model.family: a GLM family is chosen with federation.aggregator: newton, "
+                              f"got aggregator '{agg}'")
+        if self.model.family == "binomial" and self.task != "disease_risk" or \
+                self.model.family in ("poisson", "gamma", "tweedie") and self.task == "disease_risk":
+            raise ConfigError(f"model.family: {self.model.family} does not fit task {self.task}")
         if self.model.kind == "glm" and self.task in ("fraud", "disease_risk"):
             raise ConfigError(f"model.kind: glm is for claim_frequency/claim_severity; use "
                               f"logistic for task '{self.task}'")
@@ -287,6 +334,85 @@ class Config:
         return out
 
 
+# --------------------------------------------------------------------------- node files
+
+
+@dataclass
+class NodePolicyConfig:
+    """``policy:`` of a node file: rules the institution enforces whatever the server asks."""
+
+    require_encryption: bool = _f(True, doc="refuse any run with security.encryption: none")
+    min_cohort: int = _f(10, lo=1, doc="refuse statistics that single out fewer of its own records")
+
+
+@dataclass
+class SuperLinkConfig:
+    """``superlink:`` of a node file: how this node reaches the server."""
+
+    address: str = _f("127.0.0.1:9092", doc="the SuperLink's Fleet API, host:port")
+    root_certificates: str | None = _f(None, doc="the CA certificate that signed the server's certificate")
+    auth_key: str | None = _f(None, doc="this node's private key from `fedx node-keys`")
+    insecure: bool = _f(False, doc="no TLS and no node authentication: localhost demos only")
+    clientappio_port: int | None = _f(None, lo=1, hi=65535, doc="local port for the ClientApp (default: free)")
+
+
+@dataclass
+class NodeConfig:
+    """A node file: one institution's local settings for `fedx node`."""
+
+    name: str = _f(doc="the institution's name in the federation")
+    data: str = _f(doc="its own table (CSV or Parquet), relative to this file")
+    keys: str | None = _f(None, doc="HE secret context (secret.fxk) or the folder that holds it")
+    out_dir: str = _f("fedx-node", doc="where the model and the audit ledger go, relative to this file")
+    policy: NodePolicyConfig = _f(factory=NodePolicyConfig)
+    superlink: SuperLinkConfig = _f(factory=SuperLinkConfig)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def check(self, path: str) -> None:
+        sl = self.superlink
+        if not sl.insecure and (sl.root_certificates is None or sl.auth_key is None):
+            raise ConfigError("superlink: give root_certificates and auth_key (TLS with node authentication), "
+                              "or insecure: true for a localhost demo")
+
+    def _path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def data_path(self) -> Path:
+        """The institution's table."""
+        return self._path(self.data)
+
+    @property
+    def keys_path(self) -> Path | None:
+        """The secret context, or None."""
+        return self._path(self.keys) if self.keys else None
+
+    @property
+    def out_path(self) -> Path:
+        """The node's output folder."""
+        return self._path(self.out_dir)
+
+    def resolve(self, value: str | None) -> Path | None:
+        """A path from the node file, relative to its folder."""
+        return self._path(value) if value else None
+
+
+def load_node_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Read and validate a node file (see :class:`NodeConfig`)."""
+    raw, p = _read_yaml(path)
+    data = _deep_copy(raw)
+    for key, value in (overrides or {}).items():
+        _apply_override(data, key, value, str(p))
+    try:
+        node = _build(NodeConfig, data, "")
+        node.base_dir = p.resolve().parent
+        _check_tree(node, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    return node
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -305,6 +431,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     ConfigError
         Naming the file, the key path and what was expected.
     """
+    raw, p = _read_yaml(path)
+    return config_from_dict(raw, overrides=overrides, source=str(p), base_dir=p.resolve().parent)
+
+
+def _read_yaml(path: str | Path) -> tuple[dict[str, Any], Path]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{p}: config file not found")
@@ -325,7 +456,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{p}: the config file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections at the top, got {type(raw).__name__}")
-    return config_from_dict(raw, overrides=overrides, source=str(p), base_dir=p.resolve().parent)
+    return raw, p
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
@@ -477,6 +608,8 @@ def _same_shape(tp: Any, value: Any) -> bool:
         return origin is dict or dataclasses.is_dataclass(tp)
     if isinstance(value, list):
         return origin is list
+    if isinstance(value, str):
+        return origin is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
     return False
 
 
@@ -491,15 +624,16 @@ def _check_tree(obj: Any, path: str) -> None:
 
 
 def _check_range(value: float, path: str, meta: Mapping[str, Any], what: str) -> None:
-    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
-    if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
+    lo, hi, lo_open, hi_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open"), meta.get("hi_open")
+    if (lo is not None and (value < lo or (lo_open and value == lo))) or \
+            (hi is not None and (value > hi or (hi_open and value == hi))):
         raise ConfigError(f"{path}: expected {what}{_range(meta)}, got {value}")
 
 
 def _range(meta: Mapping[str, Any]) -> str:
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open")
     if lo is not None and hi is not None:
-        return f" in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
+        return f" in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if meta.get('hi_open') else ']'}"
     if lo is not None:
         return f" {'>' if lo_open else '>='} {_num(lo)}"
     if hi is not None:
@@ -518,7 +652,8 @@ def _describe(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin is list:
-        return f"a list of {_describe(args[0])}"
+        inner = {int: "integers", float: "numbers", str: "strings"}.get(args[0])
+        return f"a list of {inner or _describe(args[0])}"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
@@ -552,3 +687,56 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+# --------------------------------------------------------------------------- reference
+
+
+SECTIONS: tuple[tuple[str, type], ...] = (
+    ("", Config), ("model", ModelConfig), ("data", DataConfig), ("data.partition", PartitionConfig),
+    ("train", TrainConfig), ("federation", FederationConfig),
+    ("federation.server_optimizer", ServerOptimizerConfig), ("security", SecurityConfig),
+    ("security.he", HEConfig), ("security.dp", DPConfig), ("report", ReportConfig), ("stats", StatsConfig),
+    ("deployment", DeploymentConfig),
+)
+NODE_SECTIONS: tuple[tuple[str, type], ...] = (
+    ("", NodeConfig), ("policy", NodePolicyConfig), ("superlink", SuperLinkConfig),
+)
+
+
+def reference_markdown(sections: Sequence[tuple[str, type]] = SECTIONS) -> str:
+    """The configuration reference (every key, its type, default and meaning) as Markdown tables.
+
+    docs/configuration.md embeds this text (and that of :data:`NODE_SECTIONS`); a test keeps them
+    identical.
+    """
+    lines: list[str] = []
+    for path, cls in sections:
+        lines.append(f"### `{path or 'top level'}`")
+        lines.append("")
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(doc.replace("``", "`"))
+        lines.append("")
+        lines.append("| key | type | default | meaning |")
+        lines.append("|---|---|---|---|")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp) or any(dataclasses.is_dataclass(a) for a in typing.get_args(tp)):
+                default = "see below"
+            elif f.default is not dataclasses.MISSING:
+                default = "required" if f.default is dataclasses.MISSING else f"`{_yaml_value(f.default)}`"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f"`{_yaml_value(f.default_factory())}`"
+            else:
+                default = "**required**"
+            cells = [f"`{f.name}`", f"{_describe(tp)}{_range(f.metadata)}", default, f.metadata.get("doc", "")]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Arrays", "ModelState", "UpdateRule", "FedAvgRule", "FedAdamRule", "FedYogiRule", "FedAvgMRule",
            "TrimmedMeanRule", "MedianRule", "KrumRule", "weighted_mean", "trimmed_mean", "coordinate_median",
-           "krum_select", "make_rule"]
+           "krum_select", "make_rule", "glm_family"]
+
+
+def glm_family(cfg: Config) -> str:
+    """The GLM family of a newton run: ``model.family``, or the task's own."""
+    if cfg.model.family != "auto":
+        return cfg.model.family
+    return {"claim_frequency": "poisson", "claim_severity": "gamma", "disease_risk": "binomial"}.get(cfg.task, "")
 
 
 def make_rule(cfg: Config) -> UpdateRule:
@@ -33,6 +40,10 @@ def make_rule(cfg: Config) -> UpdateRule:
         return FedYogiRule(opt.lr or 0.01, opt.beta1, opt.beta2, opt.tau)
     if name == "fedavgm":
         return FedAvgMRule(opt.lr or 1.0, opt.beta1)
+    if name == "newton":
+        from .newton import NewtonRule
+
+        return NewtonRule(glm_family(cfg), fed.l2, fed.tweedie_power, fed.tolerance)
     if name == "trimmed_mean":
         return TrimmedMeanRule(fed.trim)
     if name == "median":

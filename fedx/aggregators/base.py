@@ -70,10 +70,14 @@ class UpdateRule(ABC):
     he_kind : "mean", "sum" or None
         How the rule's aggregate can be formed under encryption; None means the rule needs each
         update in plaintext and is refused with encryption on.
+    clients_need_opt : bool
+        Whether the institutions need the optimizer state to compute their update (in plaintext
+        the server then sends it along with the model).
     """
 
     name: str = ""
     he_kind: Literal["mean", "sum"] | None = "mean"
+    clients_need_opt: bool = False
 
     def combine(self, updates: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
         """Plaintext aggregate of several clients' deltas (default: the weighted mean)."""

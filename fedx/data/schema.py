@@ -1,0 +1,199 @@
+"""Declared schemas of tabular data: which columns are features (numeric or categorical), which is
+the target, and which hold exposure, weights or the institution's name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SchemaError
+
+TargetKind = Literal["binary", "count", "positive", "any"]
+_TARGET_RULES: dict[str, str] = {
+    "binary": "0 or 1",
+    "count": "non-negative whole numbers",
+    "positive": "positive numbers",
+    "any": "finite numbers",
+}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature column.
+
+    Parameters
+    ----------
+    name : str
+        Column name.
+    kind : {"numeric", "categorical"}
+        How the column is encoded.
+    levels : tuple of str, optional
+        The allowed levels of a categorical feature; ``None`` leaves them to be discovered.
+    """
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    levels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("numeric", "categorical"):
+            raise SchemaError(f"feature {self.name}: kind must be numeric or categorical, got {self.kind!r}")
+        if self.levels is not None:
+            if self.kind == "numeric":
+                raise SchemaError(f"feature {self.name}: levels are only for categorical features")
+            object.__setattr__(self, "levels", tuple(str(v) for v in self.levels))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns a task reads from each institution's table.
+
+    Parameters
+    ----------
+    features : tuple of FeatureSpec
+        The model's inputs. Missing cells are allowed (they are imputed later).
+    target : str
+        The column to predict.
+    exposure : str, optional
+        Exposure (years at risk) of each row: positive, never missing.
+    weight : str, optional
+        Non-negative sample weight of each row; rows of weight 0 carry no target.
+    split_by : str, optional
+        The column naming each row's institution: never missing.
+    """
+
+    features: tuple[FeatureSpec, ...]
+    target: str
+    exposure: str | None = None
+    weight: str | None = None
+    split_by: str | None = None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the features, in order."""
+        return tuple(f.name for f in self.features)
+
+    @classmethod
+    def infer(cls, df: pd.DataFrame, target: str, *, exclude: Iterable[str] = (), exposure: str | None = None,
+              weight: str | None = None, split_by: str | None = None) -> Schema:
+        """A schema with every column of ``df`` but the named ones as a feature.
+
+        Numeric columns become numeric features; text, boolean and categorical columns become
+        categorical features, with their levels (as strings, sorted).
+        """
+        skip = {target, *exclude} | {c for c in (exposure, weight, split_by) if c is not None}
+        features = []
+        for name in df.columns:
+            if name in skip:
+                continue
+            col = df[name]
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                features.append(FeatureSpec(str(name), "numeric"))
+            else:
+                levels = tuple(sorted({str(v) for v in col.dropna().unique()}))
+                features.append(FeatureSpec(str(name), "categorical", levels))
+        return cls(features=tuple(features), target=target, exposure=exposure, weight=weight, split_by=split_by)
+
+    def validate(self, df: pd.DataFrame, source: str, target_kind: TargetKind = "any") -> None:
+        """Check ``df`` against the schema.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            One institution's table.
+        source : str
+            Where the table came from (a file path, or a synthetic source), named in errors.
+        target_kind : {"binary", "count", "positive", "any"}
+            What the task needs of the target. When a weight column is declared, only rows of
+            positive weight need a valid target.
+
+        Raises
+        ------
+        SchemaError
+            Naming the source, the column, and the first offending value and row.
+        """
+        if target_kind not in _TARGET_RULES:
+            raise SchemaError(f"target_kind: expected one of {', '.join(_TARGET_RULES)}, got {target_kind!r}")
+        roles = [(spec.name, "feature") for spec in self.features] + [(self.target, "target")]
+        roles += [(col, role) for col, role in ((self.exposure, "exposure"), (self.weight, "weight"),
+                                                (self.split_by, "split_by")) if col is not None]
+        missing = [f"{col} ({role})" for col, role in roles if col not in df.columns]
+        if missing:
+            shown = ", ".join(map(str, list(df.columns)[:20])) + (", ..." if len(df.columns) > 20 else "")
+            raise SchemaError(f"{source}: missing column(s) {', '.join(missing)}; the table has: {shown}")
+        for spec in self.features:
+            if spec.kind == "numeric":
+                _numbers(df[spec.name], source, spec.name, allow_missing=True)
+            elif spec.levels is not None:
+                _check_levels(df[spec.name], source, spec)
+        rows = np.ones(len(df), dtype=bool)
+        if self.weight is not None:
+            w = _numbers(df[self.weight], source, f"{self.weight} (weight)", allow_missing=False)
+            _require(w >= 0, w, df, source, f"{self.weight} (weight)", "non-negative numbers")
+            rows = w > 0
+        y = _numbers(df[self.target][rows], source, f"{self.target} (target)", allow_missing=False)
+        target_rows = df[rows]
+        if target_kind == "binary":
+            _require((y == 0) | (y == 1), y, target_rows, source, f"{self.target} (target)", _TARGET_RULES["binary"])
+        elif target_kind == "count":
+            _require((y >= 0) & (y == np.floor(y)), y, target_rows, source, f"{self.target} (target)",
+                     _TARGET_RULES["count"])
+        elif target_kind == "positive":
+            _require(y > 0, y, target_rows, source, f"{self.target} (target)", _TARGET_RULES["positive"])
+        if self.exposure is not None:
+            e = _numbers(df[self.exposure], source, f"{self.exposure} (exposure)", allow_missing=False)
+            _require(e > 0, e, df, source, f"{self.exposure} (exposure)", "positive numbers")
+        if self.split_by is not None:
+            gaps = df[self.split_by].isna().to_numpy()
+            if gaps.any():
+                raise SchemaError(f"{source}: column {self.split_by} (split_by) has {int(gaps.sum())} missing "
+                                  f"cell(s), first at row {df.index[int(np.argmax(gaps))]!r}; every row must "
+                                  f"name its institution")
+
+
+def _numbers(col: pd.Series, source: str, what: str, *, allow_missing: bool) -> np.ndarray:
+    """The column as float64, or SchemaError naming a non-numeric, missing or infinite cell."""
+    if pd.api.types.is_bool_dtype(col):
+        x = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        parsed = pd.to_numeric(col, errors="coerce")
+        bad = (parsed.isna() & col.notna()).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SchemaError(f"{source}: column {what} must hold numbers; {int(bad.sum())} cell(s) do not, "
+                              f"first {col.iloc[i]!r} at row {col.index[i]!r}")
+        x = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not allow_missing:
+        gaps = np.isnan(x)
+        if gaps.any():
+            i = int(np.argmax(gaps))
+            raise SchemaError(f"{source}: column {what} has {int(gaps.sum())} missing cell(s), first at row "
+                              f"{col.index[i]!r}; it must be complete")
+    infinite = np.isinf(x)
+    if infinite.any():
+        i = int(np.argmax(infinite))
+        raise SchemaError(f"{source}: column {what} holds an infinite value at row {col.index[i]!r}")
+    return x
+
+
+def _require(ok: np.ndarray, values: np.ndarray, df: pd.DataFrame, source: str, what: str, expected: str) -> None:
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise SchemaError(f"{source}: column {what} must hold {expected}; {int((~ok).sum())} row(s) do not, "
+                          f"first {values[i]:g} at row {df.index[i]!r}")
+
+
+def _check_levels(col: pd.Series, source: str, spec: FeatureSpec) -> None:
+    present = col.dropna()
+    text = present.astype(str)
+    unknown = ~text.isin(spec.levels or ()).to_numpy()
+    if unknown.any():
+        i = int(np.argmax(unknown))
+        others = sorted(set(text[unknown]))
+        raise SchemaError(f"{source}: column {spec.name} has level(s) {', '.join(map(repr, others[:5]))}"
+                          f"{' ...' if len(others) > 5 else ''} that are not declared (first at row "
+                          f"{present.index[i]!r}); declared: {', '.join(spec.levels or ())}")

@@ -1,0 +1,72 @@
+"""Synthetic data with known ground truth: card transactions of several banks, motor policies of
+several insurers.
+
+Both generators are seeded and deterministic, and take a list of per-institution profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ...errors import ConfigError
+
+P = TypeVar("P")
+
+
+# The profile helpers come before the generator imports: the generator modules import them.
+def check_shares(values: Sequence[float], n: int, where: str) -> None:
+    """Raise ConfigError unless ``values`` are ``n`` finite non-negative numbers with a positive sum."""
+    if len(values) != n or any(not np.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise ConfigError(f"{where}: expected {n} non-negative numbers with a positive sum, got {tuple(values)}")
+
+
+def resized(profiles: Sequence[P], sizes: Sequence[Any], size_field: str, scaled: Sequence[str] = ()) -> list[P]:
+    """Copies of ``profiles`` with ``size_field`` set from ``sizes``; ``scaled`` fields follow in proportion.
+
+    Raises
+    ------
+    ConfigError
+        When there is not one positive whole size per profile.
+    """
+    if len(sizes) != len(profiles):
+        raise ConfigError(f"sizes: expected {len(profiles)} sizes (one per profile), got {len(sizes)}")
+    out = []
+    for profile, size in zip(profiles, sizes):
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not float(size).is_integer() or size < 1:
+            raise ConfigError(f"sizes: expected positive whole numbers, got {size!r}")
+        ratio = int(size) / getattr(profile, size_field)
+        changes = {f: max(1, round(getattr(profile, f) * ratio)) for f in scaled}
+        out.append(replace(profile, **{size_field: int(size)}, **changes))  # type: ignore[type-var]
+    return out
+
+
+from .policies import (  # noqa: E402
+    DEFAULT_INSURERS,
+    GAMMA_SHAPE,
+    POLICY_FEATURES,
+    POLICY_LEVELS,
+    TRUE_FREQUENCY_COEFFICIENTS,
+    TRUE_SEVERITY_COEFFICIENTS,
+    InsurerProfile,
+    generate_policies,
+)
+from .transactions import (  # noqa: E402
+    DEFAULT_BANKS,
+    SCENARIOS,
+    TRANSACTION_FEATURES,
+    TRANSACTION_LEVELS,
+    BankProfile,
+    engineer_features,
+    generate_transactions,
+)
+
+__all__ = [
+    "DEFAULT_BANKS", "DEFAULT_INSURERS", "GAMMA_SHAPE", "POLICY_FEATURES", "POLICY_LEVELS", "SCENARIOS",
+    "TRANSACTION_FEATURES", "TRANSACTION_LEVELS",
+    "TRUE_FREQUENCY_COEFFICIENTS", "TRUE_SEVERITY_COEFFICIENTS", "BankProfile", "InsurerProfile",
+    "engineer_features", "generate_policies", "generate_transactions",
+]

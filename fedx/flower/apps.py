@@ -1,0 +1,79 @@
+"""The ServerApp and ClientApp that Flower's deployment engine loads (``fedx.flower.apps:server_app``).
+
+The SuperLink runs :data:`server_app` with a run config that names the fedx config file, the
+server's public HE context and its output folder; each SuperNode runs :data:`client_app` with a node
+config that names the institution's node file (data, secret key, policy). Nothing is installed at
+run time: both live in the installed fedx package.
+
+Run config keys: ``fedx-config`` (path of the run's YAML), ``fedx-out`` (server folder for the
+checkpoint and result.json), ``fedx-public`` (public.fxk, when encryption is on) and
+``fedx-expected-nodes`` (how many institutions to wait for). Node config key: ``fedx-node``
+(path of the institution's node YAML, see :func:`fedx.config.load_node_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from ..config import load_config, load_node_config
+from ..errors import DeploymentError
+from ..institution import LocalPolicy, NodeSpec
+from .client_app import make_client_app
+from .server_app import Orchestrator
+
+log = logging.getLogger(__name__)
+
+
+def _run_value(context: Context, key: str, default: str | None = None) -> str:
+    value = context.run_config.get(key, default)
+    if value is None or value == "":
+        raise DeploymentError(f"run config has no {key!r}; launch runs with `fedx server`")
+    return str(value)
+
+
+def node_spec_from_context(context: Context) -> NodeSpec:
+    """The institution's settings, from the node file named in the SuperNode's node config."""
+    path = context.node_config.get("fedx-node")
+    if not path:
+        raise DeploymentError("this SuperNode has no fedx-node in its node config; start it with `fedx node`")
+    node = load_node_config(str(path))
+    return NodeSpec(name=node.name, data=node.data_path, out_dir=node.out_path, keys=node.keys_path,
+                    policy=LocalPolicy(require_encryption=node.policy.require_encryption,
+                                       min_cohort=node.policy.min_cohort))
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _server_main(grid: Grid, context: Context) -> None:
+    from .. import he
+    from ..report import RunResult, comparison_table, write_result
+
+    cfg = load_config(_run_value(context, "fedx-config"))
+    out = Path(_run_value(context, "fedx-out"))
+    public = None
+    if cfg.security.encryption != "none":
+        public = he.load_public(_run_value(context, "fedx-public"))
+    expected = int(_run_value(context, "fedx-expected-nodes", str(cfg.federation.min_clients)))
+    summary = Orchestrator(cfg, grid, public, out, expected_nodes=expected, resume=True,
+                           wait_seconds=float(context.run_config.get("fedx-wait-seconds", 300))).run()
+    baselines = {"local": summary.local_baselines, "local_combined": summary.local_combined} \
+        if summary.local_baselines else {}
+    result = RunResult(metrics=summary.metrics, history=summary.history, out_dir=out,
+                       per_institution=summary.per_institution, baselines=baselines,
+                       comparison=comparison_table(summary.per_institution, baselines),
+                       model={"task": cfg.task, "kind": cfg.model.kind, "paths": summary.model_paths,
+                              **(summary.model_report or {})},
+                       privacy={"encryption": cfg.security.encryption}, config=cfg.to_dict(),
+                       institutions=summary.institutions)
+    write_result(result, plots=cfg.report.plots)
+    log.info("fedx run finished: %s", out / "result.json")
+
+
+# Plain assignments: Flower finds a component only as a top-level name (not an annotated one).
+client_app = make_client_app(node_spec_from_context)

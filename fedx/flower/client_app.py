@@ -1,0 +1,232 @@
+"""The ClientApp: one institution's side of the federation, on Flower's Message API.
+
+Every message from the server names a phase (see :mod:`fedx.flower.protocol`). The handler rebuilds
+the :class:`~fedx.institution.Institution` from the node's local settings and the state Flower keeps
+for the node between messages, runs the phase, records what leaves in the audit ledger, and replies.
+An error at the institution becomes a reply with ``status: error`` and a one-line reason, so the
+server can log it and go on with the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..aggregators import ModelState
+from ..config import config_from_dict
+from ..errors import FederationError, FedxError
+from ..institution import Institution, NodeSpec, NodeState
+from ..privacy.audit import AuditLedger
+from . import protocol as P
+from .records import (
+    arrays_record,
+    blobs_record,
+    json_record,
+    named_arrays_record,
+    payload_parts,
+    payload_record,
+    read_arrays,
+    read_blobs,
+    read_json,
+    read_named_arrays,
+    read_payload,
+    stats_record,
+)
+
+log = logging.getLogger(__name__)
+
+_JOB = "fedx-job"
+_STATE = "fedx-state"
+_PARAMS = "fedx-params"
+_OPT = "fedx-opt"
+
+
+def make_client_app(resolve_spec: Callable[[Context], NodeSpec]) -> ClientApp:
+    """A ClientApp whose institution settings come from ``resolve_spec(context)``."""
+    app = ClientApp()
+
+    def handle(msg: Message, context: Context) -> Message:
+        return _handle(msg, context, resolve_spec)
+
+    app.query()(handle)
+    app.train()(handle)
+    app.evaluate()(handle)
+    return app
+
+
+def _handle(msg: Message, context: Context, resolve_spec: Callable[[Context], NodeSpec]) -> Message:
+    req: dict[str, Any] = {}
+    spec: NodeSpec | None = None
+    try:
+        req = read_json(msg.content)
+        spec = resolve_spec(context)
+        content = _run_phase(req, msg.content, context, spec)
+    except FedxError as exc:
+        content = _error(req, exc)
+    except Exception as exc:  # noqa: BLE001 - an institution must answer, not crash the federation
+        log.error("unexpected error at the institution:\n%s", traceback.format_exc())
+        content = _error(req, exc)
+    if spec is not None:
+        _audit(spec, context, req, content)
+    return Message(content, reply_to=msg)
+
+
+def _error(req: dict[str, Any], exc: BaseException) -> RecordDict:
+    reason = str(exc) if isinstance(exc, FedxError) else f"{type(exc).__name__}: {exc}"
+    return RecordDict({"fedx": json_record({"phase": req.get("phase"), "round": req.get("round", 0),
+                                            "status": "error", "reason": reason,
+                                            "error_type": type(exc).__name__})})
+
+
+def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec: NodeSpec) -> RecordDict:
+    phase = req.get("phase")
+    if phase not in P.PHASES:
+        raise FederationError(f"unknown phase {phase!r}; this node speaks {', '.join(P.PHASES)}")
+    job = req.get("config")
+    if job is not None:
+        context.state.config_records[_JOB] = json_record(job)
+    elif _JOB in context.state.config_records:
+        job = read_json(context.state, _JOB)
+    else:
+        raise FederationError("the server sent no run config, and this node has none from earlier messages")
+    cfg = config_from_dict(job, source="the run config sent by the server")
+    inst = Institution(spec, cfg, _load_state(context))
+    out: dict[str, Any] = {"phase": phase, "round": int(req.get("round", 0)), "status": "ok", "name": spec.name}
+    records: dict[str, Any] = {}
+
+    if "setup" in req and _needs_setup(inst, req["setup"]):
+        inst.setup(req["setup"]["levels"], read_payload(content.array_records[P.REC_SETUP]))
+
+    if phase == P.HELLO:
+        out.update(inst.hello())
+    elif phase == P.LEVELS:
+        out["levels"] = inst.levels()
+    elif phase == P.MOMENTS:
+        records["payload"] = payload_record(inst.moments(req["levels"]))
+    elif phase == P.SETUP:
+        digests = inst.setup(req["levels"], read_payload(content.array_records[P.REC_SETUP]))
+        out.update(digests)
+        state = inst.state.model
+        assert state is not None
+        out["shapes"] = [list(p.shape) for p in state.params]
+        out["update_shapes"] = [list(s) for s in inst.update_shapes()]
+        if req.get("send_params"):
+            records["payload"] = arrays_record(state.params)
+    elif phase == P.STATS_LEVELS:
+        out["levels"] = inst.stats_levels()
+    elif phase == P.STATS:
+        rec = content.array_records.get(P.REC_GLOBAL)
+        total = None
+        if rec is not None:
+            total = read_blobs(rec) if req.get("encrypted") else {k: [v] for k, v in read_named_arrays(rec).items()}
+        doc, payloads = inst.stats_step(req.get("levels") or {}, req.get("stage"), total)
+        out.update(doc)
+        if payloads:
+            records["payload"] = blobs_record(payloads) if req.get("encrypted") else \
+                named_arrays_record({k: v[0] for k, v in payloads.items()})
+    elif phase == P.LOCAL_BASELINE:
+        metrics, stats = inst.local_baseline(int(req["epochs"]))
+        out["metrics"] = metrics
+        records["stats"] = stats_record(stats)
+    elif phase in (P.TRAIN, P.EVALUATE, P.FINAL):
+        _sync(inst, req, content)
+        if phase == P.TRAIN:
+            payload, metrics = inst.train(int(req["round"]), float(req["total_weight"]))
+            records["payload"] = payload_record(payload)
+            records["metrics"] = MetricRecord({k: float(v) for k, v in metrics.items()})
+        else:
+            metrics, stats = inst.evaluate()
+            out["metrics"] = metrics
+            records["stats"] = stats_record(stats)
+            if phase == P.FINAL:
+                out["model_path"] = str(inst.save_model())
+                if inst.state.report is not None:
+                    out["model_report"] = inst.state.report
+        state = inst.state.model
+        assert state is not None
+        out["state_round"] = state.round
+        out["state_digest"] = state.digest()
+        out["done"] = inst.state.report is not None
+    _save_state(context, inst.state)
+    return RecordDict({"fedx": json_record(out), **records})
+
+
+def _needs_setup(inst: Institution, setup: dict[str, Any]) -> bool:
+    from ..data.preprocess import Preprocessor
+
+    if inst.state.preprocessor is None or inst.state.model is None:
+        return True
+    return Preprocessor.from_dict(inst.state.preprocessor).digest != setup.get("preprocessor")
+
+
+def _sync(inst: Institution, req: dict[str, Any], content: RecordDict) -> None:
+    target = int(req["target_round"])
+    digests = {int(k): v for k, v in req.get("digests", {}).items()}
+    rec = content.array_records.get(P.REC_GLOBAL)
+    if req.get("encrypted"):
+        blobs = read_blobs(rec) if rec is not None else {}
+        aggregates = {int(k.split("/")[1]): b for k, b in blobs.items()}
+        inst.sync(target, aggregates=aggregates, digests=digests)
+    else:
+        if rec is None:
+            raise FederationError("plaintext round without the global model")
+        opt_rec = content.array_records.get(P.REC_OPT)
+        inst.sync(target, params=read_arrays(rec), opt=_unflatten_opt(opt_rec) if opt_rec is not None else None)
+
+
+def _load_state(context: Context) -> NodeState:
+    recs = context.state
+    if _STATE not in recs.config_records:
+        return NodeState()
+    doc = read_json(recs, _STATE)
+    model = None
+    if _PARAMS in recs.array_records:
+        opt = _unflatten_opt(recs.array_records[_OPT]) if _OPT in recs.array_records else {}
+        model = ModelState(read_arrays(recs.array_records[_PARAMS]), opt, int(doc["round"]))
+    return NodeState(preprocessor=doc.get("preprocessor"), model=model, report=doc.get("report"))
+
+
+def _save_state(context: Context, state: NodeState) -> None:
+    recs = context.state
+    doc = {"preprocessor": state.preprocessor, "round": state.model.round if state.model else 0,
+           "report": state.report}
+    recs.config_records[_STATE] = json_record(doc)
+    if state.model is not None:
+        recs.array_records[_PARAMS] = arrays_record(state.model.params)
+        recs.array_records[_OPT] = opt_record(state.model.opt)
+
+
+def opt_record(opt: dict[str, list[Any]]) -> ArrayRecord:
+    """An optimizer state ({name: [arrays]}) as one record (keys ``name/0000``)."""
+    flat = {f"{name}/{i:04d}": a for name, arrays in opt.items() for i, a in enumerate(arrays)}
+    return named_arrays_record(flat) if flat else ArrayRecord()
+
+
+def _unflatten_opt(record: ArrayRecord) -> dict[str, list[Any]]:
+    opt: dict[str, list[Any]] = {}
+    for key, arr in zip(sorted(record.keys()), read_arrays(record)):
+        opt.setdefault(key.split("/")[0], []).append(arr)
+    return opt
+
+
+def _audit(spec: NodeSpec, context: Context, req: dict[str, Any], content: RecordDict) -> None:
+    job = read_json(context.state, _JOB) if _JOB in context.state.config_records else {}
+    if not job.get("security", {}).get("audit", True):
+        return
+    doc = read_json(content)
+    checks: dict[str, Any] = {"status": doc.get("status"),
+                              "encrypted": any(arr.stype != "numpy.ndarray"
+                                               for rec in content.array_records.values() for arr in rec.values()
+                                               ) if "payload" in content.array_records else False}
+    try:
+        AuditLedger(spec.out_dir / "ledger.jsonl").append(
+            round=int(req.get("round", 0)), kind=str(req.get("phase", "unknown")),
+            payload=payload_parts(content), checks=checks)
+    except OSError as exc:
+        log.error("%s: cannot write the audit ledger: %s", spec.name, exc)
+

@@ -1,0 +1,207 @@
+"""What every fedx server job shares: finding the institutions, and asking them things over the Grid.
+
+:class:`Coordinator` waits for the nodes, runs the ``hello`` phase (names, sizes, key fingerprints,
+column kinds), and sends a phase to many nodes at once, collecting the replies until they are all in
+or ``federation.timeout`` passes. Training (:class:`~fedx.flower.server_app.Orchestrator`) and
+statistics (:class:`~fedx.flower.stats_server.StatsOrchestrator`) build on it.
+
+A reply is attributed to the node the request went to (through ``reply_to_message_id``): when a node
+dies, the SuperLink answers in its place, and the error must still be charged to that node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from ..config import Config
+from ..errors import FederationError, FedxError
+from ..institution import merge_column_kinds
+from . import protocol as P
+from .records import json_record, read_json
+
+log = logging.getLogger(__name__)
+
+Event = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass
+class NodeView:
+    """What the server knows of one institution's node."""
+
+    node_id: int
+    name: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    ready: bool = False          # has the shared preprocessing and the initial model
+    synced_round: int = -1       # the round its copy of the global model is at (-1: unknown)
+
+
+def log_event(kind: str, info: Mapping[str, Any]) -> None:
+    """The default progress callback: a log line per round."""
+    if kind == "round_end":
+        log.info("round %d: %s (%.1f s)", info["round"], info["metrics"], info["seconds"])
+
+
+class Coordinator:
+    """Finds the institutions and exchanges phases with them.
+
+    Parameters
+    ----------
+    cfg : Config
+        The job's config; ``federation.min_clients`` and ``federation.timeout`` apply.
+    grid : Grid
+        Flower's handle to the connected nodes.
+    public : he.PublicContext or None
+        The public HE context when encryption is on.
+    expected_nodes : int
+        How many nodes to wait for before starting (at least ``federation.min_clients``).
+    on_event : callable, optional
+        Called with ``(kind, info)`` as the job progresses.
+    wait_seconds : float
+        How long to wait for the expected nodes to connect.
+    """
+
+    def __init__(self, cfg: Config, grid: Grid, public: Any, expected_nodes: int,
+                 on_event: Event | None = None, wait_seconds: float = 120.0) -> None:
+        self.cfg = cfg
+        self.grid = grid
+        self.public = public
+        self.expected_nodes = max(expected_nodes, cfg.federation.min_clients)
+        self.on_event = on_event or log_event
+        self.wait_seconds = wait_seconds
+        self.nodes: dict[int, NodeView] = {}
+        self.job = cfg.to_dict()
+        self.institutions: dict[str, dict[str, Any]] = {}
+        self._sent_to: dict[str, int] = {}
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the job runs under encryption."""
+        return self.public is not None
+
+    # ------------------------------------------------------------------ finding the institutions
+
+    def connect(self) -> dict[int, dict[str, Any]]:
+        """Wait for the nodes, and learn who they are (``hello``); return each node's answer."""
+        deadline = time.monotonic() + self.wait_seconds
+        ids: list[int] = []
+        while time.monotonic() < deadline:
+            ids = sorted(self.grid.get_node_ids())
+            if len(ids) >= self.expected_nodes:
+                break
+            time.sleep(0.2)
+        if len(ids) < self.cfg.federation.min_clients:
+            raise FederationError(f"only {len(ids)} institution(s) connected within {self.wait_seconds:.0f} s; "
+                                  f"federation.min_clients is {self.cfg.federation.min_clients}")
+        for nid in ids:
+            self.nodes.setdefault(nid, NodeView(node_id=nid))
+        replies = self.ask(P.HELLO, {nid: {} for nid in ids}, "hello")
+        names: dict[str, int] = {}
+        fingerprint = self.public.fingerprint if self.encrypted else ""
+        for nid, doc in replies.items():
+            name = str(doc["name"])
+            if name in names:
+                raise FederationError(f"two nodes call themselves {name!r}; each institution needs its own name")
+            if self.encrypted and doc.get("fingerprint") != fingerprint:
+                log.warning("%s holds keys %s, the server's public context is %s: it is left out", name,
+                            str(doc.get("fingerprint"))[:12], fingerprint[:12])
+                self.nodes.pop(nid)
+                continue
+            names[name] = nid
+            node = self.nodes[nid]
+            node.name, node.n_train, node.n_test = name, int(doc.get("n_train", 0)), int(doc.get("n_test", 0))
+            self.institutions[name] = {k: doc[k] for k in ("n_train", "n_test", "n_rows") if k in doc}
+        for nid in set(self.nodes) - set(replies):
+            self.nodes.pop(nid)
+        if self.cfg.data.features is None and any("features" in d for d in replies.values()):
+            # Settle one schema for all from the kinds each institution sees; later phases use it.
+            self.job["data"]["features"] = merge_column_kinds([doc.get("features", {}) for doc in replies.values()])
+        if len(self.nodes) < self.cfg.federation.min_clients:
+            raise FederationError(f"only {len(self.nodes)} institution(s) answered; federation.min_clients is "
+                                  f"{self.cfg.federation.min_clients}")
+        self.on_event("connected", {"institutions": sorted(names)})
+        return replies
+
+    # ------------------------------------------------------------------ messages
+
+    def request(self, node: NodeView, phase: str, doc: Mapping[str, Any],
+                records: Mapping[str, Any] | None = None) -> Message:
+        """A message for one node; the run config goes along until the node is set up."""
+        body = {"phase": phase, "round": 0, **doc}
+        if not node.ready:
+            body["config"] = self.job
+        content = {**(records or {}), "fedx": json_record(body)}
+        return Message(RecordDict(content), dst_node_id=node.node_id, message_type=MessageType.QUERY, group_id="0")
+
+    def sender(self, msg: Message) -> int:
+        """The node a reply answers for: the one its request went to."""
+        return self._sent_to.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+
+    def ask(self, phase: str, docs: Mapping[int, Mapping[str, Any]], what: str, want_content: bool = False,
+            records: Mapping[str, Any] | None = None, required: int | None = None) -> dict[int, Any]:
+        """Send one phase to several nodes; return the answers of those that succeeded.
+
+        Fewer than ``required`` answers (default ``federation.min_clients``) stop the job.
+        """
+        msgs = [self.request(self.nodes[nid], phase, doc, records=records) for nid, doc in docs.items()]
+        out: dict[int, Any] = {}
+        for msg in self.exchange(msgs, what):
+            nid = self.sender(msg)
+            name = (self.nodes[nid].name if nid in self.nodes else "") or f"node {nid}"
+            if msg.has_error():
+                log.warning("%s: %s failed: %s", name, what, msg.error.reason)
+                continue
+            try:
+                doc = read_json(msg.content)
+            except FedxError as exc:
+                log.warning("%s: %s: %s", name, what, exc)
+                continue
+            if doc.get("status") != "ok":
+                log.warning("%s: %s refused: %s", name, what, doc.get("reason"))
+                continue
+            out[nid] = (doc, msg.content) if want_content else doc
+        needed = self.cfg.federation.min_clients if required is None else required
+        if len(out) < needed:
+            raise FederationError(f"{what}: only {len(out)} institution(s) answered; federation.min_clients is "
+                                  f"{self.cfg.federation.min_clients}")
+        return out
+
+    def exchange(self, messages: Sequence[Message], what: str) -> list[Message]:
+        """Push messages and pull replies until all arrive or ``federation.timeout`` passes."""
+        messages = list(messages)
+        ids = list(self.grid.push_messages(messages))
+        for mid, msg in zip(ids, messages):
+            self._sent_to[mid] = msg.metadata.dst_node_id
+        pending = set(ids)
+        replies: list[Message] = []
+        deadline = time.monotonic() + self.cfg.federation.timeout
+        while pending and time.monotonic() < deadline:
+            for msg in self.grid.pull_messages(pending):
+                pending.discard(msg.metadata.reply_to_message_id)
+                replies.append(msg)
+                self.on_event("reply", {"what": what, "received": len(replies), "expected": len(ids)})
+            if pending:
+                time.sleep(0.02)
+        if pending:
+            late = sorted(self.nodes[self._sent_to[m]].name or str(self._sent_to[m]) for m in pending
+                          if self._sent_to.get(m) in self.nodes)
+            log.warning("%s: no answer from %s within %.0f s (federation.timeout)", what, ", ".join(late),
+                        self.cfg.federation.timeout)
+        return replies
+
+    def sum_payloads(self, payloads: Sequence[Any]) -> Any:
+        """The sum of several institutions' payloads: ciphertexts added under the public context, or arrays."""
+        if self.encrypted:
+            from .. import he
+
+            return he.aggregate(self.public, payloads)
+        return [np.sum([np.asarray(p[i], dtype=np.float64) for p in payloads], axis=0)
+                for i in range(len(payloads[0]))]

@@ -1,0 +1,117 @@
+"""``fedx.run``: a whole federation on Flower's simulation engine, in this process.
+
+Each simulated institution gets its own table file (its "local database") and reads only that.
+The ServerApp runs in a thread of this process, the ClientApps in Ray workers on 127.0.0.1 with one
+CPU each. Ray is shut down before this returns, so no background process is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from ..errors import FederationError, FedxError
+from ..institution import NodeSpec
+from .client_app import make_client_app
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def quiet_environment() -> None:
+    """Telemetry off, and Ray kept on loopback with no usage stats and no dashboard."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+@contextmanager
+def _flower_logs(level: int) -> Iterator[None]:
+    flwr_log = logging.getLogger("flwr")
+    old = flwr_log.level
+    flwr_log.setLevel(level)
+    try:
+        yield
+    finally:
+        flwr_log.setLevel(old)
+
+
+def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, verbose: bool = False) -> T:
+    """Run a server job against simulated institutions on Flower's simulation engine.
+
+    Parameters
+    ----------
+    job : callable
+        Given the Grid, runs the server side (an :class:`~fedx.flower.server_app.Orchestrator` or a
+        :class:`~fedx.flower.stats_server.StatsOrchestrator`) and returns its result.
+    specs : sequence of NodeSpec
+        One per simulated institution (partition ``i`` is ``specs[i]``).
+    verbose : bool
+        Show Flower's and Ray's own logs.
+
+    Returns
+    -------
+    What ``job`` returned. An error in ``job`` is raised here, in the caller's thread.
+    """
+    from flwr.simulation import run_simulation
+
+    quiet_environment()
+    outcome: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["result"] = job(grid)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    frozen = list(specs)
+
+    def resolve(context: Context) -> NodeSpec:
+        return frozen[int(context.node_config["partition-id"])]
+
+    client = make_client_app(resolve)
+    backend = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"_node_ip_address": "127.0.0.1", "include_dashboard": False,
+                      "logging_level": logging.INFO if verbose else logging.ERROR,
+                      "log_to_driver": verbose, "num_cpus": min(os.cpu_count() or 1, len(frozen)),
+                      "_temp_dir": _ray_temp_dir()},
+    }
+    with _flower_logs(logging.INFO if verbose else logging.ERROR):
+        try:
+            run_simulation(server_app=server, client_app=client, num_supernodes=len(frozen),
+                           backend_config=backend, verbose_logging=verbose)
+        except FedxError:
+            raise
+        except Exception as exc:
+            if "error" not in outcome:
+                raise FederationError(f"the simulation engine failed: {exc}") from exc
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:
+        raise FederationError("the simulation ended without a result (see the log above)")
+    return outcome["result"]
+
+
+_RAY_TMP_LOCK = threading.Lock()
+
+
+def _ray_temp_dir() -> str:
+    # Ray's default /tmp/ray is shared by every user of the machine; keep ours private.
+    with _RAY_TMP_LOCK:
+        path = Path(tempfile.gettempdir()) / f"fedx-ray-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return str(path)

@@ -1,0 +1,542 @@
+"""What one institution does with its own data: everything but the messaging.
+
+An :class:`Institution` holds one bank's, insurer's or hospital's table and the secret key. It answers
+the federation's requests (describe yourself, share feature statistics, train, evaluate, save the
+final model) with plain Python values, numpy arrays and ciphertext bytes; :mod:`fedx.flower` carries
+those in Flower messages. Raw rows never leave this object: what does leave is listed in
+docs/security.md and recorded in the node's audit ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .aggregators import ModelState, UpdateRule, make_rule
+from .analytics import moments_plan
+from .config import Config
+from .data.partition import train_test_split_local
+from .data.preprocess import Preprocessor, with_levels
+from .data.schema import Schema
+from .data.spec import schema_for
+from .data.tables import read_table
+from .errors import DataError, FederationError, StateDivergedError
+from .privacy.policy import Policy
+from .tasks import TabularData, TrainOptions, get_task
+from .tasks.params import get_arrays, set_arrays
+
+log = logging.getLogger(__name__)
+
+#: What travels for an aggregate: plaintext arrays, or one ciphertext blob.
+Payload = list[np.ndarray] | bytes
+
+
+@dataclass(frozen=True)
+class LocalPolicy:
+    """Rules an institution enforces on its own data, whatever the server asks."""
+
+    require_encryption: bool = False
+    min_cohort: int = 1
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One institution's local settings: its name, its data, its secret key and where it writes."""
+
+    name: str
+    data: Path
+    out_dir: Path
+    keys: Path | None = None
+    policy: LocalPolicy = field(default_factory=LocalPolicy)
+
+
+@dataclass
+class NodeState:
+    """What an institution remembers between messages of one run."""
+
+    preprocessor: dict[str, Any] | None = None
+    model: ModelState | None = None
+    report: dict[str, Any] | None = None
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed derived from the given parts (stable across processes and machines)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@lru_cache(maxsize=16)
+def _read_cached(path: str, mtime: float) -> pd.DataFrame:
+    return read_table(path)
+
+
+def load_local_table(path: Path) -> pd.DataFrame:
+    """The institution's table, read once per process (re-read when the file changes)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    return _read_cached(str(p.resolve()), p.stat().st_mtime)
+
+
+class Institution:
+    """One institution's side of a federated run.
+
+    Parameters
+    ----------
+    spec : NodeSpec
+        Local settings.
+    cfg : Config
+        The run's config, as the server sent it (its data source is ignored: the node uses its own).
+    state : NodeState
+        What this institution remembers from earlier messages of the run.
+    """
+
+    def __init__(self, spec: NodeSpec, cfg: Config, state: NodeState | None = None) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self.state = state or NodeState()
+        # A stats-only config has no task: the institution then only answers statistics queries.
+        self.task: Any = get_task(cfg.task) if cfg.task else None
+        self.rule: UpdateRule = make_rule(cfg) if cfg.task else None  # type: ignore[assignment]
+        self._newton: Any = self.rule if self.rule is not None and self.rule.name == "newton" else None
+        encryption = cfg.security.encryption
+        if spec.policy.require_encryption and encryption == "none":
+            raise FederationError(f"{spec.name}: local policy requires encryption, and the run has "
+                                  f"security.encryption: none")
+        self._secret = None
+        if encryption != "none":
+            self._secret = _load_secret(spec)
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def schema(self) -> Schema:
+        """The run's schema, as declared in the config (levels may still be undiscovered)."""
+        return schema_for(self.cfg, self.table)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """This institution's full table."""
+        return load_local_table(self.spec.data)
+
+    def split(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The local train/test split: deterministic for the run's seed and this institution's name."""
+        p = Path(self.spec.data)
+        if not p.exists():
+            raise DataError(f"{self.spec.name}: data file not found: {p}")
+        c = self.cfg
+        return _split_cached(str(p.resolve()), p.stat().st_mtime, self.spec.name, c.seed, c.data.test_fraction,
+                             c.data.target, c.data.weight, self.task.name, self.task.target_kind)
+
+    def tabular(self, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
+        """The design matrix and targets of ``df`` under ``prep``."""
+        return tabular(self.cfg, prep, df)
+
+    # ------------------------------------------------------------------ phases
+
+    def hello(self) -> dict[str, Any]:
+        """Who this institution is and how much data it trains on (counts leave; rows never do).
+
+        When the config declares no features, it also names the kind of each candidate column as
+        seen here (numeric, categorical, or empty when every cell is missing), so that the server
+        can settle one schema for all.
+        """
+        out: dict[str, Any] = {"name": self.spec.name, "n_rows": len(self.table),
+                               "fingerprint": self._secret.fingerprint if self._secret is not None else "",
+                               "version": __version__}
+        if self.task is None:
+            return out
+        train, test = self.split()
+        out.update(n_train=len(train), n_test=len(test))
+        if self.cfg.data.features is None:
+            out["features"] = column_kinds(self.table, self.cfg)
+        else:
+            self.schema.validate(self.table, source=str(self.spec.data), target_kind=self.task.target_kind)
+        return out
+
+    def levels(self) -> dict[str, list[str]]:
+        """The names (no counts) of the levels of undeclared categorical features in the training rows."""
+        train, _ = self.split()
+        return moments_plan(self.schema).local_levels(train, source=self.spec.name)
+
+    def moments(self, levels: Mapping[str, list[str]]) -> Payload:
+        """Additive feature statistics of the training rows (encrypted when encryption is on)."""
+        train, _ = self.split()
+        plan = moments_plan(with_levels(self.schema, levels))
+        vec = plan.local_vector(train, plan.first_stage(), Policy(), source=self.spec.name)
+        return self._seal_sum([vec])
+
+    def setup(self, levels: Mapping[str, list[str]], moments_total: Payload) -> dict[str, str]:
+        """Fit the shared preprocessor from the summed statistics, and build the initial model."""
+        (total,) = self._open(moments_total)
+        schema = with_levels(self.schema, levels)
+        plan = moments_plan(schema)
+        prep = Preprocessor.fit(schema, plan.sufficient_statistics(np.asarray(total, dtype=np.float64),
+                                                                   plan.first_stage()),
+                                standardize=self.cfg.standardize, missing_indicators=self.cfg.data.missing_indicators)
+        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        params = get_arrays(model)
+        if self._newton is not None:
+            params = [p.astype(np.float64) for p in params]   # the exact solver keeps float64 coefficients
+        self.state.preprocessor = prep.to_dict()
+        self.state.model = ModelState(params, {}, 0)
+        self.state.report = None
+        return {"preprocessor": prep.digest, "state": self.state.model.digest(),
+                "n_features": str(len(prep.feature_names)), "feature_names": list(prep.feature_names)}
+
+    def update_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of what :meth:`train` sends: the model's deltas, or the GLM statistics vector."""
+        state = self._require_setup()
+        if self._newton is not None:
+            from .aggregators.newton import stats_layout
+
+            p = int(np.prod(state.params[0].shape))
+            return [(max(sl.stop for sl in stats_layout(p, self._newton.family.name).values()),)]
+        return [tuple(p.shape) for p in state.params]
+
+    def sync(self, target_round: int, *, params: list[np.ndarray] | None = None,
+             opt: Mapping[str, list[np.ndarray]] | None = None,
+             aggregates: Mapping[int, bytes] | None = None, digests: Mapping[int, str] | None = None) -> None:
+        """Bring the local copy of the global model to ``target_round``.
+
+        In plaintext the server sends the model itself (``params``). Under encryption it sends the
+        aggregates this institution has not applied yet; each is decrypted and applied with the
+        deterministic update rule, and the result is checked against the federation's digest.
+        """
+        state = self._require_setup()
+        if params is not None:
+            self.state.model = ModelState([np.asarray(p) for p in params], dict(opt or {}), target_round)
+            return
+        aggregates = aggregates or {}
+        self._check_digest(state, digests)
+        while state.round < target_round:
+            nxt = state.round + 1
+            if nxt not in aggregates:
+                raise FederationError(f"{self.spec.name}: the aggregate of round {nxt} is needed to reach "
+                                      f"round {target_round} and was not sent")
+            aggregate = self._open(aggregates[nxt])
+            prev, state = state, self.rule.apply(state, aggregate)
+            self._check_digest(state, digests)
+            if self._newton is not None and self._newton.report_ready(prev):
+                self.state.report = self.glm_report(aggregate[0], prev)
+        self.state.model = state
+
+    def glm_report(self, total: np.ndarray, state: ModelState) -> dict[str, Any]:
+        """The exact GLM's coefficients, standard errors and deviances, from statistics summed at ``state``."""
+        from .aggregators.newton import glm_report, relativities_table
+
+        assert self._newton is not None
+        prep = Preprocessor.from_dict(self.state.preprocessor or {})
+        report = glm_report(np.asarray(total, dtype=np.float64), state, self._newton, prep.feature_names)
+        report["relativities"] = relativities_table(report, {
+            s.name: s.levels[0] for s in prep.schema.features if s.kind == "categorical" and s.levels})
+        return report
+
+    def _check_digest(self, state: ModelState, digests: Mapping[int, str] | None) -> None:
+        want = (digests or {}).get(state.round)
+        if want and want != state.digest():
+            raise StateDivergedError(
+                f"{self.spec.name}: at round {state.round} the local model and optimizer state (digest "
+                f"{state.digest()[:12]}) differ from the federation's ({want[:12]}); this institution "
+                f"stops. Check that every institution runs the same fedx version and keys")
+
+    def train(self, server_round: int, total_weight: float) -> tuple[Payload, dict[str, float]]:
+        """Train locally from the current global model; return the delta (encrypted) and metrics.
+
+        With the newton aggregator, "training" is computing the GLM's sufficient statistics at the
+        current coefficients; they are summed, not averaged.
+        """
+        state = self._require_setup()
+        prep = Preprocessor.from_dict(self.state.preprocessor or {})
+        train, _ = self.split()
+        data = self.tabular(prep, train)
+        if self._newton is not None:
+            from .aggregators.newton import local_stats, round_inputs
+
+            t0 = time.perf_counter()
+            vec = local_stats(data.X, data.y, state.params, self._newton.family.name, offset=data.offset,
+                              weight=data.weight, tweedie_power=self._newton.tweedie_power, **round_inputs(state))
+            return self._seal_sum([vec]), {"num-examples": float(len(data)),
+                                           "train_seconds": time.perf_counter() - t0}
+        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        set_arrays(model, state.params)
+        t0 = time.perf_counter()
+        report = self.task.train(model, data, self._train_options(server_round, self.cfg.federation.local_epochs),
+                                 global_arrays=state.params if self.cfg.federation.mu > 0 else None)
+        new = get_arrays(model)
+        delta = [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
+                 for n, o in zip(new, state.params)]
+        metrics = {"train_loss": float(report.loss_after), "num-examples": float(len(data)),
+                   "train_seconds": time.perf_counter() - t0}
+        return self._seal_mean(delta, weight=float(len(data)), total_weight=total_weight), metrics
+
+    def evaluate(self) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+        """Exact metrics of the current global model on the local test split, and additive statistics."""
+        state = self._require_setup()
+        prep = Preprocessor.from_dict(self.state.preprocessor or {})
+        _, test = self.split()
+        data = self.tabular(prep, test)
+        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        set_arrays(model, state.params)
+        pred = self.task.predict(model, data)
+        return self.task.metrics(data, pred), self.task.eval_stats(data, pred)
+
+    def local_baseline(self, epochs: int) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+        """Train a model on this institution's data alone, and score it on the local test split.
+
+        Its preprocessing is fitted on local statistics only, as the institution would do alone. With
+        the newton aggregator the local model is the institution's own exact GLM fit.
+        """
+        train, test = self.split()
+        prep = fit_preprocessor(self.cfg, self.schema, train)
+        model = fit_model(self.cfg, self.task, self.rule, prep, self.tabular(prep, train), epochs,
+                          seed=derive_seed(self.cfg.seed, self.spec.name, "local"))
+        data = self.tabular(prep, test)
+        pred = self.task.predict(model, data)
+        return self.task.metrics(data, pred), self.task.eval_stats(data, pred)
+
+    # ------------------------------------------------------------------ statistics (fedx stats)
+
+    def stats_plan(self, levels: Mapping[str, list[str]] | None = None) -> Any:
+        """The run's statistics query, checked against this institution's table."""
+        from .analytics import StatsPlan
+
+        if self.cfg.stats is None:
+            raise FederationError("the run config has no stats: section")
+        plan = StatsPlan.from_config(self.cfg.stats, seed=self.cfg.seed)
+        plan.check_columns(self.table, self.spec.name)
+        return plan.with_levels(levels) if levels else plan
+
+    def stats_levels(self) -> dict[str, list[str]]:
+        """Names (no counts) of the levels of the query's undeclared categorical columns held here."""
+        return self.stats_plan().local_levels(self.table, source=self.spec.name)
+
+    def stats_step(self, levels: Mapping[str, list[str]], stage: Mapping[str, Any] | None,
+                   total: Mapping[str, Payload] | None) -> tuple[dict[str, Any], dict[str, Payload]]:
+        """One stage of a statistics query.
+
+        With the summed vectors of the last stage (``total``), release them under the policy: the
+        final statistics, or the next stage. For the next stage, compute this institution's vector.
+        Every institution runs the same deterministic release on the same sum, so they agree.
+
+        Returns
+        -------
+        (doc, payloads)
+            ``doc`` has ``done`` and the ``result``, or the next ``stage`` and its digest; ``payloads``
+            holds this institution's vector for that stage, split into its whole-number entries and
+            the rest (under CKKS a blob's error grows with its largest value, so counts travel apart
+            from large sums).
+        """
+        from .analytics import stage_digest
+        from .privacy.policy import Policy as StatsPolicy
+
+        plan = self.stats_plan(levels)
+        policy = StatsPolicy.from_config(self.cfg.stats, local_min_cohort=self.spec.policy.min_cohort)
+        if stage is None:
+            stage = plan.first_stage()
+        else:
+            assert total is not None
+            layout_whole = plan.whole_numbers(stage)
+            vec = np.zeros(layout_whole.shape, dtype=np.float64)
+            vec[layout_whole] = self._open(total["whole"])[0]
+            if "rest" in total:
+                vec[~layout_whole] = self._open(total["rest"])[0]
+            release = plan.release(vec, stage, policy)
+            if release.done:
+                return {"done": True, "result": release.result, "suppressed": release.suppressed}, {}
+            stage = release.next_stage
+        assert stage is not None
+        vec = plan.local_vector(self.table, stage, policy, source=self.spec.name)
+        whole = plan.whole_numbers(stage)
+        payloads = {"whole": self._seal_sum([vec[whole]])}
+        if (~whole).any():
+            payloads["rest"] = self._seal_sum([vec[~whole]])
+        return {"done": False, "stage": stage, "stage_digest": stage_digest(stage)}, payloads
+
+    def save_model(self, path: Path | None = None) -> Path:
+        """Write the current global model, with its preprocessing, for local scoring."""
+        from .model import FedxModel
+
+        state = self._require_setup()
+        prep = Preprocessor.from_dict(self.state.preprocessor or {})
+        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params)
+        path = path or (self.spec.out_dir / "model.pt")
+        fm.save(path)
+        return path
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_setup(self) -> ModelState:
+        if self.state.model is None or self.state.preprocessor is None:
+            raise FederationError(f"{self.spec.name}: the federation has not set up this institution yet "
+                                  f"(no shared preprocessing and initial model)")
+        return self.state.model
+
+    def _model_cfg(self) -> dict[str, Any]:
+        return model_config(self.cfg)
+
+    def _train_options(self, server_round: int, epochs: int) -> TrainOptions:
+        t = self.cfg.train
+        return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                            weight_decay=t.weight_decay, prox_mu=self.cfg.federation.mu,
+                            pos_weight=t.pos_weight, loss=t.loss, full_batch=t.full_batch,
+                            seed=derive_seed(self.cfg.seed, self.spec.name, server_round))
+
+    def _seal_mean(self, arrays: list[np.ndarray], weight: float, total_weight: float) -> Payload:
+        if self._secret is None:
+            return arrays
+        from . import he
+
+        return he.encrypt(self._secret, arrays, weight=weight, total_weight=max(total_weight, weight))
+
+    def _seal_sum(self, arrays: list[np.ndarray]) -> Payload:
+        if self._secret is None:
+            return arrays
+        from . import he
+
+        return he.encrypt(self._secret, arrays, kind="sum")
+
+    def _open(self, payload: Payload) -> list[np.ndarray]:
+        """Plaintext arrays, or the decrypted content of an aggregate (a weighted mean or a sum)."""
+        if isinstance(payload, (bytes, bytearray)):
+            from . import he
+
+            arrays, _ = he.decrypt(self._require_secret(), bytes(payload))
+            return list(arrays)
+        return list(payload)
+
+    def _require_secret(self) -> Any:
+        if self._secret is None:
+            raise FederationError(f"{self.spec.name}: received ciphertext, but this run has no encryption "
+                                  f"configured at this institution")
+        return self._secret
+
+
+def column_kinds(df: pd.DataFrame, cfg: Config) -> dict[str, str]:
+    """Kind of each candidate feature column of ``df``: "numeric", "categorical" or "empty"."""
+    d = cfg.data
+    skip = {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
+    out: dict[str, str] = {}
+    for col in df.columns:
+        if col in skip:
+            continue
+        s = df[col]
+        if s.isna().all():
+            out[str(col)] = "empty"
+        elif pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            out[str(col)] = "categorical"
+        else:
+            out[str(col)] = "numeric"
+    return out
+
+
+def merge_column_kinds(parts: list[Mapping[str, str]]) -> dict[str, str]:
+    """One schema from every institution's column kinds: categorical wins, all-empty columns drop out."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for col, kind in part.items():
+            prev = merged.get(col, "empty")
+            if kind == "categorical" or prev == "categorical":
+                merged[col] = "categorical"
+            elif kind == "numeric" or prev == "numeric":
+                merged[col] = "numeric"
+            else:
+                merged[col] = "empty"
+    return {c: k for c, k in merged.items() if k != "empty"}
+
+
+def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preprocessor:
+    """Preprocessing fitted on one table alone (a local or the centralized baseline), levels included."""
+    plan = moments_plan(schema)
+    schema = with_levels(schema, plan.local_levels(df))
+    plan = moments_plan(schema)
+    stage = plan.first_stage()
+    sums = plan.sufficient_statistics(plan.local_vector(df, stage, Policy()), stage)
+    return Preprocessor.fit(schema, sums, standardize=cfg.standardize, missing_indicators=cfg.data.missing_indicators)
+
+
+def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data: TabularData, epochs: int,
+              seed: int) -> Any:
+    """A model trained on one table alone (a local or the centralized baseline), with the run's settings.
+
+    With the newton aggregator it is the table's exact GLM fit, as the federation would reach.
+    """
+    model = task.build_model(len(prep.feature_names), model_config(cfg), seed=cfg.seed)
+    if rule.name == "newton":
+        from .aggregators.newton import GLMData, newton_fit
+
+        fit = newton_fit([GLMData(data.X, data.y, data.offset, data.weight)], rule,  # type: ignore[arg-type]
+                         max_rounds=max(cfg.federation.rounds, 50))
+        set_arrays(model, fit.state.params)
+        return model
+    t = cfg.train
+    task.train(model, data, TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                                         weight_decay=t.weight_decay, pos_weight=t.pos_weight, loss=t.loss,
+                                         full_batch=t.full_batch, seed=seed))
+    return model
+
+
+def model_config(cfg: Config) -> dict[str, Any]:
+    """The ``model:`` section as the task's model factory takes it."""
+    m = cfg.model
+    return {"kind": m.kind, "hidden": list(m.hidden), "dropout": m.dropout}
+
+
+def tabular(cfg: Config, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
+    """Design matrix, target, offset (log exposure) and weights of ``df`` under ``prep``."""
+    d = cfg.data
+    y = df[d.target].to_numpy(dtype=np.float32)
+    offset = np.log(df[d.exposure].to_numpy(dtype=np.float64)).astype(np.float32) if d.exposure else None
+    weight = df[d.weight].to_numpy(dtype=np.float32) if d.weight else None
+    return TabularData(prep.transform(df), y, offset=offset, weight=weight, feature_names=prep.feature_names)
+
+
+def local_split(df: pd.DataFrame, cfg: Config, name: str, task: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One institution's train/test split, as every part of fedx computes it.
+
+    Deterministic for the run's seed and the institution's name; stratified on a binary target.
+    For claim severity only the rows with claims (positive weight) carry information and are kept.
+    """
+    d = cfg.data
+    return _split(df, name, cfg.seed, d.test_fraction, d.target, d.weight, task.name, task.target_kind)
+
+
+def _split(df: pd.DataFrame, name: str, seed: int, test_fraction: float, target: str, weight: str | None,
+           task_name: str, target_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if task_name == "claim_severity" and weight is not None:
+        df = df[df[weight] > 0]
+    stratify = target if target_kind == "binary" else None
+    return train_test_split_local(df, test_fraction, seed=derive_seed(seed, name, "split"), stratify=stratify)
+
+
+@lru_cache(maxsize=64)
+def _split_cached(path: str, mtime: float, name: str, seed: int, test_fraction: float, target: str,
+                  weight: str | None, task_name: str, target_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return _split(_read_cached(path, mtime), name, seed, test_fraction, target, weight, task_name, target_kind)
+
+
+def _load_secret(spec: NodeSpec) -> Any:
+    if spec.keys is None:
+        raise FederationError(f"{spec.name}: encryption is on, and this node has no keys configured")
+    p = Path(spec.keys)
+    p = p / "secret.fxk" if p.is_dir() else p
+    if not p.exists():
+        raise FederationError(f"{spec.name}: secret key file not found: {p} (create keys with `fedx keygen`)")
+    return _secret_cached(str(p.resolve()), p.stat().st_mtime)
+
+
+@lru_cache(maxsize=4)
+def _secret_cached(path: str, mtime: float) -> Any:
+    from . import he
+
+    return he.load_secret(path)

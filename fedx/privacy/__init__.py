@@ -1,0 +1,1 @@
+"""Differential privacy, the data owners' release policy, and the audit ledger."""

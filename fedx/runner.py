@@ -1,0 +1,209 @@
+"""``fedx.run(cfg)`` and ``fedx.stats(cfg)``: simulated federated jobs, from config to result files.
+
+1. Each institution's table is written to its own file, as if it were that institution's database.
+2. With encryption on, keys come from ``security.keys``, or are generated into the run folder.
+3. The job runs on Flower's simulation engine (:mod:`fedx.flower.simulation`).
+4. For training, the centralized baseline, when asked for, trains on the pooled data (possible only
+   in simulation).
+5. result.json (or stats.json), CSV tables and PNG plots are written to the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import Config
+from .errors import ConfigError, FedxError
+from .institution import LocalPolicy, NodeSpec
+from .report import RunResult, comparison_table, print_summary, write_result
+
+log = logging.getLogger(__name__)
+
+
+def default_out_dir(cfg: Config) -> Path:
+    """``runs/<name>-<UTC time>`` under the current folder."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-") or "run"
+    return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
+        force: bool = False, verbose: bool = False) -> RunResult:
+    """Run a federated training job in simulation and write its result.
+
+    Parameters
+    ----------
+    cfg : Config
+        From :func:`fedx.load_config`.
+    out_dir : str or Path, optional
+        The run folder (default ``runs/<name>-<time>``). It receives result.json, history.csv,
+        institutions.csv, rounds.png, institutions.png, the server checkpoint, each simulated
+        institution's model and audit ledger, and generated keys.
+    progress : bool
+        Show a progress bar and print the final table.
+    resume : bool
+        Continue from the checkpoint in ``out_dir`` (after a crash, or with more rounds).
+    force : bool
+        Replace a finished run in ``out_dir`` (without it, a finished run is never overwritten).
+    verbose : bool
+        Show Flower's and Ray's logs.
+
+    Returns
+    -------
+    RunResult
+    """
+    from .flower.server_app import Orchestrator
+    from .flower.simulation import run_on_simulation
+    from .progress import RunProgress
+    from .tasks import get_task
+
+    if cfg.task is None:
+        raise ConfigError(f"{cfg.source}: task: missing required key (what to learn); a config with only a "
+                          f"stats: section runs with `fedx stats`")
+    out = _prepare_out_dir(cfg, out_dir, "result.json", resume=resume, force=force)
+    task = get_task(cfg.task)
+    with _simulated_sites(cfg, out) as sites, RunProgress(task.primary_metric, enabled=progress) as bar:
+        summary = run_on_simulation(
+            lambda grid: Orchestrator(cfg, grid, sites.public, out, expected_nodes=len(sites.specs),
+                                      on_event=bar, resume=resume).run(),
+            sites.specs, verbose=verbose)
+        baselines: dict[str, Any] = {}
+        central_per_inst: dict[str, dict[str, Any]] = {}
+        if summary.local_baselines:
+            baselines["local"] = summary.local_baselines
+            baselines["local_combined"] = summary.local_combined
+        if "centralized" in cfg.report.baselines:
+            from .baselines import centralized
+
+            bar("phase", {"what": "centralized baseline (pooled data, simulation only)"})
+            baselines["centralized"], central_per_inst = centralized(cfg, sites.tables, features=summary.features)
+    result = RunResult(
+        metrics=summary.metrics, history=summary.history, out_dir=out,
+        per_institution=summary.per_institution, baselines=baselines,
+        comparison=comparison_table(summary.per_institution, baselines, central_per_inst),
+        model={"task": cfg.task, "kind": cfg.model.kind, "paths": summary.model_paths,
+               **(summary.model_report or {})},
+        privacy={"encryption": cfg.security.encryption,
+                 **({"preset": sites.public.preset.describe()} if sites.public is not None else {})},
+        config=cfg.to_dict(), institutions=summary.institutions,
+    )
+    write_result(result, plots=cfg.report.plots, primary_metric=task.primary_metric)
+    if progress:
+        shown = [m for m in task.metric_names if m not in (task.primary_metric, "n", "base_rate")]
+        print_summary(result, [task.primary_metric, *shown[:3]])
+    return result
+
+
+def stats(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
+          verbose: bool = False) -> dict[str, Any]:
+    """Compute the config's ``stats:`` section across simulated institutions; write stats.json.
+
+    Returns
+    -------
+    dict
+        The body of stats.json (see docs/analytics.md).
+    """
+    from .analytics import print_stats, write_stats
+    from .flower.simulation import run_on_simulation
+    from .flower.stats_server import StatsOrchestrator
+    from .progress import RunProgress
+
+    if cfg.stats is None:
+        raise ConfigError(f"{cfg.source}: stats: missing section (the statistics to compute)")
+    out = _prepare_out_dir(cfg, out_dir, "stats.json", resume=False, force=force)
+    with _simulated_sites(cfg, out) as sites, RunProgress("", enabled=progress) as bar:
+        result = run_on_simulation(
+            lambda grid: StatsOrchestrator(cfg, grid, sites.public, expected_nodes=len(sites.specs),
+                                           on_event=bar).run(),
+            sites.specs, verbose=verbose)
+    result["privacy"] = {**result.get("privacy", {}), "encryption": cfg.security.encryption}
+    write_stats(result, out, plots=cfg.report.plots)
+    if progress:
+        print_stats(result)
+    return result
+
+
+@dataclass
+class _Sites:
+    tables: dict[str, pd.DataFrame]
+    specs: list[NodeSpec]
+    public: Any
+
+
+@contextmanager
+def _simulated_sites(cfg: Config, out: Path) -> Iterator[_Sites]:
+    """Each institution's table in a file of its own (deleted afterwards), and the keys."""
+    from .data.institutions import institution_tables
+
+    tables = institution_tables(cfg)
+    public, keys_dir = _keys(cfg, out)
+    data_dir = Path(tempfile.mkdtemp(prefix="fedx-sites-"))
+    try:
+        specs = []
+        for name, df in tables.items():
+            path = data_dir / f"{_safe(name)}.parquet"
+            df.to_parquet(path, index=False)
+            specs.append(NodeSpec(name=name, data=path, out_dir=out / "institutions" / _safe(name), keys=keys_dir,
+                                  policy=LocalPolicy()))
+        yield _Sites(tables, specs, public)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _prepare_out_dir(cfg: Config, out_dir: str | Path | None, result_name: str, *, resume: bool,
+                     force: bool) -> Path:
+    out = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    if (out / result_name).exists() and not resume:
+        if not force:
+            raise ConfigError(f"{out}: holds a finished run; choose another --out, pass --force to replace it, "
+                              f"or --resume to continue it with more rounds")
+        shutil.rmtree(out)
+    elif (out / "checkpoint").exists() and not resume:
+        if not force:
+            raise ConfigError(f"{out}: holds an unfinished run; pass --resume to continue it, or --force to "
+                              f"start over")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
+    """The server's public context and the institutions' keys folder (generated when not given)."""
+    if cfg.security.encryption == "none":
+        return None, None
+    from . import he
+
+    overrides = {k: v for k, v in (("bits", cfg.security.he.bits), ("clip", cfg.security.he.clip)) if v is not None}
+    if cfg.security.keys is not None:
+        folder = cfg.resolve_path(cfg.security.keys)
+        if not (folder / "public.fxk").exists():
+            raise ConfigError(f"security.keys: {folder} holds no public.fxk (create keys with "
+                              f"`fedx keygen --preset {cfg.security.encryption} --out {folder}`)")
+        keys = he.load_keys(folder)
+        if keys.public.preset.name != cfg.security.encryption:
+            raise ConfigError(f"security.keys: {folder} holds {keys.public.preset.name} keys, and "
+                              f"security.encryption is {cfg.security.encryption}")
+        return keys.public, folder
+    folder = out / "keys"
+    if (folder / "public.fxk").exists():
+        return he.load_keys(folder).public, folder
+    try:
+        keys = he.keygen(cfg.security.encryption, **overrides)
+    except FedxError as exc:
+        raise ConfigError(f"security.he: {exc}") from None
+    keys.save(folder)
+    return keys.public, folder
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "institution"
