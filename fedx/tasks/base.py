@@ -23,7 +23,7 @@ from .metrics import (
     binary_stats,
 )
 from .models import build_model
-from .training import TrainOptions, TrainReport, fit, model_outputs
+from .training import SampleDP, TrainOptions, TrainReport, fit, model_outputs
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,13 @@ class Task(ABC):
         check_target(data.y, self.target_kind, field=f"target of task '{self.name}'")
 
     def train(self, model: nn.Module, data: TabularData, opts: TrainOptions,
-              global_arrays: Sequence[np.ndarray] | None = None) -> TrainReport:
-        """Train ``model`` in place on ``data``; ``global_arrays`` anchor the FedProx term (``opts.prox_mu > 0``)."""
+              global_arrays: Sequence[np.ndarray] | None = None, privacy: SampleDP | None = None) -> TrainReport:
+        """Train ``model`` in place on ``data``; ``global_arrays`` anchor the FedProx term (``opts.prox_mu > 0``).
+
+        With ``privacy``, training is DP-SGD and the report carries the privacy spent (see :func:`fit`).
+        """
         self.check_data(data)
-        return fit(model, data, opts, self.make_loss(data, opts), global_arrays)
+        return fit(model, data, opts, self.make_loss(data, opts), global_arrays, privacy)
 
     def make_loss(self, data: TabularData, opts: TrainOptions) -> Loss:
         """The training loss that ``opts.loss`` names, set up for ``data``."""

@@ -26,17 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit, xlogy
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    mean_absolute_error,
-    mean_gamma_deviance,
-    mean_poisson_deviance,
-    roc_auc_score,
-)
-
 from ..errors import ConfigError, DataError
 from .data import check_target
 
@@ -305,6 +294,10 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = Non
 
     Returns the keys of ``BINARY_METRICS``. With one class only, the ranking metrics are None.
     """
+    # sklearn is imported here, not at module level: it costs most of a second, and an institution's
+    # process imports this module for every message.
+    from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
     y, p = _check_inputs(y, p, weight, "binary", positive_pred=False)
     w = _weights(weight, len(y))
     total, total_pos = float(w.sum()), float(w[y > 0.5].sum())
@@ -445,6 +438,8 @@ def glm_metrics(family: str, y: np.ndarray, mu: np.ndarray, offset: np.ndarray |
     Lorenz curve: rows ranked by predicted rate ``mu / exposure``, cumulative ``weight * exposure`` against
     cumulative ``weight * y``, with rates within ``RATE_TIE_TOL`` (in log) grouped as ties.
     """
+    from sklearn.metrics import mean_absolute_error, mean_gamma_deviance, mean_poisson_deviance
+
     check_family(family, offset)
     y, mu = _check_inputs(y, mu, weight, "count" if family == "poisson" else "positive", positive_pred=True)
     w = _weights(weight, len(y))

@@ -1,8 +1,9 @@
 """Local training: a plain DataLoader, optimizer and model, so that Opacus can wrap all three.
 
 :func:`fit` is ``make_loader`` + ``make_optimizer`` + ``run_epoch`` per epoch. Differential privacy
-slots in between: ``PrivacyEngine.make_private(module=model, optimizer=optimizer, data_loader=loader, ...)``
-returns the three objects that ``run_epoch`` then takes unchanged.
+slots in between: with ``privacy=SampleDP(...)``, ``PrivacyEngine.make_private(module=model,
+optimizer=optimizer, data_loader=loader, ...)`` returns the three objects that ``run_epoch`` then takes
+unchanged (DP-SGD), and the report says how much privacy the training spent.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PrivacyBudgetError
 from .data import TabularData
 from .losses import Loss
 from .params import array_names, check_arrays
@@ -93,18 +95,104 @@ class TrainOptions:
             _check_number("max_grad_norm", self.max_grad_norm, positive=True, extra="None or ")
 
 
-def _check_int(field: str, value: object, lo: int | None) -> None:
+def _check_int(field: str, value: object, lo: int | None, owner: str = "TrainOptions") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo):
         bound = "" if lo is None else f" >= {lo}"
-        raise ConfigError(f"TrainOptions.{field}: expected an integer{bound}, got {value!r}")
+        raise ConfigError(f"{owner}.{field}: expected an integer{bound}, got {value!r}")
 
 
-def _check_number(field: str, value: object, *, positive: bool, extra: str = "") -> None:
+def _check_number(field: str, value: object, *, positive: bool, extra: str = "", owner: str = "TrainOptions") -> None:
     ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
           and (value > 0 if positive else value >= 0))
     if not ok:
-        raise ConfigError(f"TrainOptions.{field}: expected {extra}a number {'> 0' if positive else '>= 0'}, "
+        raise ConfigError(f"{owner}.{field}: expected {extra}a number {'> 0' if positive else '>= 0'}, "
                           f"got {value!r}")
+
+
+#: Opacus' accountant history: ``(noise_multiplier, sample_rate, steps)`` per run of equal steps.
+DPHistory = tuple[tuple[float, float, int], ...]
+
+
+@dataclass(frozen=True)
+class SampleDP:
+    """Sample-level differential privacy of local training: DP-SGD through Opacus, RDP accounting.
+
+    Each row's gradient is clipped to ``max_grad_norm`` and each step's summed gradient gets Gaussian
+    noise of standard deviation ``noise_multiplier * max_grad_norm``; minibatches are Poisson samples
+    at rate ``1 / batches per epoch`` (about ``batch_size / rows``). Epsilon is for adding or removing
+    one training row.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        Noise standard deviation over ``max_grad_norm`` (0 clips without noise: epsilon is infinite).
+    max_grad_norm : float
+        L2 bound of each row's gradient. It replaces ``TrainOptions.max_grad_norm``.
+    delta : float
+        The delta of the reported (epsilon, delta).
+    target_epsilon : float, optional
+        Refuse to train (:class:`~fedx.errors.PrivacyBudgetError`) when the training asked for would
+        take this institution's epsilon above it.
+    history : tuple of (noise_multiplier, sample_rate, steps)
+        The accountant history of this institution's earlier training in the run
+        (``TrainReport.privacy.history`` of its previous round), so that epsilon accumulates.
+    seed : int, optional
+        Seed of the noise and of the minibatch sampling, for tests only. None (the default) draws both
+        from the operating system's entropy: a seed derived from the run's config would let anyone who
+        knows the config reproduce, and subtract, the noise.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    target_epsilon: float | None = None
+    history: DPHistory = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_number("noise_multiplier", self.noise_multiplier, positive=False, owner="SampleDP")
+        _check_number("max_grad_norm", self.max_grad_norm, positive=True, owner="SampleDP")
+        _check_number("delta", self.delta, positive=True, owner="SampleDP")
+        if self.delta >= 1:
+            raise ConfigError(f"SampleDP.delta: expected a number in (0, 1), got {self.delta!r}")
+        if self.target_epsilon is not None:
+            _check_number("target_epsilon", self.target_epsilon, positive=True, extra="None or ", owner="SampleDP")
+        if self.seed is not None:
+            _check_int("seed", self.seed, None, owner="SampleDP")
+        try:
+            history = tuple((float(s), float(q), int(n)) for s, q, n in self.history)
+        except (TypeError, ValueError):
+            raise ConfigError(f"SampleDP.history: expected (noise_multiplier, sample_rate, steps) triples, "
+                              f"got {self.history!r}") from None
+        object.__setattr__(self, "history", history)
+
+
+@dataclass(frozen=True)
+class PrivacySpent:
+    """The sample-level privacy an institution's local training has spent so far in the run.
+
+    Attributes
+    ----------
+    epsilon, delta : float
+        The (epsilon, delta)-DP guarantee for one training row, over all steps in ``history``.
+    noise_multiplier, max_grad_norm, sample_rate : float
+        The settings of this call's steps.
+    steps : int
+        DP-SGD steps accounted, over all calls.
+    history : tuple of (noise_multiplier, sample_rate, steps)
+        Opacus' accountant history: pass it to the next call's :class:`SampleDP`.
+    accountant : str
+        The accountant used.
+    """
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    history: DPHistory
+    accountant: str = "rdp (opacus)"
 
 
 @dataclass(frozen=True)
@@ -121,6 +209,8 @@ class TrainReport:
         Optimizer steps taken.
     seconds : float
         Wall-clock time of the call.
+    privacy : PrivacySpent or None
+        The sample-level privacy spent, with ``SampleDP``.
     """
 
     loss_before: float
@@ -128,6 +218,7 @@ class TrainReport:
     n_examples: int
     steps: int
     seconds: float
+    privacy: PrivacySpent | None = None
 
 
 class RowTensors(Dataset[Batch]):
@@ -228,15 +319,19 @@ def mean_loss(model: nn.Module, data: TabularData, loss_fn: Loss) -> float:
 
 
 def fit(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
-        global_arrays: Sequence[np.ndarray] | None = None) -> TrainReport:
+        global_arrays: Sequence[np.ndarray] | None = None, privacy: SampleDP | None = None) -> TrainReport:
     """Train ``model`` in place on ``data``; deterministic for ``opts.seed`` (global RNG state untouched).
+
+    With ``privacy``, training is DP-SGD (:class:`SampleDP`): deterministic only for ``privacy.seed``.
 
     Raises
     ------
     DataError
         If ``data`` has no rows, or ``global_arrays`` do not fit the model.
     ConfigError
-        If ``opts.prox_mu > 0`` without ``global_arrays``, or the loss diverges.
+        If ``opts.prox_mu > 0`` without ``global_arrays`` or with ``privacy``, or the loss diverges.
+    PrivacyBudgetError
+        If the training would take epsilon above ``privacy.target_epsilon``.
     """
     if len(data) == 0:
         raise DataError("training data: no rows to train on")
@@ -245,15 +340,24 @@ def fit(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
         if global_arrays is None:
             raise ConfigError(f"TrainOptions.prox_mu: FedProx (prox_mu={opts.prox_mu}) needs the global "
                               f"model's arrays; pass global_arrays")
+        if privacy is not None:
+            raise ConfigError(f"TrainOptions.prox_mu: FedProx (federation.mu={opts.prox_mu}) cannot be combined with "
+                              f"sample-level differential privacy: Opacus clips and noises per-row gradients, and "
+                              f"the proximal term's gradient is not one; set federation.mu: 0 or "
+                              f"security.dp.level: client")
         anchors = prox_anchors(model, global_arrays)
     t0 = time.perf_counter()
+    spent = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
         loss_before = mean_loss(model, data, loss_fn)
-        loader = make_loader(data, opts)
-        optimizer = make_optimizer(model, opts)
-        steps = sum(run_epoch(model, loader, optimizer, loss_fn, prox_mu=opts.prox_mu, anchors=anchors,
-                              max_grad_norm=opts.max_grad_norm) for _ in range(opts.epochs))
+        if privacy is None:
+            loader = make_loader(data, opts)
+            optimizer = make_optimizer(model, opts)
+            steps = sum(run_epoch(model, loader, optimizer, loss_fn, prox_mu=opts.prox_mu, anchors=anchors,
+                                  max_grad_norm=opts.max_grad_norm) for _ in range(opts.epochs))
+        else:
+            steps, spent = _fit_private(model, data, opts, loss_fn, privacy)
         loss_after = mean_loss(model, data, loss_fn)
     if not math.isfinite(loss_after):
         raise ConfigError(f"train.lr: local training diverged (loss {loss_after} after {steps} steps at "
@@ -261,4 +365,49 @@ def fit(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
     seconds = time.perf_counter() - t0
     log.debug("trained %d rows, %d steps in %.3fs: loss %.5g -> %.5g", len(data), steps, seconds,
               loss_before, loss_after)
-    return TrainReport(loss_before, loss_after, len(data), steps, seconds)
+    return TrainReport(loss_before, loss_after, len(data), steps, seconds, spent)
+
+
+#: Opacus warnings that fit answers itself: the noise and sampling seeds come from the OS's entropy
+#: (see SampleDP.seed), and the per-row gradient hooks fire on inputs that need no gradient.
+_OPACUS_NOTICES = ("Secure RNG turned off", "Full backward hook is firing")
+
+
+def _fit_private(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
+                 privacy: SampleDP) -> tuple[int, PrivacySpent]:
+    """DP-SGD: Opacus wraps the model, optimizer and loader, and ``run_epoch`` runs them unchanged."""
+    from opacus import PrivacyEngine
+    from opacus.accountants import RDPAccountant
+
+    noise_seed, sampling_seed = (int(s) for s in np.random.SeedSequence(privacy.seed).generate_state(2, np.uint64))
+    loader = make_loader(data, replace(opts, seed=sampling_seed))
+    planned = RDPAccountant()
+    planned.history = [*privacy.history, (privacy.noise_multiplier, 1 / len(loader), opts.epochs * len(loader))]
+    epsilon = float(planned.get_epsilon(privacy.delta))
+    if privacy.target_epsilon is not None and epsilon > privacy.target_epsilon:
+        raise PrivacyBudgetError(
+            f"security.dp.target_epsilon: {privacy.target_epsilon:g} does not allow this training: {opts.epochs} "
+            f"epoch(s) of DP-SGD would bring this institution's epsilon to {epsilon:.4g} (noise_multiplier "
+            f"{privacy.noise_multiplier:g}, sample_rate {1 / len(loader):.4g}, delta {privacy.delta:g}, "
+            f"{sum(n for *_, n in privacy.history)} steps spent before)")
+    with warnings.catch_warnings():
+        for notice in _OPACUS_NOTICES:
+            warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+        engine = PrivacyEngine(accountant="rdp")
+        engine.accountant.history = list(privacy.history)
+        model.train()  # Opacus validates the mode; mean_loss left it in eval
+        dp_model, dp_optimizer, dp_loader = engine.make_private(
+            module=model, optimizer=make_optimizer(model, opts), data_loader=loader,
+            noise_multiplier=privacy.noise_multiplier, max_grad_norm=privacy.max_grad_norm,
+            noise_generator=torch.Generator().manual_seed(noise_seed))
+        try:
+            steps = sum(run_epoch(dp_model, dp_loader, dp_optimizer, loss_fn) for _ in range(opts.epochs))
+        finally:
+            dp_model.cleanup()
+            for p in model.parameters():  # the last step's noiseless sum of clipped gradients: never keep it
+                p.__dict__.pop("summed_grad", None)
+    history = tuple(engine.accountant.history)
+    spent = PrivacySpent(epsilon=float(engine.accountant.get_epsilon(privacy.delta)), delta=privacy.delta,
+                         noise_multiplier=privacy.noise_multiplier, max_grad_norm=privacy.max_grad_norm,
+                         sample_rate=dp_loader.sample_rate, steps=sum(n for *_, n in history), history=history)
+    return steps, spent
