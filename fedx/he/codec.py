@@ -26,7 +26,7 @@ Arrays: TypeAlias = list[np.ndarray] | dict[str, np.ndarray]
 
 
 def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], weight: float = 1.0,
-            total_weight: float | None = None, kind: Kind = "mean") -> bytes:
+            total_weight: float | None = None, kind: Kind = "mean", value_bound: float | None = None) -> bytes:
     """Encrypt named arrays into one blob, under the institutions' secret context.
 
     Parameters
@@ -42,6 +42,11 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         ``rho = weight / total_weight``. Defaults to ``weight`` (rho = 1), which limits how many clients fit.
     kind : {"mean", "sum"}
         Weighted mean of model updates, or plain sum of statistics.
+    value_bound : float, optional
+        A public bound on every |value|. With it, nothing in the header depends on the values: the
+        capacity bound is derived from it, values beyond it are clipped, and the clipping and rounding
+        report is replaced by the data-independent worst case (the real one is only logged here).
+        Differential privacy needs this, since the server reads headers.
 
     Returns
     -------
@@ -73,7 +78,15 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
                             f"must be the sum of the weights of the clients in the round")
     names, shapes, dtypes, flat = _flatten(arrays)
     preset = key.preset
+    if value_bound is not None:
+        vb = _positive(value_bound, "value_bound")
+        over = int(np.count_nonzero(np.abs(flat) > vb))
+        if over:
+            log.warning("he.encrypt: clipped %d of %d values to value_bound %.4g", over, flat.size, vb)
+        flat = np.clip(flat, -vb, vb)
     encoded = preset.encode(kind, flat, rho)
+    if value_bound is not None:
+        encoded = preset.public_encoding(encoded, kind, rho, vb)
     preset.check_capacity(kind, 1, encoded.bound, rho, "he.encrypt")
     chunks = key.seal_key.encrypt(encoded.rows, kind)
     report = encoded.report

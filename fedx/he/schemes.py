@@ -93,6 +93,20 @@ class Preset(abc.ABC):
     def decode(self, kind: Kind, rows: np.ndarray, n_values: int, rho_sum: float) -> np.ndarray:
         """Decrypted slots back to float64 values: the weighted mean (``"mean"``) or the sum (``"sum"``)."""
 
+    def public_encoding(self, encoded: Encoded, kind: Kind, rho: float, value_bound: float) -> Encoded:
+        """``encoded`` with a bound and report that depend only on ``value_bound``, not on the values.
+
+        For differential privacy: a header must not reveal an update's magnitude, how many of its
+        values were clipped, or how they rounded.
+        """
+        bound = self._public_bound(encoded, kind, rho, value_bound)
+        report = EncodingReport(values=encoded.report.values, max_abs=value_bound,
+                                rounding=0.5 / encoded.scale if self.scheme == "BFV" else 0.0)
+        return Encoded(encoded.rows, bound, encoded.scale, report)
+
+    def _public_bound(self, encoded: Encoded, kind: Kind, rho: float, value_bound: float) -> float:
+        return encoded.bound
+
     @abc.abstractmethod
     def precision(self, kind: Kind, n_summed: int, rho_sum: float, bound: float) -> Precision:
         """The stated error bound of a decrypted aggregate of ``n_summed`` blobs."""
@@ -345,6 +359,9 @@ class CkksPreset(Preset):
         # A slot value v becomes polynomial coefficients of magnitude <= |v| * scale; decryption is correct
         # while they stay below q / 2. Keep a factor 2 of margin for noise and rounding.
         return math.prod(self.coeff_modulus[:self.level_primes(kind)]) / 4 / self.scale
+
+    def _public_bound(self, encoded: Encoded, kind: Kind, rho: float, value_bound: float) -> float:
+        return rho * value_bound if kind == "mean" else value_bound
 
     def encode(self, kind: Kind, x: np.ndarray, rho: float) -> Encoded:
         top = float(np.abs(x).max()) if x.size else 0.0
