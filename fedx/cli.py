@@ -6,6 +6,10 @@
     Federated statistics from the config's ``stats:`` section; writes DIR/stats.json.
 ``fedx keygen --preset P --out DIR``
     HE keys: DIR/secret.fxk for the institutions (mode 0600), DIR/public.fxk for the server.
+``fedx certs --out DIR`` / ``fedx node-keys --name NAME --out DIR``
+    TLS certificates for the server; a SuperNode key pair for an institution.
+``fedx server --config C`` / ``fedx node --config NODE.yaml``
+    The two sides of a real deployment (docs/deploy.md).
 ``fedx audit verify LEDGER`` / ``fedx audit summary LEDGER``
     Check an institution's audit ledger, or say what left it and when.
 
@@ -68,6 +72,52 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from .flower.deploy import make_ca_and_server_cert
+
+    files = make_ca_and_server_cert(args.out, hosts=args.host or ("127.0.0.1", "localhost"), days=args.days,
+                                    overwrite=args.force)
+    print(f"wrote {files.ca_cert} (give it to every institution), {files.server_cert} and {files.server_key} "
+          f"(the server's), {files.ca_key} (keep it offline)")
+    return 0
+
+
+def cmd_node_keys(args: argparse.Namespace) -> int:
+    from .flower.deploy import make_node_keypair
+
+    private, public = make_node_keypair(args.out, args.name, overwrite=args.force)
+    print(f"wrote {private} (keep it at the institution, mode 0600) and {public} (send it to the server operator)")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, overrides=_overrides(args.set))
+    if args.insecure:
+        from .config import config_from_dict
+
+        doc = cfg.to_dict()
+        doc["deployment"] = {**(doc.get("deployment") or {}), "insecure": True}
+        cfg = config_from_dict(doc, source=cfg.source, base_dir=cfg.base_dir)
+    from .flower.operate import serve
+
+    serve(cfg, args.config)
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from .config import load_node_config
+
+    overrides = _overrides(args.set)
+    if args.insecure:
+        overrides["superlink.insecure"] = True
+    node = load_node_config(args.config, overrides=overrides)
+    from .flower.operate import run_node
+
+    return run_node(node, args.config, once=args.once)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .privacy.audit import summary, verify
 
@@ -110,6 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--bits", type=int, help="quantization bits (bfv-compact)")
     k.add_argument("--clip", type=float, help="clip range (bfv-compact)")
     k.set_defaults(func=cmd_keygen)
+
+    c = sub.add_parser("certs", help="create a CA and the server's TLS certificate (cryptography library)")
+    c.add_argument("--out", type=Path, required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    c.add_argument("--host", action="append", help="a name or IP the institutions dial (repeat; default 127.0.0.1, localhost)")
+    c.add_argument("--days", type=int, default=365, help="validity in days")
+    c.add_argument("--force", action="store_true", help="replace existing files (invalidates the old CA)")
+    c.set_defaults(func=cmd_certs)
+
+    nk = sub.add_parser("node-keys", help="create an institution's SuperNode key pair (for node authentication)")
+    nk.add_argument("--name", required=True, help="the institution's name")
+    nk.add_argument("--out", type=Path, required=True, help="folder for NAME.key and NAME.pub")
+    nk.add_argument("--force", action="store_true", help="replace existing files")
+    nk.set_defaults(func=cmd_node_keys)
+
+    sv = sub.add_parser("server", help="start a SuperLink, register the institutions and run the job")
+    sv.add_argument("--config", type=Path, required=True, help="the run's YAML, with a deployment: section")
+    sv.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sv.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
+    sv.set_defaults(func=cmd_server)
+
+    nd = sub.add_parser("node", help="run one institution's SuperNode (restarted when it stops)")
+    nd.add_argument("--config", type=Path, required=True, help="the institution's node YAML")
+    nd.add_argument("--set", action="append", metavar="KEY=VALUE")
+    nd.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
+    nd.add_argument("--once", action="store_true", help="do not restart the SuperNode when it stops")
+    nd.set_defaults(func=cmd_node)
 
     a = sub.add_parser("audit", help="check an audit ledger, or summarize what left an institution")
     a.add_argument("action", choices=["verify", "summary"])

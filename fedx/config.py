@@ -290,6 +290,13 @@ class Config:
         if agg == "newton" and self.federation.fraction < 1.0:
             raise ConfigError("federation.fraction: the newton aggregator sums every institution's statistics "
                               "in every round, so it needs fraction 1.0")
+        dp = self.security.dp
+        if dp is not None and agg not in ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"):
+            raise ConfigError(f"security.dp: differential privacy works with the averaging aggregators "
+                              f"(fedavg, fedprox, fedadam, fedyogi, fedavgm), not '{agg}'")
+        if dp is not None and dp.level == "sample" and self.federation.mu > 0:
+            raise ConfigError("federation.mu: the FedProx term would escape DP-SGD's per-sample clipping; "
+                              "use mu: 0 with security.dp.level: sample")
         if self.model.family != "auto" and agg != "newton":
             raise ConfigError(f"model.family: a GLM family is chosen with federation.aggregator: newton, "
                               f"got aggregator '{agg}'")

@@ -30,7 +30,7 @@ from .data.preprocess import Preprocessor, with_levels
 from .data.schema import Schema
 from .data.spec import schema_for
 from .data.tables import read_table
-from .errors import DataError, FederationError, StateDivergedError
+from .errors import ConfigError, DataError, FederationError, StateDivergedError
 from .privacy.policy import Policy
 from .tasks import TabularData, TrainOptions, get_task
 from .tasks.params import get_arrays, set_arrays
@@ -67,6 +67,7 @@ class NodeState:
     preprocessor: dict[str, Any] | None = None
     model: ModelState | None = None
     report: dict[str, Any] | None = None
+    dp_history: list[list[float]] = field(default_factory=list)
 
 
 def derive_seed(*parts: object) -> int:
@@ -250,11 +251,14 @@ class Institution:
                 f"{state.digest()[:12]}) differ from the federation's ({want[:12]}); this institution "
                 f"stops. Check that every institution runs the same fedx version and keys")
 
-    def train(self, server_round: int, total_weight: float) -> tuple[Payload, dict[str, float]]:
+    def train(self, server_round: int, total_weight: float, n_clients: int = 1) -> tuple[Payload, dict[str, float]]:
         """Train locally from the current global model; return the delta (encrypted) and metrics.
 
         With the newton aggregator, "training" is computing the GLM's sufficient statistics at the
-        current coefficients; they are summed, not averaged.
+        current coefficients; they are summed, not averaged. With client-level differential privacy
+        the delta is clipped, this institution's share of the noise is added before encryption (in
+        plaintext the server adds the noise), and every institution weighs the same; ``n_clients``
+        is the number of institutions in the round.
         """
         state = self._require_setup()
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
@@ -271,14 +275,42 @@ class Institution:
         model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
         set_arrays(model, state.params)
         t0 = time.perf_counter()
+        dp = self.cfg.security.dp
+        sample_dp = self._sample_dp() if dp is not None and dp.level == "sample" else None
         report = self.task.train(model, data, self._train_options(server_round, self.cfg.federation.local_epochs),
-                                 global_arrays=state.params if self.cfg.federation.mu > 0 else None)
+                                 global_arrays=state.params if self.cfg.federation.mu > 0 else None,
+                                 privacy=sample_dp)
         new = get_arrays(model)
         delta = [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
                  for n, o in zip(new, state.params)]
-        metrics = {"train_loss": float(report.loss_after), "num-examples": float(len(data)),
-                   "train_seconds": time.perf_counter() - t0}
+        metrics = {"num-examples": float(len(data)), "train_seconds": time.perf_counter() - t0}
+        if report.privacy is not None:
+            self.state.dp_history = [list(h) for h in report.privacy.history]
+            metrics["dp_epsilon"] = float(report.privacy.epsilon)
+        if dp is not None and dp.level == "client":
+            from .privacy.dp import noised_value_bound, privatize_update
+
+            # The training loss would leave without noise: under client-level DP it stays here.
+            delta, norms = privatize_update(delta, dp.clip, dp.noise_multiplier, n_clients,
+                                            distributed=self._secret is not None)
+            log.info("%s: round %d update norm %.4g (clipped: %s)", self.spec.name, server_round, norms["norm"],
+                     norms["clipped"])
+            bound = noised_value_bound(dp.clip, dp.noise_multiplier, n_clients)
+            if self._secret is not None and hasattr(self._secret.preset, "clip") and bound > self._secret.preset.clip:
+                raise ConfigError(f"security.he.clip: the keys clip values to {self._secret.preset.clip:g}, which "
+                                  f"would cut the DP noise; make keys with clip >= {bound:.3g} "
+                                  f"(fedx keygen --clip {bound:.3g})")
+            return self._seal_mean(delta, weight=1.0, total_weight=float(n_clients), value_bound=bound), metrics
+        metrics["train_loss"] = float(report.loss_after)
         return self._seal_mean(delta, weight=float(len(data)), total_weight=total_weight), metrics
+
+    def _sample_dp(self) -> Any:
+        from .tasks.training import SampleDP
+
+        dp = self.cfg.security.dp
+        assert dp is not None
+        return SampleDP(dp.noise_multiplier, dp.clip, dp.delta, dp.target_epsilon,
+                        history=tuple(tuple(h) for h in self.state.dp_history))
 
     def evaluate(self) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
         """Exact metrics of the current global model on the local test split, and additive statistics."""
@@ -392,12 +424,14 @@ class Institution:
                             pos_weight=t.pos_weight, loss=t.loss, full_batch=t.full_batch,
                             seed=derive_seed(self.cfg.seed, self.spec.name, server_round))
 
-    def _seal_mean(self, arrays: list[np.ndarray], weight: float, total_weight: float) -> Payload:
+    def _seal_mean(self, arrays: list[np.ndarray], weight: float, total_weight: float,
+                   value_bound: float | None = None) -> Payload:
         if self._secret is None:
             return arrays
         from . import he
 
-        return he.encrypt(self._secret, arrays, weight=weight, total_weight=max(total_weight, weight))
+        return he.encrypt(self._secret, arrays, weight=weight, total_weight=max(total_weight, weight),
+                          value_bound=value_bound)
 
     def _seal_sum(self, arrays: list[np.ndarray]) -> Payload:
         if self._secret is None:

@@ -93,8 +93,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
         comparison=comparison_table(summary.per_institution, baselines, central_per_inst),
         model={"task": cfg.task, "kind": cfg.model.kind, "paths": summary.model_paths,
                **(summary.model_report or {})},
-        privacy={"encryption": cfg.security.encryption,
-                 **({"preset": sites.public.preset.describe()} if sites.public is not None else {})},
+        privacy=_privacy_report(cfg, sites.public, summary),
         config=cfg.to_dict(), institutions=summary.institutions,
     )
     write_result(result, plots=cfg.report.plots, primary_metric=task.primary_metric)
@@ -177,6 +176,26 @@ def _prepare_out_dir(cfg: Config, out_dir: str | Path | None, result_name: str, 
     return out
 
 
+def _privacy_report(cfg: Config, public: Any, summary: Any) -> dict[str, Any]:
+    """result.json's ``privacy``: the encryption preset, and epsilon where differential privacy is on."""
+    out: dict[str, Any] = {"encryption": cfg.security.encryption}
+    if public is not None:
+        out["preset"] = public.preset.describe()
+    dp = cfg.security.dp
+    if dp is not None:
+        out.update(level=dp.level, **summary.privacy)
+        out.setdefault("delta", dp.delta)
+        out.setdefault("noise_multiplier", dp.noise_multiplier)
+        out.setdefault("clip", dp.clip)
+        per = [row["privacy"]["per_institution_epsilon"] for row in summary.history
+               if "per_institution_epsilon" in row.get("privacy", {})]
+        if per:
+            out["per_institution_epsilon"] = per[-1]
+            out["epsilon"] = max(per[-1].values())
+        out["stopped_by_budget"] = summary.stopped_by_budget
+    return out
+
+
 def _keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
     """The server's public context and the institutions' keys folder (generated when not given)."""
     if cfg.security.encryption == "none":
@@ -184,6 +203,12 @@ def _keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
     from . import he
 
     overrides = {k: v for k, v in (("bits", cfg.security.he.bits), ("clip", cfg.security.he.clip)) if v is not None}
+    dp = cfg.security.dp
+    if dp is not None and dp.level == "client" and cfg.security.encryption == "bfv-compact" and "clip" not in overrides:
+        from .privacy.dp import noised_value_bound
+
+        # Room for the clipped update plus the noise shares' tails (at the smallest possible round).
+        overrides["clip"] = max(1.0, noised_value_bound(dp.clip, dp.noise_multiplier, cfg.federation.min_clients))
     if cfg.security.keys is not None:
         folder = cfg.resolve_path(cfg.security.keys)
         if not (folder / "public.fxk").exists():

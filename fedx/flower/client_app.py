@@ -136,7 +136,7 @@ def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec:
     elif phase in (P.TRAIN, P.EVALUATE, P.FINAL):
         _sync(inst, req, content)
         if phase == P.TRAIN:
-            payload, metrics = inst.train(int(req["round"]), float(req["total_weight"]))
+            payload, metrics = inst.train(int(req["round"]), float(req["total_weight"]), int(req.get("n_clients", 1)))
             records["payload"] = payload_record(payload)
             records["metrics"] = MetricRecord({k: float(v) for k, v in metrics.items()})
         else:
@@ -188,13 +188,14 @@ def _load_state(context: Context) -> NodeState:
     if _PARAMS in recs.array_records:
         opt = _unflatten_opt(recs.array_records[_OPT]) if _OPT in recs.array_records else {}
         model = ModelState(read_arrays(recs.array_records[_PARAMS]), opt, int(doc["round"]))
-    return NodeState(preprocessor=doc.get("preprocessor"), model=model, report=doc.get("report"))
+    return NodeState(preprocessor=doc.get("preprocessor"), model=model, report=doc.get("report"),
+                     dp_history=doc.get("dp_history", []))
 
 
 def _save_state(context: Context, state: NodeState) -> None:
     recs = context.state
     doc = {"preprocessor": state.preprocessor, "round": state.model.round if state.model else 0,
-           "report": state.report}
+           "report": state.report, "dp_history": state.dp_history}
     recs.config_records[_STATE] = json_record(doc)
     if state.model is not None:
         recs.array_records[_PARAMS] = arrays_record(state.model.params)

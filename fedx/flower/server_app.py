@@ -48,6 +48,8 @@ class FederationSummary:
     final_params: list[np.ndarray] | None = None
     features: dict[str, str] | None = None
     model_report: dict[str, Any] | None = None
+    stopped_by_budget: bool = False
+    privacy: dict[str, Any] = field(default_factory=dict)
     resumed_from: int = 0
 
 
@@ -81,7 +83,8 @@ class Orchestrator(Coordinator):
         self.resume = resume
         self.task_name = cfg.task
         self.strategy = FedxStrategy(make_rule(cfg), self.nodes, self.job, public,
-                                     cfg.federation.min_clients, cfg.federation.max_update_norm)
+                                     cfg.federation.min_clients, cfg.federation.max_update_norm, cfg.security.dp)
+        self.accountant = _client_accountant(cfg)
         self.strategy.sender = self.sender
         self.summary = FederationSummary()
         self.checkpoint = Checkpoint(self.out_dir / "checkpoint", cfg)
@@ -111,14 +114,49 @@ class Orchestrator(Coordinator):
             start = self.strategy.round + 1
             self.on_event("resumed", {"round": self.strategy.round})
         rounds = self.cfg.federation.rounds
+        if self.accountant is not None and restored is not None and restored.get("accountant"):
+            self.accountant.load_state_dict(restored["accountant"])
+        self._check_budget(rounds - start + 1)
         self.on_event("rounds", {"start": start, "total": rounds})
         for server_round in range(start, rounds + 1):
             if self.strategy.done:
                 self.on_event("converged", {"round": server_round - 1})
                 break
+            if self._budget_spent():
+                break
             self._round(server_round)
         self._final()
         return self.summary
+
+    def _check_budget(self, rounds_left: int) -> None:
+        """Refuse to start when not even one round fits the DP budget; say how many do."""
+        dp = self.cfg.security.dp
+        if self.accountant is None or dp is None or dp.target_epsilon is None or rounds_left <= 0:
+            return
+        from ..privacy.dp import check_budget, effective_noise_multiplier
+
+        n = len(self._sample())
+        worst = effective_noise_multiplier(dp.noise_multiplier, n, min(n, self.cfg.federation.min_clients))
+        fit = check_budget(self.accountant, dp.target_epsilon, rounds_left, noise_multiplier=worst)
+        if fit < rounds_left:
+            log.warning("the privacy budget (target epsilon %.3g) allows %d more round(s) of %d; training "
+                        "stops after them", dp.target_epsilon, fit, rounds_left)
+
+    def _budget_spent(self) -> bool:
+        dp = self.cfg.security.dp
+        if self.accountant is None or dp is None or dp.target_epsilon is None:
+            return False
+        from ..privacy.dp import effective_noise_multiplier
+
+        n = len(self._sample())
+        worst = effective_noise_multiplier(dp.noise_multiplier, n, min(n, self.cfg.federation.min_clients))
+        if self.accountant.would_exceed(dp.target_epsilon, noise_multiplier=worst):
+            self.on_event("budget", {"epsilon": self.accountant.epsilon(), "target": dp.target_epsilon})
+            log.warning("stopping before the privacy budget is exceeded: epsilon %.3f, target %.3f",
+                        self.accountant.epsilon(), dp.target_epsilon)
+            self.summary.stopped_by_budget = True
+            return True
+        return False
 
     def _connect(self) -> None:
         self.connect()
@@ -162,7 +200,7 @@ class Orchestrator(Coordinator):
             self.strategy.digests[0] = state_digest
         for nid in agree:
             self.nodes[nid].ready, self.nodes[nid].synced_round = True, 0
-        self.checkpoint.save(self.strategy, self.summary)
+        self.checkpoint.save(self.strategy, self.summary, self.accountant)
 
     def _local_baselines(self) -> None:
         epochs = self.cfg.federation.rounds * self.cfg.federation.local_epochs
@@ -187,7 +225,7 @@ class Orchestrator(Coordinator):
         update_bytes = [sum(len(a.data) for a in m.content.array_records["payload"].values())
                         for m in replies if not m.has_error() and "payload" in m.content.array_records]
         try:
-            _, train_metrics = self.strategy.aggregate_train(server_round, replies)
+            self.strategy.aggregate_train(server_round, replies)
         except RoundFailed as exc:
             raise FederationError(str(exc)) from None
         outcome = self.strategy.last_outcome
@@ -198,12 +236,26 @@ class Orchestrator(Coordinator):
         up += sum(content_bytes(m.content) for m in e_replies if not m.has_error())
         self.strategy.aggregate_evaluate(server_round, e_replies)
         metrics, per_inst = self._eval_metrics()
+        privacy: dict[str, Any] = {}
+        if self.accountant is not None:
+            from ..privacy.dp import effective_noise_multiplier
+
+            dp = self.cfg.security.dp
+            assert dp is not None
+            self.accountant.step(noise_multiplier=effective_noise_multiplier(dp.noise_multiplier, len(sampled),
+                                                                             len(outcome.accepted)))
+            privacy["epsilon"] = self.accountant.epsilon()
+        sample_eps = {self.nodes[self.sender(m)].name: float(m.content.metric_records["metrics"]["dp_epsilon"])
+                      for m in replies if not m.has_error() and "metrics" in m.content.metric_records
+                      and "dp_epsilon" in m.content.metric_records["metrics"] and self.sender(m) in self.nodes}
+        if sample_eps:
+            privacy["per_institution_epsilon"] = sample_eps
         n_values = sum(int(np.prod(s)) for s in self.strategy.shapes)
         row = {
             "round": server_round,
             "metrics": metrics,
             "per_institution": per_inst,
-            "train_loss": train_metrics["train_loss"] if train_metrics else None,
+            "train_loss": outcome.metrics.get("train_loss"),
             "clients": outcome.accepted,
             "dropped": {**outcome.dropped, **self.strategy.eval_dropped},
             "bytes_up": int(up),
@@ -212,8 +264,10 @@ class Orchestrator(Coordinator):
             "update_bytes_per_param": float(np.mean(update_bytes)) / max(n_values, 1) if update_bytes else 0.0,
             "seconds": time.perf_counter() - t0,
         }
+        if privacy:
+            row["privacy"] = privacy
         self.summary.history.append(row)
-        self.checkpoint.save(self.strategy, self.summary)
+        self.checkpoint.save(self.strategy, self.summary, self.accountant)
         self.on_event("round_end", row)
 
     def _final(self) -> None:
@@ -230,6 +284,8 @@ class Orchestrator(Coordinator):
                                     for name, (doc, _) in self.strategy.eval_replies.items()}
         if not self.strategy.encrypted and self.strategy.state is not None:
             self.summary.final_params = self.strategy.state.params
+        if self.accountant is not None:
+            self.summary.privacy = self.accountant.report()
         reports = [doc["model_report"] for doc, _ in self.strategy.eval_replies.values() if "model_report" in doc]
         self.summary.model_report = self.strategy.report or (reports[0] if reports else None)
         self.on_event("final", {"metrics": metrics})
@@ -255,6 +311,16 @@ class Orchestrator(Coordinator):
         return get_task(self.task_name).metrics_from_stats(total)
 
 
+def _client_accountant(cfg: Config) -> Any:
+    """Opacus' RDP accountant for client-level DP (sample rate 1: valid for any sampling of institutions)."""
+    dp = cfg.security.dp
+    if dp is None or dp.level != "client":
+        return None
+    from ..privacy.dp import ClientDPAccountant
+
+    return ClientDPAccountant.from_config(dp, sample_rate=1.0)
+
+
 class Checkpoint:
     """The server's state after the last completed round, written atomically.
 
@@ -267,7 +333,7 @@ class Checkpoint:
         self.folder = Path(folder)
         self.config_digest = _config_digest(cfg)
 
-    def save(self, strategy: FedxStrategy, summary: FederationSummary) -> None:
+    def save(self, strategy: FedxStrategy, summary: FederationSummary, accountant: Any = None) -> None:
         """Write the checkpoint (a new file set, then an atomic rename of its index)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         blobs = self.folder / "blobs"
@@ -307,6 +373,7 @@ class Checkpoint:
             "history": summary.history,
             "local_baselines": summary.local_baselines,
             "local_combined": summary.local_combined,
+            "accountant": accountant.state_dict() if accountant is not None else None,
         }
         _atomic_write(self.folder / "index.json", json.dumps(index, default=_json_default).encode())
         for old in self.folder.glob("state_*.npz"):

@@ -58,11 +58,14 @@ class FedxStrategy(Strategy):
         Fewest valid updates a round may complete with.
     max_update_norm : float or None
         Plaintext deltas with a larger L2 norm are refused.
+    dp : DPConfig or None
+        Client-level differential privacy: uniform weights, and central noise in plaintext.
     """
 
     def __init__(self, rule: UpdateRule, nodes: dict[int, NodeView], job: dict[str, Any], public: Any,
-                 min_clients: int, max_update_norm: float | None = None) -> None:
+                 min_clients: int, max_update_norm: float | None = None, dp: Any = None) -> None:
         self.rule = rule
+        self.dp = dp if dp is not None and dp.level == "client" else None
         self.nodes = nodes
         self.job = job
         self.public = public
@@ -130,9 +133,10 @@ class FedxStrategy(Strategy):
         """Train messages to the sampled nodes (``config['nodes']``) for ``server_round``."""
         self.round = server_round
         sampled = [self.nodes[int(n)] for n in config["nodes"]]  # type: ignore[union-attr]
-        total_weight = float(sum(n.n_train for n in sampled))
-        return [self.request(n, P.TRAIN, {"total_weight": total_weight}, target_round=server_round - 1)
-                for n in sampled]
+        # Under client-level DP every institution weighs the same (its clipped update's sensitivity).
+        total_weight = float(len(sampled)) if self.dp is not None else float(sum(n.n_train for n in sampled))
+        doc = {"total_weight": total_weight, "n_clients": len(sampled)}
+        return [self.request(n, P.TRAIN, doc, target_round=server_round - 1) for n in sampled]
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -165,7 +169,14 @@ class FedxStrategy(Strategy):
             self.aggregates[server_round] = he.aggregate(self.public, (g[1] for g in good))
         else:
             assert self.state is not None
-            combined = self.rule.combine([g[1] for g in good], [g[2] for g in good])
+            weights = [1.0] * len(good) if self.dp is not None else [g[2] for g in good]
+            combined = self.rule.combine([g[1] for g in good], weights)
+            if self.dp is not None:
+                from ..privacy.dp import central_noise
+
+                # Plaintext DP-FedAvg: the server adds N(0, (sigma * clip)^2) to the sum of clipped updates.
+                noise = central_noise([c.shape for c in combined], self.dp.clip, self.dp.noise_multiplier)
+                combined = [(c.astype(np.float64) + z / len(good)).astype(c.dtype) for c, z in zip(combined, noise)]
             prev, self.state = self.state, self.rule.apply(self.state, combined)
             if self.rule.name == "newton" and self.rule.report_ready(prev):  # type: ignore[attr-defined]
                 from ..aggregators.newton import glm_report, relativities_table
@@ -173,9 +184,10 @@ class FedxStrategy(Strategy):
                 self.report = glm_report(combined[0], prev, self.rule, self.feature_names)  # type: ignore[arg-type]
                 self.report["relativities"] = relativities_table(self.report, self.reference_levels)
                 self.done = True
-        w = np.array([lw for lw, _ in losses])
-        outcome.metrics = {"train_loss": float(np.average([l for _, l in losses], weights=w)),
-                           "clients": float(len(good))}
+        known = [(w, l) for w, l in losses if np.isfinite(l)]
+        outcome.metrics = {"clients": float(len(good))}
+        if known:
+            outcome.metrics["train_loss"] = float(np.average([l for _, l in known], weights=[w for w, _ in known]))
         return None, MetricRecord(outcome.metrics)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
