@@ -144,6 +144,7 @@ class FederationConfig:
     max_update_norm: float | None = _f(None, lo=0.0, lo_open=True,
                                        doc="refuse plaintext updates with a larger L2 norm")
     timeout: float = _f(600.0, lo=1.0, doc="seconds to wait for replies in a round")
+    eval_every: int = _f(1, lo=0, doc="evaluate every N rounds (0: only after the last round)")
     l2: float = _f(0.0, lo=0.0, doc="L2 penalty of the newton GLM solver")
     tolerance: float = _f(1e-8, lo=0.0, lo_open=True, doc="newton: stop when the deviance change is below")
     tweedie_power: float = _f(1.5, lo=1.0, hi=2.0, lo_open=True, hi_open=True, doc="power of the Tweedie family")

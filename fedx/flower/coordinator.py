@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,9 @@ from flwr.serverapp import Grid
 from ..config import Config
 from ..errors import FederationError, FedxError
 from ..institution import merge_column_kinds
+from ..privacy.audit import AuditLedger
 from . import protocol as P
-from .records import json_record, read_json
+from .records import json_record, payload_parts, read_json
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,13 @@ class Coordinator:
         Called with ``(kind, info)`` as the job progresses.
     wait_seconds : float
         How long to wait for the expected nodes to connect.
+    receipts : Path, optional
+        A hash-chained ledger (:class:`~fedx.privacy.audit.AuditLedger`) of every reply received: round,
+        phase, institution, bytes and sha256, the counterpart of each institution's own ledger.
     """
 
     def __init__(self, cfg: Config, grid: Grid, public: Any, expected_nodes: int,
-                 on_event: Event | None = None, wait_seconds: float = 120.0) -> None:
+                 on_event: Event | None = None, wait_seconds: float = 120.0, receipts: Path | None = None) -> None:
         self.cfg = cfg
         self.grid = grid
         self.public = public
@@ -81,6 +86,7 @@ class Coordinator:
         self.job = cfg.to_dict()
         self.institutions: dict[str, dict[str, Any]] = {}
         self._sent_to: dict[str, int] = {}
+        self._receipts = AuditLedger(receipts) if receipts is not None else None
 
     @property
     def encrypted(self) -> bool:
@@ -187,6 +193,7 @@ class Coordinator:
             for msg in self.grid.pull_messages(pending):
                 pending.discard(msg.metadata.reply_to_message_id)
                 replies.append(msg)
+                self._receipt(msg)
                 self.on_event("reply", {"what": what, "received": len(replies), "expected": len(ids)})
             if pending:
                 time.sleep(0.02)
@@ -196,6 +203,18 @@ class Coordinator:
             log.warning("%s: no answer from %s within %.0f s (federation.timeout)", what, ", ".join(late),
                         self.cfg.federation.timeout)
         return replies
+
+    def _receipt(self, msg: Message) -> None:
+        if self._receipts is None or msg.has_error():
+            return
+        try:
+            doc = read_json(msg.content)
+        except FedxError:
+            return
+        nid = self.sender(msg)
+        name = self.nodes[nid].name if nid in self.nodes and self.nodes[nid].name else str(doc.get("name", nid))
+        self._receipts.append(round=int(doc.get("round", 0)), kind=str(doc.get("phase")),
+                              payload=payload_parts(msg.content), checks={"institution": name})
 
     def sum_payloads(self, payloads: Sequence[Any]) -> Any:
         """The sum of several institutions' payloads: ciphertexts added under the public context, or arrays."""

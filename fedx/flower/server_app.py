@@ -78,7 +78,8 @@ class Orchestrator(Coordinator):
 
     def __init__(self, cfg: Config, grid: Grid, public: Any, out_dir: Path, expected_nodes: int,
                  on_event: Event | None = None, resume: bool = True, wait_seconds: float = 120.0) -> None:
-        super().__init__(cfg, grid, public, expected_nodes, on_event, wait_seconds)
+        super().__init__(cfg, grid, public, expected_nodes, on_event, wait_seconds,
+                         receipts=Path(out_dir) / "receipts.jsonl" if cfg.security.audit else None)
         self.out_dir = Path(out_dir)
         self.resume = resume
         self.task_name = cfg.task
@@ -229,13 +230,18 @@ class Orchestrator(Coordinator):
         except RoundFailed as exc:
             raise FederationError(str(exc)) from None
         outcome = self.strategy.last_outcome
-        e_msgs = list(self.strategy.configure_evaluate(server_round, None,  # type: ignore[arg-type]
-                                                       ConfigRecord({"nodes": list(self.nodes)}), self.grid))
-        down += sum(content_bytes(m.content) for m in e_msgs)
-        e_replies = self.exchange(e_msgs, "evaluate")
-        up += sum(content_bytes(m.content) for m in e_replies if not m.has_error())
-        self.strategy.aggregate_evaluate(server_round, e_replies)
-        metrics, per_inst = self._eval_metrics()
+        every = self.cfg.federation.eval_every
+        metrics: dict[str, Any] = {}
+        per_inst: dict[str, Any] = {}
+        self.strategy.eval_dropped = {}
+        if (every and server_round % every == 0) or server_round == self.cfg.federation.rounds:
+            e_msgs = list(self.strategy.configure_evaluate(server_round, None,  # type: ignore[arg-type]
+                                                           ConfigRecord({"nodes": list(self.nodes)}), self.grid))
+            down += sum(content_bytes(m.content) for m in e_msgs)
+            e_replies = self.exchange(e_msgs, "evaluate")
+            up += sum(content_bytes(m.content) for m in e_replies if not m.has_error())
+            self.strategy.aggregate_evaluate(server_round, e_replies)
+            metrics, per_inst = self._eval_metrics()
         privacy: dict[str, Any] = {}
         if self.accountant is not None:
             from ..privacy.dp import effective_noise_multiplier

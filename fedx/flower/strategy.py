@@ -84,6 +84,8 @@ class FedxStrategy(Strategy):
         self.reference_levels: dict[str, str] = {}
         self.round = 0
         self.last_outcome = RoundOutcome()
+        self.eval_replies: dict[str, tuple[dict[str, Any], Any]] = {}
+        self.eval_dropped: dict[str, str] = {}
         self.sender: Callable[[Message], int] = lambda msg: msg.metadata.src_node_id
 
     @property
