@@ -17,6 +17,8 @@ from .sources import load_source
 def institution_tables(cfg: Config) -> dict[str, pd.DataFrame]:
     """Each institution's rows: split by ``data.split_by``, or partitioned as ``data.institutions`` says."""
     d = cfg.data
+    if d.source is None:
+        raise ConfigError(f"{cfg.source}: data.source: missing (the table to split among simulated institutions)")
     df = load_source(d.source, params=d.params, seed=cfg.seed, base_dir=cfg.base_dir)
     if d.split_by is not None:
         if d.split_by not in df.columns:

@@ -10,7 +10,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError
-from .synthetic import BankProfile, InsurerProfile, generate_policies, generate_transactions
+from .synthetic import (
+    BankProfile,
+    InsurerProfile,
+    generate_policies,
+    generate_transactions,
+)
 from .tables import read_table
 
 _GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {

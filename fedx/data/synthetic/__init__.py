@@ -44,7 +44,7 @@ def resized(profiles: Sequence[P], sizes: Sequence[Any], size_field: str, scaled
     return out
 
 
-from .policies import (  # noqa: E402
+from .policies import (
     DEFAULT_INSURERS,
     GAMMA_SHAPE,
     POLICY_FEATURES,
@@ -54,7 +54,7 @@ from .policies import (  # noqa: E402
     InsurerProfile,
     generate_policies,
 )
-from .transactions import (  # noqa: E402
+from .transactions import (
     DEFAULT_BANKS,
     SCENARIOS,
     TRANSACTION_FEATURES,

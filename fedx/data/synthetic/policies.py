@@ -120,8 +120,8 @@ class InsurerProfile:
                               f"got {self.driver_age}")
         if not 0 <= self.vehicle_age <= 25:
             raise ConfigError(f"{where}: vehicle_age must be in [0, 25], got {self.vehicle_age}")
-        for factor in POLICY_LEVELS:
-            check_shares(getattr(self, f"{factor}_mix"), len(POLICY_LEVELS[factor]), f"{where}: {factor}_mix")
+        for factor, levels in POLICY_LEVELS.items():
+            check_shares(getattr(self, f"{factor}_mix"), len(levels), f"{where}: {factor}_mix")
         if not 0.0 <= self.full_year_share <= 1.0:
             raise ConfigError(f"{where}: full_year_share must be in [0, 1], got {self.full_year_share}")
 
@@ -206,8 +206,8 @@ def _portfolio(profile: InsurerProfile, rng: np.random.Generator) -> pd.DataFram
 def _linear_predictor(df: pd.DataFrame, coefficients: dict[str, float]) -> np.ndarray:
     """``x'beta`` with treatment coding, from a coefficient dict named as statsmodels names them."""
     eta = np.full(len(df), coefficients["intercept"])
-    for name in POLICY_FEATURES:
-        if name in POLICY_LEVELS:
+    for name, kind in POLICY_FEATURES.items():
+        if kind == "categorical":
             for level in POLICY_LEVELS[name][1:]:
                 eta += coefficients[f"{name}[T.{level}]"] * (df[name].to_numpy() == level)
         else:

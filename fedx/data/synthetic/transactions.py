@@ -12,16 +12,22 @@ Credit Card Fraud Detection - Practical Handbook* (2022), across several banks:
   transactions. Banks differ in size, spending, channel mix, fraud rate and mix of fraud scenarios.
 - Fraud scenarios (the ``scenario`` column, ground truth and never a feature):
 
-  1. large amount: any amount above :data:`AMOUNT_THRESHOLD` is fraud (purchases at electronics
-     and travel merchants with a stolen card);
-  2. compromised terminal: a terminal is breached, and every transaction of the bank's cards there
-     during the next :data:`TERMINAL_COMPROMISE_DAYS` days is fraud;
+  1. large amount: any amount above :data:`AMOUNT_THRESHOLD` is fraud (online purchases at
+     electronics, luxury and travel merchants with stolen card details);
+  2. compromised terminal: a terminal (mostly fuel pumps and ATMs) is skimmed, and every
+     transaction of the bank's cards there during the next :data:`TERMINAL_COMPROMISE_DAYS` days
+     is fraud;
   3. compromised card: during the next :data:`CARD_COMPROMISE_DAYS` days, a third of the card's
-     transactions are fraud, with amounts multiplied by :data:`CARD_FRAUD_AMOUNT_FACTOR`;
-  4. card testing: a burst of small online payments a minute or two apart.
+     transactions are fraud. The card's details are sold on to fraud rings, the same at every
+     bank, and each fraudulent payment is one ring's, in the ring's own way: online at one
+     merchant category, by night or by day, on weekends or weekdays, with the card's usual amount
+     multiplied by the ring's factor (3, 5 or 7);
+  4. card testing: a burst of payments under 1.00, a minute or two apart, at one of the few
+     small-ticket merchants that testers favour (genuine payments are at least 1.00).
 
   The number of compromises is calibrated so that each bank's fraud rate and scenario mix match
-  its :class:`BankProfile`.
+  its :class:`BankProfile`. Genuine payments include bursts of small in-app purchases, and
+  genuine spending never exceeds the threshold.
 - Features are engineered per bank from that bank's own transactions (:func:`engineer_features`):
   the card's activity over the last 1, 7 and 30 days, and the terminal's activity and fraud risk
   over 1, 7 and 30 days that end :data:`LABEL_DELAY_DAYS` days ago, since labels arrive late.
@@ -49,7 +55,6 @@ AMOUNT_THRESHOLD = 220.0
 TERMINAL_COMPROMISE_DAYS = 28
 CARD_COMPROMISE_DAYS = 14
 CARD_FRAUD_SHARE = 1 / 3
-CARD_FRAUD_AMOUNT_FACTOR = 5.0
 LABEL_DELAY_DAYS = 7
 WINDOW_DAYS: tuple[int, ...] = (1, 7, 30)
 START_DATE = np.datetime64("2025-01-06T00:00:00", "s")  # a Monday
@@ -69,8 +74,11 @@ _MCC: dict[str, tuple[tuple[str, float, float], ...]] = {
 _LARGE_AMOUNT_MCC = {"electronics": 3.0, "luxury": 3.0, "travel": 2.0}
 _SKIMMED_MCC = {"fuel": 4.0, "cash": 4.0, "grocery": 1.0, "restaurant": 1.0, "retail": 1.0, "pharmacy": 1.0,
                 "electronics": 1.0, "travel": 1.0, "luxury": 1.0}
-_CARD_FRAUD_MCC = {"gift_cards": 3.0, "electronics": 2.5, "luxury": 2.0, "gaming": 1.5, "travel": 1.0}
-_CARD_TESTING_MCC = {"charity": 1.0, "gaming": 1.0, "digital": 1.0}
+_CARD_FRAUD_MCC = {"gift_cards": 3.0, "electronics": 2.5, "luxury": 2.0, "gaming": 1.5, "travel": 1.0,
+                   "retail": 1.0, "digital": 1.0, "charity": 0.5}
+_N_RINGS = 48
+_RING_FACTORS = (3.0, 5.0, 7.0)
+_CARD_TESTING_MCC = ("charity", "gaming", "digital")
 _CARD_TESTING_MERCHANTS = 0.15  # share of those merchants that card testers use
 _SESSION_SHARE = 0.02  # share of genuine payments made in bursts of small online purchases (apps, games)
 _SESSION_USERS = 0.3  # share of cards that ever make such bursts
@@ -159,13 +167,23 @@ class BankProfile:
 
 
 DEFAULT_BANKS: tuple[BankProfile, ...] = (
-    BankProfile("bank_a", 80_000, 700, 0.003, (0.35, 0.45, 0.17, 0.03), (10.0, 90.0), (0.75, 0.15, 0.10)),
-    BankProfile("bank_b", 50_000, 450, 0.008, (0.10, 0.04, 0.56, 0.30), (5.0, 60.0), (0.45, 0.50, 0.05)),
-    BankProfile("bank_c", 35_000, 320, 0.015, (0.03, 0.50, 0.20, 0.27), (20.0, 100.0), (0.65, 0.25, 0.10)),
-    BankProfile("bank_d", 20_000, 180, 0.020, (0.30, 0.35, 0.03, 0.32), (5.0, 50.0), (0.70, 0.15, 0.15)),
-    BankProfile("bank_e", 15_000, 140, 0.030, (0.35, 0.03, 0.30, 0.32), (10.0, 80.0), (0.60, 0.30, 0.10)),
+    BankProfile("bank_a", 80_000, 700, 0.002, (0.20, 0.17, 0.60, 0.03), (10.0, 95.0), (0.72, 0.18, 0.10),
+                (0.0, 0.0, 100.0, 100.0)),
+    BankProfile("bank_b", 50_000, 450, 0.005, (0.03, 0.17, 0.55, 0.25), (5.0, 85.0), (0.62, 0.30, 0.08),
+                (0.0, 0.0, 100.0, 62.5)),
+    BankProfile("bank_c", 35_000, 320, 0.008, (0.22, 0.20, 0.55, 0.03), (15.0, 100.0), (0.70, 0.20, 0.10),
+                (30.0, 40.0, 96.0, 100.0)),
+    BankProfile("bank_d", 20_000, 180, 0.015, (0.03, 0.20, 0.55, 0.22), (5.0, 80.0), (0.72, 0.15, 0.13),
+                (0.0, 50.0, 50.0, 100.0)),
+    BankProfile("bank_e", 15_000, 140, 0.030, (0.22, 0.20, 0.55, 0.03), (10.0, 90.0), (0.66, 0.24, 0.10),
+                (55.0, 0.0, 100.0, 42.0)),
 )
-"""Five banks, 200,000 transactions. Each has a scenario that is rare at home and common elsewhere."""
+"""Five banks, 200,000 transactions, fraud rates 0.2% to 3%.
+
+A national bank and four regional ones. Large amounts (1) and card testing (4) are each common at
+some banks and rare (3% of frauds) at the others, so every bank has a scenario it rarely sees;
+compromised terminals (2) and compromised cards (3) strike everywhere.
+"""
 
 
 def generate_transactions(banks: Sequence[BankProfile] = DEFAULT_BANKS, *, sizes: Sequence[int] | None = None,
@@ -196,14 +214,16 @@ def generate_transactions(banks: Sequence[BankProfile] = DEFAULT_BANKS, *, sizes
     banks = _resolve_banks(banks, sizes)
     if not isinstance(n_days, int) or n_days <= max(WINDOW_DAYS):
         raise ConfigError(f"n_days: expected an integer above {max(WINDOW_DAYS)}, got {n_days!r}")
-    if not isinstance(n_terminals, int) or n_terminals < 50:
-        raise ConfigError(f"n_terminals: expected an integer of at least 50, got {n_terminals!r}")
+    if not isinstance(n_terminals, int) or n_terminals < 200:
+        raise ConfigError(f"n_terminals: expected an integer of at least 200, got {n_terminals!r}")
     seeds = np.random.SeedSequence(seed).spawn(len(banks) + 1)
-    terminals = _Terminals.generate(n_terminals, np.random.default_rng(seeds[0]))
+    world = np.random.default_rng(seeds[0])
+    terminals = _Terminals.generate(n_terminals, world)
+    rings = _Rings.generate(world)
     parts = []
     first_customer = 0
     for bank, bank_seed in zip(banks, seeds[1:]):
-        part = _simulate_bank(bank, terminals, n_days, np.random.default_rng(bank_seed))
+        part = _simulate_bank(bank, terminals, rings, n_days, np.random.default_rng(bank_seed))
         part["customer_id"] += first_customer
         first_customer += bank.n_customers
         parts.append(part)
@@ -253,7 +273,7 @@ def engineer_features(df: pd.DataFrame, *, delay_days: int = LABEL_DELAY_DAYS,
     when = pd.to_datetime(out["tx_datetime"])
     seconds = when.to_numpy().astype("datetime64[s]").astype(np.int64)
     seconds = seconds - seconds.min()
-    out["is_weekend"] = (when.dt.dayofweek >= 5).astype(np.int64)
+    out["is_weekend"] = (when.dt.day_of_week >= 5).astype(np.int64)
     out["is_night"] = (when.dt.hour < 6).astype(np.int64)
     amount = out["amount"].to_numpy(dtype=np.float64)
     fraud = out["is_fraud"].to_numpy(dtype=np.float64)
@@ -314,7 +334,7 @@ class _Terminals:
             factor[idx] = np.asarray(factors)[pick]
         web = channel == CHANNELS.index("web")
         popularity = np.where(web, rng.pareto(1.5, size=n) + 0.1, 0.0)
-        testable = web & np.isin(mcc, np.searchsorted(names, list(_CARD_TESTING_MCC)))
+        testable = web & np.isin(mcc, np.searchsorted(names, _CARD_TESTING_MCC))
         testing_prone = testable & (rng.random(n) < _CARD_TESTING_MERCHANTS)
         testing_prone[np.flatnonzero(testable)[:1]] = True
         return cls(x=rng.uniform(0, 100, n), y=rng.uniform(0, 100, n), channel=channel, mcc=mcc,
@@ -326,6 +346,47 @@ class _Terminals:
         table = np.zeros(self.mcc_names.size)
         table[np.searchsorted(self.mcc_names, list(weights))] = list(weights.values())
         return table[self.mcc] * np.isin(self.channel, [CHANNELS.index(c) for c in channels])
+
+
+@dataclass(frozen=True)
+class _Rings:
+    """Fraud rings that exploit compromised cards, the same at every bank.
+
+    Each ring shops online at one merchant category, by night or by day, on weekends or weekdays,
+    and multiplies the card's usual amounts by its own factor (5 on average).
+    """
+
+    mcc: np.ndarray  # names
+    night: np.ndarray
+    weekend: np.ndarray
+    factor: np.ndarray
+
+    @classmethod
+    def generate(cls, rng: np.random.Generator) -> _Rings:
+        groups, weights = zip(*_CARD_FRAUD_MCC.items())
+        return cls(mcc=np.asarray(groups)[rng.choice(len(groups), _N_RINGS, p=_normalised(np.asarray(weights)))],
+                   night=rng.random(_N_RINGS) < 0.5, weekend=rng.random(_N_RINGS) < 0.4,
+                   factor=rng.choice(_RING_FACTORS, _N_RINGS))
+
+    @property
+    def size(self) -> int:
+        """Number of rings."""
+        return self.mcc.size
+
+    def exploit(self, tx: dict[str, np.ndarray], rows: np.ndarray, ring: int, terminals: _Terminals, n_days: int,
+                rng: np.random.Generator) -> None:
+        """Turn ``rows`` into the ring's online purchases: its merchants, times and amounts."""
+        merchants = terminals.mcc_weights({str(self.mcc[ring]): 1.0}, ("web",))
+        tx["terminal_id"][rows] = rng.choice(merchants.size, size=rows.size, p=_normalised(merchants))
+        hours = (0, 6) if self.night[ring] else (8, 22)
+        tx["second"][rows] = rng.integers(hours[0] * 3600, hours[1] * 3600, rows.size)
+        weekday = (tx["day"][rows] + _weekday(START_DATE)) % 7
+        if self.weekend[ring]:
+            shift = np.where(weekday >= 5, 0, 5 - weekday + rng.integers(0, 2, rows.size))
+        else:
+            shift = np.where(weekday >= 5, 4 - weekday, 0)
+        tx["day"][rows] = np.clip(tx["day"][rows] + shift, 0, n_days - 1)
+        tx["amount"][rows] = np.round(tx["amount"][rows] * self.factor[ring], 2)
 
 
 @dataclass(frozen=True)
@@ -351,8 +412,8 @@ class _Customers:
                    channel_cdf=np.cumsum(mix, axis=1))
 
 
-def _simulate_bank(bank: BankProfile, terminals: _Terminals, n_days: int, rng: np.random.Generator
-                   ) -> pd.DataFrame:
+def _simulate_bank(bank: BankProfile, terminals: _Terminals, rings: _Rings, n_days: int,
+                   rng: np.random.Generator) -> pd.DataFrame:
     """One bank's transactions: columns bank, customer_id, terminal_id, day, second, amount, scenario."""
     customers = _Customers.generate(bank, rng)
     targets = np.rint(bank.fraud_rate * bank.n_transactions * bank.scenario_shares).astype(np.int64)
@@ -369,35 +430,18 @@ def _simulate_bank(bank: BankProfile, terminals: _Terminals, n_days: int, rng: n
     # 2: compromised terminals (skimmers, mostly at fuel pumps and ATMs) among those the bank's cards use.
     used = np.bincount(tx["terminal_id"], minlength=terminals.x.size).astype(np.float64)
     skimmable = used * terminals.mcc_weights(_SKIMMED_MCC, ("pos", "atm"))
+    if targets[1] > 0 and skimmable.sum() == 0:
+        raise ConfigError(f"bank {bank.name!r}: compromised terminals (scenario 2) need payments at pos or atm "
+                          f"terminals; channel_mix has none")
     _compromise(tx, "terminal_id", _normalised(skimmable), TERMINAL_COMPROMISE_DAYS, 1.0, 2, int(targets[1]),
                 n_days, rng)
-    # 3: compromised cards, used online by fraudsters at the merchants they favour.
+    # 3: compromised cards, whose details fraud rings use online, each in its own way.
     hit = _compromise(tx, "customer_id", customers.activity, CARD_COMPROMISE_DAYS, CARD_FRAUD_SHARE, 3,
                       int(targets[2]), n_days, rng)
-    import os
-    R = int(os.environ.get("RINGS", "0"))
-    if R:
-        rr = np.random.default_rng(12345)
-        webm = ["digital", "retail", "electronics", "travel", "gaming", "gift_cards", "charity", "luxury"]
-        ring_mcc = rr.choice(webm, R); ring_night = rr.random(R) < 0.5; ring_wkend = rr.random(R) < 0.4
-        ring_mult = rr.choice([3.0, 5.0, 8.0], R)
-        ring = rng.integers(0, R, hit.size)
-        for r in range(R):
-            rows = hit[ring == r]
-            w = terminals.mcc_weights({str(ring_mcc[r]): 1.0}, ("web",))
-            tx["terminal_id"][rows] = rng.choice(w.size, size=rows.size, p=_normalised(w))
-            tx["second"][rows] = (rng.uniform(0, 6 * 3600, rows.size) if ring_night[r] else rng.uniform(8 * 3600, 22 * 3600, rows.size)).astype(np.int64)
-            wd = (tx["day"][rows] + 0) % 7  # START is Monday
-            shift = (5 - wd) if ring_wkend[r] else np.where(wd >= 5, -(wd - 4), 0)
-            if ring_wkend[r]:
-                shift = np.where(wd >= 5, 0, 5 - wd + rng.integers(0, 2, rows.size))
-            tx["day"][rows] = np.clip(tx["day"][rows] + shift, 0, n_days - 1)
-            tx["amount"][rows] = np.round(tx["amount"][rows] * ring_mult[r], 2)
-    else:
-        online = terminals.mcc_weights(_CARD_FRAUD_MCC, ("web",))
-        tx["terminal_id"][hit] = rng.choice(online.size, size=hit.size, p=_normalised(online))
-        tx["amount"][hit] = np.round(tx["amount"][hit] * CARD_FRAUD_AMOUNT_FACTOR, 2)
-    # 1: large amounts at electronics, luxury and travel merchants.
+    ring_of = rng.integers(0, rings.size, hit.size)
+    for ring in range(rings.size):
+        rings.exploit(tx, hit[ring_of == ring], ring, terminals, n_days, rng)
+    # 1: large amounts online at electronics, luxury and travel merchants.
     genuine = np.flatnonzero(tx["scenario"] == 0)
     large = rng.choice(genuine, size=min(int(targets[0]), genuine.size), replace=False)
     high_value = terminals.mcc_weights(_LARGE_AMOUNT_MCC, ("web",))
@@ -459,6 +503,8 @@ def _compromise(tx: dict[str, np.ndarray], key: str, weights: np.ndarray, durati
     of the entity in the next ``duration`` days becomes fraud with probability ``share``. Events
     stop at the count nearest the target. Returns the rows made fraud.
     """
+    if target == 0:
+        return np.zeros(0, dtype=np.int64)
     entity_day = tx[key] * n_days + tx["day"]
     order = np.argsort(entity_day, kind="stable")
     sorted_keys = entity_day[order]
@@ -490,17 +536,19 @@ def _bursts(n: int, card_weights: np.ndarray, merchants: np.ndarray, merchant_we
     Payments in a burst are ``mean_gap`` seconds apart on average; ``start`` holds candidate start
     times of day, one per burst at least.
     """
-    sizes = np.minimum(2 + rng.poisson(3.0, size=max(n, 1)), 10)
-    n_bursts = int(np.searchsorted(np.cumsum(sizes), n)) + 1 if n else 0
+    if n == 0:
+        return {k: np.zeros(0, dtype=np.float64 if k == "amount" else np.int64)
+                for k in ("customer_id", "terminal_id", "day", "second", "amount")}
+    sizes = np.minimum(2 + rng.poisson(3.0, size=n), 10)
+    n_bursts = int(np.searchsorted(np.cumsum(sizes), n)) + 1
     sizes = sizes[:n_bursts]
-    if n_bursts:
-        sizes[-1] -= int(sizes.sum()) - n
+    sizes[-1] -= int(sizes.sum()) - n
     burst = np.repeat(np.arange(n_bursts), sizes)
     card = rng.choice(card_weights.size, size=n_bursts, p=card_weights)
     merchant = rng.choice(merchants, size=n_bursts, p=merchant_weights)
     day = rng.integers(0, n_days, size=n_bursts)
     gaps = np.round(10 + rng.exponential(mean_gap, size=n)).astype(np.int64)
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     elapsed = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], sizes)
     return {"customer_id": card[burst], "terminal_id": merchant[burst], "day": day[burst],
             "second": np.minimum(start[:n_bursts][burst] + elapsed, _DAY - 1),
