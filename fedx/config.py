@@ -74,7 +74,8 @@ class PartitionConfig:
 class DataConfig:
     """``data:``: where each institution's table comes from, and its schema."""
 
-    source: str = _f(doc="synthetic/transactions, synthetic/policies, or a CSV/Parquet path")
+    source: str | None = _f(None, doc="synthetic/transactions, synthetic/policies, or a CSV/Parquet path "
+                                      "(simulation; in a deployment each institution names its own table)")
     target: str | None = _f(None, doc="the column to predict (required to train)")
     params: dict[str, Any] = _f(factory=dict, doc="keyword arguments of a synthetic generator")
     split_by: str | None = _f(None, doc="column that names each institution")
