@@ -88,6 +88,8 @@ class DataConfig:
         None, doc="declared schema; inferred from the data when absent")
     levels: dict[str, list[str]] = _f(factory=dict, doc="declared levels of categorical features")
     drop: list[str] = _f(factory=list, doc="columns never used as features (ids, ground truth)")
+    na_values: dict[str, list[Any]] = _f(factory=dict, doc="codes that mean missing, per column (e.g. chol: [0])")
+    target_above: float | None = _f(None, doc="binary target: 1 where the target column exceeds this value")
     test_fraction: float = _f(0.2, lo=0.0, hi=0.9, doc="held out at each institution")
     standardize: bool | None = _f(None, doc="scale numeric features (default: yes, except for GLMs)")
     missing_indicators: bool = _f(True, doc="add a was-missing column for numeric features with gaps")

@@ -10,6 +10,7 @@ docs/security.md and recorded in the node's audit ledger.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -127,17 +128,21 @@ class Institution:
 
     @property
     def table(self) -> pd.DataFrame:
-        """This institution's full table."""
-        return load_local_table(self.spec.data)
+        """This institution's full table, cleaned as the config says (``data.na_values``, ``data.target_above``)."""
+        p = self._path()
+        return _prepared_cached(str(p.resolve()), p.stat().st_mtime, _prep_key(self.cfg))
 
     def split(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The local train/test split: deterministic for the run's seed and this institution's name."""
+        p, c = self._path(), self.cfg
+        return _split_cached(str(p.resolve()), p.stat().st_mtime, _prep_key(c), self.spec.name, c.seed,
+                             c.data.test_fraction, c.data.target, c.data.weight, self.task.name, self.task.target_kind)
+
+    def _path(self) -> Path:
         p = Path(self.spec.data)
         if not p.exists():
             raise DataError(f"{self.spec.name}: data file not found: {p}")
-        c = self.cfg
-        return _split_cached(str(p.resolve()), p.stat().st_mtime, self.spec.name, c.seed, c.data.test_fraction,
-                             c.data.target, c.data.weight, self.task.name, self.task.target_kind)
+        return p
 
     def tabular(self, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
         """The design matrix and targets of ``df`` under ``prep``."""
@@ -490,9 +495,16 @@ def merge_column_kinds(parts: list[Mapping[str, str]]) -> dict[str, str]:
 
 
 def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preprocessor:
-    """Preprocessing fitted on one table alone (a local or the centralized baseline), levels included."""
+    """Preprocessing fitted on one table alone (a local or the centralized baseline), levels included.
+
+    A feature with no value at all in the table is left out, as an institution alone would do.
+    """
     plan = moments_plan(schema)
-    schema = with_levels(schema, plan.local_levels(df))
+    schema = with_levels(schema, {k: v for k, v in plan.local_levels(df).items()})
+    present = [f for f in schema.features
+               if (f.kind == "numeric" and df[f.name].notna().any()) or (f.kind == "categorical" and f.levels)]
+    schema = Schema(features=tuple(present), target=schema.target, exposure=schema.exposure, weight=schema.weight,
+                    split_by=schema.split_by)
     plan = moments_plan(schema)
     stage = plan.first_stage()
     sums = plan.sufficient_statistics(plan.local_vector(df, stage, Policy()), stage)
@@ -535,14 +547,42 @@ def tabular(cfg: Config, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
     return TabularData(prep.transform(df), y, offset=offset, weight=weight, feature_names=prep.feature_names)
 
 
-def local_split(df: pd.DataFrame, cfg: Config, name: str, task: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One institution's train/test split, as every part of fedx computes it.
+def prepare_table(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """An institution's raw table, cleaned as the config says.
 
-    Deterministic for the run's seed and the institution's name; stratified on a binary target.
-    For claim severity only the rows with claims (positive weight) carry information and are kept.
+    ``data.na_values`` marks codes that mean "missing" (for example a cholesterol of 0); with
+    ``data.target_above`` the target becomes 1 where it exceeds that value and 0 elsewhere.
+    """
+    return _clean(df, cfg.data.na_values, cfg.data.target, cfg.data.target_above)
+
+
+def _clean(df: pd.DataFrame, na_values: Mapping[str, list[Any]], target: str | None,
+           target_above: float | None) -> pd.DataFrame:
+    if not na_values and target_above is None:
+        return df
+    df = df.copy()
+    for col, codes in na_values.items():
+        if col not in df.columns:
+            raise DataError(f"data.na_values: column {col!r} is not in the data")
+        df[col] = df[col].mask(df[col].isin(codes))
+    if target_above is not None and target in df.columns:
+        y = pd.to_numeric(df[target], errors="coerce")
+        if y.isna().any():
+            raise DataError(f"data.target_above: column {target!r} holds values that are not numbers")
+        df[target] = (y > target_above).astype(np.int64)
+    return df
+
+
+def local_split(df: pd.DataFrame, cfg: Config, name: str, task: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One institution's train/test split of its raw table, as every part of fedx computes it.
+
+    The table is cleaned first (:func:`prepare_table`). Deterministic for the run's seed and the
+    institution's name; stratified on a binary target. For claim severity only the rows with claims
+    (positive weight) carry information and are kept.
     """
     d = cfg.data
-    return _split(df, name, cfg.seed, d.test_fraction, d.target, d.weight, task.name, task.target_kind)
+    return _split(prepare_table(df, cfg), name, cfg.seed, d.test_fraction, d.target, d.weight, task.name,
+                  task.target_kind)
 
 
 def _split(df: pd.DataFrame, name: str, seed: int, test_fraction: float, target: str, weight: str | None,
@@ -553,10 +593,22 @@ def _split(df: pd.DataFrame, name: str, seed: int, test_fraction: float, target:
     return train_test_split_local(df, test_fraction, seed=derive_seed(seed, name, "split"), stratify=stratify)
 
 
+def _prep_key(cfg: Config) -> str:
+    d = cfg.data
+    return json.dumps({"na": d.na_values, "above": d.target_above, "target": d.target}, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=16)
+def _prepared_cached(path: str, mtime: float, prep_key: str) -> pd.DataFrame:
+    spec = json.loads(prep_key)
+    return _clean(_read_cached(path, mtime), spec["na"], spec["target"], spec["above"])
+
+
 @lru_cache(maxsize=64)
-def _split_cached(path: str, mtime: float, name: str, seed: int, test_fraction: float, target: str,
+def _split_cached(path: str, mtime: float, prep_key: str, name: str, seed: int, test_fraction: float, target: str,
                   weight: str | None, task_name: str, target_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return _split(_read_cached(path, mtime), name, seed, test_fraction, target, weight, task_name, target_kind)
+    return _split(_prepared_cached(path, mtime, prep_key), name, seed, test_fraction, target, weight, task_name,
+                  target_kind)
 
 
 def _load_secret(spec: NodeSpec) -> Any:

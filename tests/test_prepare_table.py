@@ -1,0 +1,53 @@
+"""Cleaning an institution's raw table as the config says: missing-value codes and a thresholded target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedx.config import config_from_dict
+from fedx.errors import DataError
+from fedx.institution import fit_preprocessor, prepare_table
+
+
+def _cfg(**data):
+    base = {"source": "x.csv", "split_by": "site", "target": "num"}
+    base.update(data)
+    return config_from_dict({"name": "t", "task": "disease_risk", "model": {"kind": "logistic"}, "data": base})
+
+
+def _df():
+    return pd.DataFrame({"site": ["a"] * 5, "chol": [0.0, 200.0, 250.0, 0.0, 180.0],
+                         "age": [50, 60, 70, 40, 55], "num": [0, 1, 3, 0, 2]})
+
+
+def test_na_codes_become_missing_and_target_is_thresholded() -> None:
+    out = prepare_table(_df(), _cfg(na_values={"chol": [0]}, target_above=0))
+    assert out["chol"].isna().tolist() == [True, False, False, True, False]
+    assert out["num"].tolist() == [0, 1, 1, 0, 1]
+    raw = _df()
+    assert raw["chol"].iloc[0] == 0.0, "the caller's frame is not modified"
+
+
+def test_without_cleaning_options_the_table_is_unchanged() -> None:
+    df = _df()
+    assert prepare_table(df, _cfg()) is df
+
+
+def test_unknown_na_column_and_non_numeric_target_are_clear_errors() -> None:
+    with pytest.raises(DataError, match="na_values.*'nope'"):
+        prepare_table(_df(), _cfg(na_values={"nope": [0]}))
+    df = _df().assign(num=["x", "1", "0", "1", "2"])
+    with pytest.raises(DataError, match="target_above"):
+        prepare_table(df, _cfg(target_above=0))
+
+
+def test_a_feature_absent_at_an_institution_is_left_out_of_its_own_model() -> None:
+    from fedx.data.spec import schema_for
+
+    cfg = _cfg(na_values={"chol": [0]}, target_above=0)
+    df = prepare_table(_df(), cfg).assign(chol=np.nan)
+    prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
+    assert not any(n.startswith("chol") for n in prep.feature_names)
+    assert any(n.startswith("age") for n in prep.feature_names)
