@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,8 @@ def default_out_dir(cfg: Config) -> Path:
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
-        force: bool = False, verbose: bool = False) -> RunResult:
+        force: bool = False, verbose: bool = False, tables: Mapping[str, pd.DataFrame] | None = None
+        ) -> RunResult:
     """Run a federated training job in simulation and write its result.
 
     Parameters
@@ -57,6 +58,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
         Replace a finished run in ``out_dir`` (without it, a finished run is never overwritten).
     verbose : bool
         Show Flower's and Ray's logs.
+    tables : mapping of str to pandas.DataFrame, optional
+        Each simulated institution's own table, by name, in place of ``data.source`` (which is then
+        not read). Each table stays with its institution, as a file of that institution's alone.
 
     Returns
     -------
@@ -72,7 +76,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
                           f"stats: section runs with `fedx stats`")
     out = _prepare_out_dir(cfg, out_dir, "result.json", resume=resume, force=force)
     task = get_task(cfg.task)
-    with _simulated_sites(cfg, out) as sites, RunProgress(task.primary_metric, enabled=progress) as bar:
+    with _simulated_sites(cfg, out, tables) as sites, RunProgress(task.primary_metric, enabled=progress) as bar:
         summary = run_on_simulation(
             lambda grid: Orchestrator(cfg, grid, sites.public, out, expected_nodes=len(sites.specs),
                                       on_event=bar, resume=resume).run(),
@@ -140,11 +144,12 @@ class _Sites:
 
 
 @contextmanager
-def _simulated_sites(cfg: Config, out: Path) -> Iterator[_Sites]:
+def _simulated_sites(cfg: Config, out: Path, given: Mapping[str, pd.DataFrame] | None = None
+                     ) -> Iterator[_Sites]:
     """Each institution's table in a file of its own (deleted afterwards), and the keys."""
     from .data.institutions import institution_tables
 
-    tables = institution_tables(cfg)
+    tables = institution_tables(cfg) if given is None else _given_tables(given)
     public, keys_dir = _keys(cfg, out)
     data_dir = Path(tempfile.mkdtemp(prefix="fedx-sites-"))
     try:
@@ -157,6 +162,19 @@ def _simulated_sites(cfg: Config, out: Path) -> Iterator[_Sites]:
         yield _Sites(tables, specs, public)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _given_tables(given: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    if not isinstance(given, Mapping) or not given:
+        raise ConfigError("tables: expected a mapping of institution name to pandas DataFrame, with at least one")
+    out = {}
+    for name, df in given.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"tables: institution names must be non-empty strings, got {name!r}")
+        if not isinstance(df, pd.DataFrame) or df.empty:
+            raise ConfigError(f"tables[{name!r}]: expected a non-empty pandas DataFrame")
+        out[name] = df
+    return out
 
 
 def _prepare_out_dir(cfg: Config, out_dir: str | Path | None, result_name: str, *, resume: bool,

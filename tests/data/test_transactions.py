@@ -147,6 +147,21 @@ def test_card_windows_include_the_transaction_and_stay_within_the_card() -> None
     assert out.loc[0, "is_night"] == 0 and out.loc[0, "is_weekend"] == 0
 
 
+def test_velocity_log_amount_and_ratio_to_the_cards_habit() -> None:
+    df = _tiny([
+        ("a", 1, 1, 0, 10, 0),                 # 0: amount 10
+        ("a", 1, 2, 0, 10.5, 0),               # 1: amount 20, 30 minutes later
+        ("a", 1, 3, 0, 11 - 1 / 3600, 0),      # 2: amount 30, just under an hour after row 0
+        ("a", 1, 3, 0, 11.25, 0),              # 3: amount 40, row 0 is now more than an hour before
+        ("a", 2, 3, 0, 11.25, 0),              # 4: amount 50, another card
+    ])
+    out = engineer_features(df)
+    assert out["customer_nb_tx_1h"].tolist() == [1, 2, 3, 3, 1]
+    np.testing.assert_allclose(out["log_amount"], np.log10(df["amount"]))
+    np.testing.assert_allclose(out["amount_to_avg_30d"], df["amount"] / out["customer_avg_amount_30d"])
+    assert out.loc[3, "amount_to_avg_30d"] == pytest.approx(40 / 25)
+
+
 def test_recent_labels_and_other_banks_never_change_a_banks_features() -> None:
     df = generate_transactions(sizes=SMALL, n_days=60, seed=5)
     cols = [c for c in TRANSACTION_FEATURES if c.startswith(("terminal_", "customer_"))]

@@ -86,8 +86,11 @@ _WEEKDAY_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0, 1.05, 1.1, 0.6])  # Monday .. S
 
 TRANSACTION_FEATURES: dict[str, str] = {
     "amount": "numeric",
+    "log_amount": "numeric",
     "is_weekend": "numeric",
     "is_night": "numeric",
+    "amount_to_avg_30d": "numeric",
+    "customer_nb_tx_1h": "numeric",
     **{f"customer_{stat}_{w}d": "numeric" for w in WINDOW_DAYS for stat in ("nb_tx", "avg_amount")},
     **{f"terminal_{stat}_{w}d": "numeric" for w in WINDOW_DAYS for stat in ("nb_tx", "risk")},
     "channel": "categorical",
@@ -261,8 +264,11 @@ def engineer_features(df: pd.DataFrame, *, delay_days: int = LABEL_DELAY_DAYS,
     Returns
     -------
     pandas.DataFrame
-        A copy of ``df`` with ``is_weekend``, ``is_night`` (00:00-05:59),
-        ``customer_nb_tx_{w}d``, ``customer_avg_amount_{w}d``, ``terminal_nb_tx_{w}d`` and
+        A copy of ``df`` with ``is_weekend``, ``is_night`` (00:00-05:59), ``log_amount`` (log10 of the
+        amount: card tests of cents and bursts of small purchases differ in it by a decade),
+        ``amount_to_avg_30d``
+        (the amount over the card's 30-day average), ``customer_nb_tx_1h`` (the card's payments in
+        the last hour: its velocity), ``customer_nb_tx_{w}d``, ``customer_avg_amount_{w}d``, ``terminal_nb_tx_{w}d`` and
         ``terminal_risk_{w}d``.
     """
     needed = ["bank", "customer_id", "terminal_id", "tx_datetime", "amount", "is_fraud"]
@@ -284,6 +290,9 @@ def engineer_features(df: pd.DataFrame, *, delay_days: int = LABEL_DELAY_DAYS,
         n, total = _window_sums(card, seconds, amount, w * _DAY, 0)
         out[f"customer_nb_tx_{w}d"] = n
         out[f"customer_avg_amount_{w}d"] = total / n
+    out["log_amount"] = np.log10(np.maximum(amount, 0.01))
+    out["amount_to_avg_30d"] = amount / out["customer_avg_amount_30d"].to_numpy()
+    out["customer_nb_tx_1h"], _ = _window_sums(card, seconds, amount, 3600, 0)
     for w in windows:
         n, frauds = _window_sums(terminal, seconds, fraud, delay + w * _DAY, delay)
         out[f"terminal_nb_tx_{w}d"] = n
