@@ -406,7 +406,7 @@ class Institution:
 
         state = self._require_setup()
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
-        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params)
+        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params, self.cfg.data.na_values)
         path = path or (self.spec.out_dir / "model.pt")
         fm.save(path)
         return path

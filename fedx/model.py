@@ -42,21 +42,27 @@ class FedxModel(nn.Module):
         The network, with the federated weights.
     """
 
-    def __init__(self, task: str, model_cfg: Mapping[str, Any], preprocessor: Preprocessor, net: nn.Module) -> None:
+    def __init__(self, task: str, model_cfg: Mapping[str, Any], preprocessor: Preprocessor, net: nn.Module,
+                 na_values: Mapping[str, Sequence[Any]] | None = None) -> None:
         super().__init__()
         self.task_name = task
         self.model_cfg = dict(model_cfg)
         self.preprocessor = preprocessor
         self.net = net
+        self.na_values = {str(k): list(v) for k, v in (na_values or {}).items()}
 
     @classmethod
     def build(cls, task: str, model_cfg: Mapping[str, Any], preprocessor: Preprocessor,
-              params: Sequence[np.ndarray]) -> FedxModel:
-        """Rebuild the network for ``preprocessor``'s features and load ``params`` into it."""
+              params: Sequence[np.ndarray], na_values: Mapping[str, Sequence[Any]] | None = None) -> FedxModel:
+        """Rebuild the network for ``preprocessor``'s features and load ``params`` into it.
+
+        ``na_values`` are the codes that meant "missing" in training (``data.na_values``); scoring
+        treats them the same way.
+        """
         net = get_task(task).build_model(len(preprocessor.feature_names), model_cfg, seed=0)
         set_arrays(net, list(params))
         net.eval()
-        return cls(task, model_cfg, preprocessor, net)
+        return cls(task, model_cfg, preprocessor, net, na_values)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The network's raw output for a design matrix (see :attr:`feature_names`)."""
@@ -68,7 +74,10 @@ class FedxModel(nn.Module):
         return self.preprocessor.feature_names
 
     def design_matrix(self, df: pd.DataFrame) -> np.ndarray:
-        """The preprocessed float32 design matrix of a raw table."""
+        """The preprocessed float32 design matrix of a raw table (missing-value codes as in training)."""
+        codes = {c: v for c, v in self.na_values.items() if c in df.columns}
+        if codes:
+            df = df.assign(**{c: df[c].mask(df[c].isin(v)) for c, v in codes.items()})
         return self.preprocessor.transform(df)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
@@ -99,6 +108,7 @@ class FedxModel(nn.Module):
             "model_cfg": self.model_cfg,
             "preprocessor": self.preprocessor.to_dict(),
             "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "na_values": self.na_values,
         }
         tmp = p.with_suffix(p.suffix + ".tmp")
         torch.save(blob, tmp)
@@ -121,4 +131,4 @@ class FedxModel(nn.Module):
         net = get_task(blob["task"]).build_model(len(prep.feature_names), blob["model_cfg"], seed=0)
         net.load_state_dict(blob["state_dict"])
         net.eval()
-        return cls(blob["task"], blob["model_cfg"], prep, net)
+        return cls(blob["task"], blob["model_cfg"], prep, net, blob.get("na_values"))

@@ -51,3 +51,24 @@ def test_a_feature_absent_at_an_institution_is_left_out_of_its_own_model() -> No
     prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
     assert not any(n.startswith("chol") for n in prep.feature_names)
     assert any(n.startswith("age") for n in prep.feature_names)
+
+
+def test_the_saved_model_scores_missing_value_codes_as_missing(tmp_path) -> None:
+    from fedx.data.spec import schema_for
+    from fedx.model import FedxModel
+    from fedx.tasks import get_task
+    from fedx.tasks.params import get_arrays
+
+    cfg = _cfg(na_values={"chol": [0]}, target_above=0)
+    df = prepare_table(_df(), cfg)
+    prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
+    net = get_task("disease_risk").build_model(len(prep.feature_names), {"kind": "logistic"}, seed=1)
+    rng = np.random.default_rng(0)
+    params = [rng.normal(size=a.shape).astype(a.dtype) for a in get_arrays(net)]   # every feature counts
+    path = FedxModel.build("disease_risk", {"kind": "logistic"}, prep, params,
+                           cfg.data.na_values).save(tmp_path / "m.pt")
+    model = FedxModel.load(path)
+    raw = _df()                                    # chol 0 in rows 0 and 3, as the hospital's file has it
+    np.testing.assert_array_equal(model.predict(raw), model.predict(raw.assign(chol=raw["chol"].replace(0.0, np.nan))))
+    plain = FedxModel.build("disease_risk", {"kind": "logistic"}, prep, params)
+    assert not np.allclose(plain.predict(raw), model.predict(raw)), "without the codes, 0 is scored as a value"
