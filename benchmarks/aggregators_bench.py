@@ -28,22 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from fedx.aggregators import ModelState, make_rule
 from fedx.baselines import centralized
 from fedx.config import Config, config_from_dict, load_config
 from fedx.data.institutions import institution_tables
-from fedx.data.spec import schema_for
-from fedx.institution import (
-    derive_seed,
-    fit_preprocessor,
-    local_split,
-    model_config,
-    tabular,
-)
-from fedx.tasks import TabularData, TrainOptions, get_arrays, get_task, set_arrays
+from fedx.inprocess import Federation, federation, train_rounds
+from fedx.institution import derive_seed, model_config
+from fedx.tasks import get_task
 
 DEFAULT_CONFIG = "examples/finance_antifraud/fedx.yaml"
 TARGET_SHARE = 0.95
@@ -74,53 +64,11 @@ def _with(cfg: Config, **changes: Any) -> Config:
     return config_from_dict(doc, base_dir=cfg.base_dir)
 
 
-def _institutions(cfg: Config, quick: bool) -> tuple[dict[str, tuple[TabularData, TabularData]], dict[str, Any], int]:
-    """Each institution's (train, test) under preprocessing fitted on the pooled training rows.
-
-    The federation fits its preprocessing from summed moments, which are the pooled rows' moments.
-    """
-    task = get_task(cfg.task)
-    tables = institution_tables(cfg)
-    if quick:  # a quarter of each institution's rows
-        tables = {n: df.sample(frac=0.25, random_state=derive_seed(cfg.seed, n, "quick")).sort_index()
-                  for n, df in tables.items()}
-    splits = {n: local_split(df, cfg, n, task) for n, df in tables.items()}
-    pooled = pd.concat([tr for tr, _ in splits.values()], ignore_index=True)
-    prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
-    data = {n: (tabular(cfg, prep, tr), tabular(cfg, prep, te)) for n, (tr, te) in splits.items()}
-    return data, tables, len(prep.feature_names)
-
-
-def _pooled_metric(task: Any, model: Any, data: dict[str, tuple[TabularData, TabularData]]) -> float:
-    stats = [task.eval_stats(te, task.predict(model, te)) for _, te in data.values()]
-    total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in stats[0]}
-    return float(task.metrics_from_stats(total)[task.primary_metric])
-
-
-def run_aggregator(cfg: Config, data: dict[str, tuple[TabularData, TabularData]], n_features: int) -> list[float]:
+def run_aggregator(cfg: Config, fed: Federation) -> list[float]:
     """Rounds of ``cfg``'s aggregator; the pooled primary metric after each one."""
-    task = get_task(cfg.task)
-    rule = make_rule(cfg)
-    model = task.build_model(n_features, model_config(cfg), seed=cfg.seed)
-    state = ModelState(get_arrays(model), {}, 0)
-    t, fed = cfg.train, cfg.federation
-    curve = []
-    for r in range(1, fed.rounds + 1):
-        deltas, weights = [], []
-        for name, (train, _) in data.items():
-            set_arrays(model, state.params)
-            # The options an institution trains with (fedx.institution.Institution._train_options).
-            opts = TrainOptions(epochs=fed.local_epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
-                                weight_decay=t.weight_decay, prox_mu=fed.mu, pos_weight=t.pos_weight, loss=t.loss,
-                                full_batch=t.full_batch, seed=derive_seed(cfg.seed, name, r))
-            task.train(model, train, opts, global_arrays=state.params if fed.mu > 0 else None)
-            deltas.append([(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
-                           for n, o in zip(get_arrays(model), state.params)])
-            weights.append(float(len(train)))
-        state = rule.apply(state, rule.combine(deltas, weights))
-        set_arrays(model, state.params)
-        curve.append(_pooled_metric(task, model, data))
-    return curve
+    metric = get_task(cfg.task).primary_metric
+    _, history = train_rounds(cfg, fed)
+    return [float(h[metric]) for h in history]
 
 
 def _plot(path: Path, curves: list[Curve], central: float, metric: str, title: str) -> None:
@@ -176,7 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"batch {cfg.train.batch_size}{', quick (1/4 of the rows)' if args.quick else ''}")
     print(f"rounds run {PLAINTEXT_NOTE}")
     t0 = time.perf_counter()
-    data, tables, n_features = _institutions(cfg, args.quick)
+    tables = institution_tables(cfg)
+    if args.quick:  # a quarter of each institution's rows
+        tables = {n: df.sample(frac=0.25, random_state=derive_seed(cfg.seed, n, "quick")).sort_index()
+                  for n, df in tables.items()}
+    fed_data = federation(cfg, tables)
+    data = fed_data.data
     n_train = {n: len(tr) for n, (tr, _) in data.items()}
     print(f"{len(data)} institutions, training rows {n_train} ({time.perf_counter() - t0:.0f} s to prepare)")
 
@@ -197,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if fed["aggregator"] in ("fedadam", "fedyogi"):
             settings.update(server_lr=opt.lr or 0.01, beta1=opt.beta1, beta2=opt.beta2, tau=opt.tau)
         t0 = time.perf_counter()
-        curve = Curve(label, settings, run_aggregator(c, data, n_features))
+        curve = Curve(label, settings, run_aggregator(c, fed_data))
         curve.seconds = time.perf_counter() - t0
         curves.append(curve)
         print(f"  {label}: done in {curve.seconds:.0f} s")

@@ -423,11 +423,7 @@ class Institution:
         return model_config(self.cfg)
 
     def _train_options(self, server_round: int, epochs: int) -> TrainOptions:
-        t = self.cfg.train
-        return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
-                            weight_decay=t.weight_decay, prox_mu=self.cfg.federation.mu,
-                            pos_weight=t.pos_weight, loss=t.loss, full_batch=t.full_batch,
-                            seed=derive_seed(self.cfg.seed, self.spec.name, server_round))
+        return train_options(self.cfg, self.spec.name, server_round, epochs)
 
     def _seal_mean(self, arrays: list[np.ndarray], weight: float, total_weight: float,
                    value_bound: float | None = None) -> Payload:
@@ -530,6 +526,14 @@ def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data
                                          weight_decay=t.weight_decay, pos_weight=t.pos_weight, loss=t.loss,
                                          full_batch=t.full_batch, seed=seed))
     return model
+
+
+def train_options(cfg: Config, name: str, server_round: int | str, epochs: int) -> TrainOptions:
+    """The local training options of institution ``name`` in a round (seeded by the run, name and round)."""
+    t = cfg.train
+    return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                        weight_decay=t.weight_decay, prox_mu=cfg.federation.mu, pos_weight=t.pos_weight,
+                        loss=t.loss, full_batch=t.full_batch, seed=derive_seed(cfg.seed, name, server_round))
 
 
 def model_config(cfg: Config) -> dict[str, Any]:

@@ -15,21 +15,11 @@ from __future__ import annotations
 from functools import cache, lru_cache
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from fedx.aggregators import ModelState, make_rule
 from fedx.config import Config, config_from_dict
-from fedx.data.institutions import institution_tables
-from fedx.data.spec import schema_for
-from fedx.institution import (
-    derive_seed,
-    fit_preprocessor,
-    local_split,
-    model_config,
-    tabular,
-)
-from fedx.tasks import TabularData, TrainOptions, get_arrays, get_task, set_arrays
+from fedx.inprocess import Federation, federation, train_rounds
+from fedx.tasks import get_task
 
 ATTACK = -10.0          # the attacker's delta, times this
 ATTACKER = 3            # which of the 8 institutions attacks
@@ -51,44 +41,28 @@ def _config(aggregator: str) -> Config:
 
 
 @lru_cache(maxsize=1)
-def _federation() -> tuple[list[tuple[str, TabularData, TabularData]], int]:
-    """Each institution's (name, train, test), under preprocessing fitted on the pooled training rows
-    (what the federation's summed moments give), and the number of features."""
-    cfg = _config("fedavg")
-    task = get_task(cfg.task)
-    splits = {name: local_split(df, cfg, name, task) for name, df in institution_tables(cfg).items()}
-    pooled = pd.concat([train for train, _ in splits.values()], ignore_index=True)
-    prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
-    data = [(name, tabular(cfg, prep, train), tabular(cfg, prep, test)) for name, (train, test) in splits.items()]
-    return data, len(prep.feature_names)
+def _federation() -> Federation:
+    """The eight institutions, split and preprocessed as a federation would (fedx.inprocess)."""
+    fed = federation(_config("fedavg"))
+    assert len(fed.data) == 8
+    return fed
 
 
 @cache
 def _final_auprc(aggregator: str, attack: float | None) -> float:
     """AUPRC of the model after ROUNDS rounds of the named rule, with or without the attacker."""
     cfg = _config(aggregator)
+    fed = _federation()
+    attacker = list(fed.data)[ATTACKER]
+
+    def tamper(name: str, _round: int, delta: list[np.ndarray]) -> list[np.ndarray]:
+        return [(attack * d).astype(d.dtype) for d in delta] if attack is not None and name == attacker else delta
+
+    model, _ = train_rounds(cfg, fed, tamper=tamper)
     task = get_task(cfg.task)
-    data, n_features = _federation()
-    assert len(data) == 8
-    rule = make_rule(cfg)
-    model = task.build_model(n_features, model_config(cfg), seed=cfg.seed)
-    state = ModelState(get_arrays(model), {}, 0)
-    t = cfg.train
-    for r in range(1, ROUNDS + 1):
-        deltas, weights = [], []
-        for i, (name, train, _) in enumerate(data):
-            set_arrays(model, state.params)
-            task.train(model, train, TrainOptions(epochs=1, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
-                                                  seed=derive_seed(cfg.seed, name, r)))
-            delta = [n - o for n, o in zip(get_arrays(model), state.params)]
-            if attack is not None and i == ATTACKER:
-                delta = [(attack * d).astype(d.dtype) for d in delta]
-            deltas.append(delta)
-            weights.append(float(len(train)))
-        state = rule.apply(state, rule.combine(deltas, weights))
-    set_arrays(model, state.params)
-    y = np.concatenate([test.y for _, _, test in data])
-    scores = np.concatenate([task.predict(model, test) for _, _, test in data])
+    tests = [test for _, test in fed.data.values()]
+    y = np.concatenate([test.y for test in tests])
+    scores = np.concatenate([task.predict(model, test) for test in tests])
     return float(average_precision_score(y, scores))
 
 
@@ -97,7 +71,7 @@ def test_median_and_krum_keep_the_clean_auprc_where_fedavg_breaks() -> None:
     fedavg = _final_auprc("fedavg", ATTACK)
     median = _final_auprc("median", ATTACK)
     krum = _final_auprc("krum", ATTACK)
-    y = np.concatenate([test.y for _, _, test in _federation()[0]])
+    y = np.concatenate([test.y for _, test in _federation().data.values()])
     print(f"\nAUPRC after {ROUNDS} rounds, 8 institutions, institution {ATTACKER} sends {ATTACK:g} x its update "
           f"({int(y.sum())} frauds in {len(y)} test rows, base rate {y.mean():.4f}):\n"
           f"  clean FedAvg    {clean:.4f}\n  attacked FedAvg {fedavg:.4f}\n"

@@ -1,0 +1,107 @@
+"""Federated rounds in one process, for research and benchmarks: fedx's own task code and update rules, no Flower.
+
+A federation on Flower adds processes, messages and encryption around two things that this module
+runs directly: each institution's local training (:func:`fedx.institution.train_options`, the
+task's ``train``) and the server's update rule (:func:`fedx.aggregators.make_rule`). Under
+encryption the rule is applied to the decrypted weighted mean, which equals the plaintext one to
+the HE preset's precision (tests/flower/test_fedadam_encrypted.py), so curves measured here are
+those of the real federation in plaintext. Use it to compare aggregators or settings quickly, or to
+stage attacks (``tamper``), never to train a model for use: that is :func:`fedx.run`.
+
+Differential privacy is not applied here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .aggregators import ModelState, make_rule
+from .config import Config
+from .data.preprocess import Preprocessor
+from .data.spec import schema_for
+from .errors import ConfigError
+from .institution import (
+    fit_preprocessor,
+    local_split,
+    model_config,
+    tabular,
+    train_options,
+)
+from .tasks import TabularData, get_task
+from .tasks.params import get_arrays, set_arrays
+
+Tamper = Callable[[str, int, list[np.ndarray]], list[np.ndarray]]
+"""``tamper(institution, round, delta) -> delta``: what a dishonest institution sends instead."""
+
+
+@dataclass
+class Federation:
+    """Each institution's (train, test) design matrices under the shared preprocessing."""
+
+    data: dict[str, tuple[TabularData, TabularData]]
+    preprocessor: Preprocessor
+
+    @property
+    def n_features(self) -> int:
+        return len(self.preprocessor.feature_names)
+
+
+def federation(cfg: Config, tables: Mapping[str, pd.DataFrame] | None = None) -> Federation:
+    """The institutions of ``cfg`` (or of ``tables``), split and preprocessed as a federation would.
+
+    The preprocessing is fitted on the pooled training rows, which is what the federation's summed
+    moments give.
+    """
+    from .data.institutions import institution_tables
+
+    if cfg.task is None:
+        raise ConfigError(f"{cfg.source}: task: missing (what to learn)")
+    task = get_task(cfg.task)
+    tables = dict(institution_tables(cfg) if tables is None else tables)
+    splits = {n: local_split(df, cfg, n, task) for n, df in tables.items()}
+    pooled = pd.concat([train for train, _ in splits.values()], ignore_index=True)
+    prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
+    return Federation({n: (tabular(cfg, prep, tr), tabular(cfg, prep, te)) for n, (tr, te) in splits.items()}, prep)
+
+
+def pooled_metrics(task: Any, model: Any, fed: Federation) -> dict[str, float]:
+    """The model's metrics on all institutions' test splits together, combined from each one's statistics."""
+    stats = [task.eval_stats(test, task.predict(model, test)) for _, test in fed.data.values()]
+    total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in stats[0]}
+    return task.metrics_from_stats(total)
+
+
+def train_rounds(cfg: Config, fed: Federation, *, rounds: int | None = None, tamper: Tamper | None = None,
+                 on_round: Callable[[int, Any], None] | None = None) -> tuple[Any, list[dict[str, float]]]:
+    """Run ``rounds`` (default ``federation.rounds``) rounds of ``cfg``'s aggregator.
+
+    Returns the final model (a torch module) and the pooled test metrics after each round.
+    ``on_round(round, model)`` is called after each round.
+    """
+    task = get_task(cfg.task)
+    rule = make_rule(cfg)
+    model = task.build_model(fed.n_features, model_config(cfg), seed=cfg.seed)
+    state = ModelState(get_arrays(model), {}, 0)
+    prox = cfg.federation.mu > 0
+    history = []
+    for r in range(1, (rounds or cfg.federation.rounds) + 1):
+        deltas, weights = [], []
+        for name, (train, _) in fed.data.items():
+            set_arrays(model, state.params)
+            task.train(model, train, train_options(cfg, name, r, cfg.federation.local_epochs),
+                       global_arrays=state.params if prox else None)
+            delta = [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
+                     for n, o in zip(get_arrays(model), state.params)]
+            deltas.append(tamper(name, r, delta) if tamper is not None else delta)
+            weights.append(float(len(train)))
+        state = rule.apply(state, rule.combine(deltas, weights))
+        set_arrays(model, state.params)
+        history.append(pooled_metrics(task, model, fed))
+        if on_round is not None:
+            on_round(r, model)
+    return model, history
