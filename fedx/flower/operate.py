@@ -90,12 +90,13 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
                     raise
                 say(f"{pub.stem} was registered before")
         app_dir = deploy.write_app_dir(out / "app", config={k: "" for k in RUN_CONFIG_KEYS})
-        run_config = {"fedx-config": str(Path(config_path).resolve()), "fedx-out": str(out),
+        run_config = {"fedx-config": str(write_effective_config(cfg, out)), "fedx-out": str(out),
                       "fedx-public": str(public_path) if public_path else "",
                       "fedx-expected-nodes": str(expected), "fedx-wait-seconds": str(dep.wait_seconds)}
+        rounds = RoundWatcher(out / "checkpoint" / "index.json")
         run_id = deploy.launch_run(app_dir, CONNECTION, run_config, home)
         say(f"run {run_id} launched; waiting for {expected} institution(s)")
-        record = _follow(run_id, home, out, superlink, dep.max_seconds, say)
+        record = _follow(run_id, home, superlink, rounds, dep.max_seconds, say)
         if not str(record.get("status", "")).endswith("completed"):
             logs = deploy.run_logs(run_id, CONNECTION, home)
             raise DeploymentError(f"run {run_id} ended {record.get('status')}:\n" + "\n".join(logs.splitlines()[-25:]))
@@ -105,36 +106,84 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
         deploy.stop(superlink)
 
 
-def _follow(run_id: int, home: Path, out: Path, superlink: deploy.FlowerProcess, max_seconds: float,
+def write_effective_config(cfg: Config, out: Path) -> Path:
+    """Write the config as `fedx server` resolved it (with ``--set`` and ``--insecure``) to ``out/config.yaml``.
+
+    The ServerApp reads its config from this file, so that the overrides reach the run (it resolves no
+    relative path, so the file's folder does not matter).
+    """
+    import yaml
+
+    path = Path(out) / "config.yaml"
+    path.write_text(f"# the config of the last `fedx server` run, as given by {cfg.source} and --set\n"
+                    + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path.resolve()
+
+
+def _follow(run_id: int, home: Path, superlink: deploy.FlowerProcess, rounds: RoundWatcher, max_seconds: float,
             say: Callable[[str], None]) -> dict[str, Any]:
     """Wait for the run, printing each completed round from the server's checkpoint."""
-    import json
-
     deadline = time.monotonic() + max_seconds
-    seen = -1
-    index = out / "checkpoint" / "index.json"
     while True:
         if superlink.poll() is not None:
             raise DeploymentError(f"the SuperLink exited with status {superlink.poll()}:\n{superlink.log_tail()}")
         record = deploy.run_status(run_id, CONNECTION, home)
-        if index.exists():
-            try:
-                doc = json.loads(index.read_text())
-            except (OSError, json.JSONDecodeError):
-                doc = {}
-            for row in doc.get("history", []):
-                if row["round"] > seen:
-                    seen = row["round"]
-                    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.get("metrics", {}).items()
-                                        if isinstance(v, float) and k not in ("n", "base_rate"))
-                    say(f"round {seen}: {metrics}  ({row.get('seconds', 0):.1f} s, "
-                        f"{len(row.get('clients', []))} institutions)")
+        for row in rounds.new_rows():
+            say(round_line(row))
         if str(record.get("status", "")).startswith("finished"):
             return record
         if time.monotonic() > deadline:
             raise DeploymentError(f"run {run_id} did not finish within {max_seconds:g} s "
                                   f"(deployment.max_seconds)")
         time.sleep(2.0)
+
+
+class RoundWatcher:
+    """The rounds a run completes, read from its checkpoint index (``out_dir/checkpoint/index.json``).
+
+    Make it before the run is launched: an index already there belongs to a previous run (a reused
+    ``out_dir``), so its rows are not reported until the run has written its own (every save replaces the
+    index by a rename).
+    """
+
+    def __init__(self, index: Path) -> None:
+        self.index = index
+        self.stale = self._stamp()
+        self.seen = -1
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.index.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        """History rows of rounds completed since the last call."""
+        import json
+
+        if self.stale is not None:
+            if self._stamp() == self.stale:
+                return []
+            self.stale = None
+        try:
+            doc = json.loads(self.index.read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        rows = [row for row in doc.get("history", []) if row["round"] > self.seen]
+        if rows:
+            self.seen = max(row["round"] for row in rows)
+        return rows
+
+
+def round_line(row: dict[str, Any]) -> str:
+    """The line ``fedx server`` prints for one completed round (a row of the checkpoint's history)."""
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.get("metrics", {}).items()
+                        if isinstance(v, float) and k not in ("n", "base_rate"))
+    if not metrics:   # a round without evaluation (federation.eval_every)
+        loss = row.get("train_loss")
+        metrics = (f"train_loss {loss:.4f}, " if isinstance(loss, float) else "") + "not evaluated"
+    return f"round {row['round']}: {metrics}  ({row.get('seconds', 0):.1f} s, {len(row.get('clients', []))} institutions)"
 
 
 def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, say: Callable[[str], None] = _say) -> int:
@@ -174,16 +223,25 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def supernode_options(node: NodeConfig, node_path: Path, out: Path) -> dict[str, Any]:
+    """The keyword arguments of :func:`deploy.start_supernode` for this node file.
+
+    In insecure mode the node file's ``root_certificates`` and ``auth_key`` are ignored (Flower refuses
+    them together with ``--insecure``), so the same node file serves both modes.
+    """
+    sl = node.superlink
+    return {"superlink_address": sl.address, "node_config": {"fedx-node": str(Path(node_path).resolve())},
+            "private_key": None if sl.insecure else node.resolve(sl.auth_key),
+            "root_certificates": None if sl.insecure else node.resolve(sl.root_certificates),
+            "insecure": sl.insecure, "port": sl.clientappio_port, "flwr_home": out / "flwr-home",
+            "log_path": out / "supernode.log", "workdir": out, "extra_env": {"OMP_NUM_THREADS": "1"}}
+
+
 def _supervise(node: NodeConfig, node_path: Path, out: Path, once: bool, say: Callable[[str], None]) -> int:
     sl = node.superlink
     backoff = 2.0
     while True:
-        proc = deploy.start_supernode(
-            sl.address, node_config={"fedx-node": str(Path(node_path).resolve())},
-            private_key=node.resolve(sl.auth_key), root_certificates=node.resolve(sl.root_certificates),
-            insecure=sl.insecure, port=sl.clientappio_port, flwr_home=out / "flwr-home",
-            log_path=out / "supernode.log", workdir=out,
-            extra_env={"OMP_NUM_THREADS": "1"}, wait_ready=False)
+        proc = deploy.start_supernode(**supernode_options(node, node_path, out), wait_ready=False)
         say(f"{node.name}: SuperNode started (pid {proc.pid}), connecting to {sl.address}; log {proc.log_path}")
         try:
             code = proc.popen.wait()

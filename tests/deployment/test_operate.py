@@ -1,0 +1,148 @@
+"""`fedx server` and `fedx node` as docs/deploy.md runs them (fedx/flower/operate.py), without a SuperLink.
+
+- `fedx node --insecure` with the node file of a secure deployment ("A localhost demo"): the file names
+  `root_certificates` and `auth_key`, and `--insecure` must still start a plain SuperNode that Flower accepts
+  (Flower itself refuses `--insecure` together with a private key or a CA certificate). One real
+  flower-supernode is started, pointed at a port where nothing listens, and stopped here by PID.
+- The line `fedx server` prints per round, also for rounds without evaluation (`federation.eval_every`),
+  and only for rounds of the run it launched, when `out_dir` holds a previous run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedx.config import load_node_config
+from fedx.flower import deploy, operate
+from fedx.flower.server_app import _atomic_write
+
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(120),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:typer")]
+
+
+def node_file(folder: Path, port: int) -> Path:
+    """A secure node file, as in docs/deploy.md: CA certificate and node key beside it."""
+    tls = deploy.make_ca_and_server_cert(folder / "certs")
+    (folder / "ca.crt").write_bytes(tls.ca_cert.read_bytes())
+    deploy.make_node_keypair(folder, "site")
+    (folder / "data.csv").write_text("x,label\n1,0\n2,1\n")
+    doc = {"name": "site", "data": "data.csv", "out_dir": "node-out",
+           "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "ca.crt", "auth_key": "site.key"}}
+    path = folder / "node.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_secure_node_file_passes_its_certificate_and_key(tmp_path: Path) -> None:
+    path = node_file(tmp_path, 9092)
+    opts = operate.supernode_options(load_node_config(path), path, tmp_path / "out")
+    assert opts["insecure"] is False
+    assert Path(opts["root_certificates"]).resolve() == (tmp_path / "ca.crt").resolve()
+    assert Path(opts["private_key"]).resolve() == (tmp_path / "site.key").resolve()
+    assert opts["node_config"] == {"fedx-node": str(path.resolve())}
+
+
+def test_insecure_flag_with_a_secure_node_file_starts_a_plain_supernode(tmp_path: Path) -> None:
+    port = deploy.free_port()                      # nothing listens there: the node keeps retrying
+    path = node_file(tmp_path, port)
+    node = load_node_config(path, overrides={"superlink.insecure": True})   # what `fedx node --insecure` does
+    opts = operate.supernode_options(node, path, tmp_path / "out")
+    assert opts["private_key"] is None and opts["root_certificates"] is None
+
+    proc = deploy.start_supernode(**opts, wait_ready=False)
+    try:
+        argv = [str(a) for a in proc.popen.args]
+        assert "--insecure" in argv
+        assert "--auth-supernode-private-key" not in argv and "--root-certificates" not in argv
+        # Flower accepted the arguments: the node is up and trying to reach the (absent) SuperLink.
+        deadline = time.monotonic() + 60
+        while "Connection attempt failed" not in proc.log_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.log_tail()
+            time.sleep(0.5)
+        assert "Connection attempt failed" in proc.log_text(), proc.log_tail()
+        assert proc.poll() is None, proc.log_tail()
+    finally:
+        tree = {proc.pid} | deploy.descendant_pids(proc.pid)
+        deploy.stop(proc)
+    assert not deploy.alive_pids(tree)
+
+
+def test_round_line_shows_metrics_or_the_training_loss() -> None:
+    # Rows as the server's checkpoint history holds them (fields of a deployed run's index.json).
+    evaluated = {"round": 5, "metrics": {"n": 160.0, "base_rate": 0.49375, "roc_auc": 0.8718549773402094,
+                                         "log_loss": 0.45555205495028284},
+                 "train_loss": 0.3402, "clients": ["hungary", "cleveland", "long_beach"], "seconds": 70.81}
+    assert operate.round_line(evaluated) == "round 5: roc_auc 0.8719, log_loss 0.4556  (70.8 s, 3 institutions)"
+    skipped = {"round": 4, "metrics": {}, "per_institution": {}, "train_loss": 0.3656460213792193,
+               "clients": ["hungary", "cleveland", "long_beach"], "seconds": 39.0126069020007}
+    assert operate.round_line(skipped) == "round 4: train_loss 0.3656, not evaluated  (39.0 s, 3 institutions)"
+    private = {"round": 2, "metrics": {}, "clients": ["a", "b"], "seconds": 12.0}   # no loss reported
+    assert operate.round_line(private) == "round 2: not evaluated  (12.0 s, 2 institutions)"
+
+
+def test_round_watcher_skips_a_previous_runs_checkpoint(tmp_path: Path) -> None:
+    index = tmp_path / "checkpoint" / "index.json"
+    index.parent.mkdir()
+
+    def save(rounds: list[int]) -> None:   # as the server's checkpoint writes its index
+        _atomic_write(index, json.dumps({"history": [{"round": r, "metrics": {}, "train_loss": 0.5 / r}
+                                                     for r in rounds]}).encode())
+
+    save([1, 2, 3, 4, 5])                              # a finished run left in the reused out_dir
+    watcher = operate.RoundWatcher(index)              # made before the new run is launched
+    assert watcher.new_rows() == []
+    assert watcher.new_rows() == []
+    save([1])                                          # the new run's first round
+    assert [r["round"] for r in watcher.new_rows()] == [1]
+    assert watcher.new_rows() == []
+    save([1, 2, 3])
+    assert [r["round"] for r in watcher.new_rows()] == [2, 3]
+
+    fresh = operate.RoundWatcher(tmp_path / "none" / "index.json")   # a fresh out_dir
+    assert fresh.new_rows() == []
+    resumed = operate.RoundWatcher(index)
+    save([1, 2, 3, 4])                                 # a resumed run rewrites the whole history
+    assert [r["round"] for r in resumed.new_rows()] == [1, 2, 3, 4]
+
+
+SERVER_YAML = """\
+name: heart-deployed
+seed: 3
+task: disease_risk
+model: {kind: logistic}
+data:
+  target: num
+  target_above: 0
+  drop: [id, dataset]
+  na_values: {chol: [0], trestbps: [0]}
+train: {lr: 0.05, batch_size: 32}
+federation: {rounds: 5, local_epochs: 2, eval_every: 0, min_clients: 2, timeout: 600}
+security: {encryption: bfv-compact, keys: keys}
+deployment: {host: 127.0.0.1, port: 9092, certificates: certs, nodes: nodekeys, out_dir: server-out}
+"""
+
+
+def test_the_serverapp_reads_the_config_with_the_command_line_overrides(tmp_path: Path) -> None:
+    from fedx.config import load_config
+    from fedx.flower.server_app import _config_digest
+
+    (tmp_path / "server.yaml").write_text(SERVER_YAML)
+    out = tmp_path / "server-out"
+    out.mkdir()
+    # `fedx server --config server.yaml --set federation.rounds=2 --set train.lr=0.1`
+    given = load_config(tmp_path / "server.yaml", overrides={"federation.rounds": 2, "train.lr": 0.1})
+    seen = load_config(operate.write_effective_config(given, out))   # what the ServerApp loads
+    assert seen.federation.rounds == 2 and seen.train.lr == 0.1
+    assert seen.data.drop == ["id", "dataset"] and seen.data.na_values == {"chol": [0], "trestbps": [0]}
+    assert seen.to_dict() == given.to_dict()
+
+    # Without overrides the ServerApp sees the file itself: a checkpoint made from it still resumes.
+    plain = load_config(tmp_path / "server.yaml")
+    seen = load_config(operate.write_effective_config(plain, out))
+    assert _config_digest(seen) == _config_digest(plain)
+    assert seen.federation.rounds == 5
