@@ -10,6 +10,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: setup demo test test-fast bench clean
 
+# --force over a finished run, --resume into an interrupted one, nothing for a new folder.
+again = $(if $(wildcard $(1)/result.json),--force,$(if $(wildcard $(1)/checkpoint/index.json),--resume,))
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -18,12 +21,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The example as shipped (encrypted), the same run in plaintext for the cost of encryption, then the
+# results table and per-bank plot (runs/finance-antifraud/table.md and per_bank.png). An interrupted
+# run resumes from its checkpoint.
 demo: setup
-	$(VENV)/bin/fedx run examples/finance_antifraud/fedx.yaml --out $(DEMO_OUT) $(if $(wildcard $(DEMO_OUT)/result.json),--force,$(if $(wildcard $(DEMO_OUT)/checkpoint/index.json),--resume,))
-	$(PY) examples/finance_antifraud/make_table.py $(DEMO_OUT)
+	$(VENV)/bin/fedx run examples/finance_antifraud/fedx.yaml --out $(DEMO_OUT) $(call again,$(DEMO_OUT))
+	$(VENV)/bin/fedx run examples/finance_antifraud/fedx.yaml --out $(DEMO_OUT)-plain $(call again,$(DEMO_OUT)-plain) \
+		--set security.encryption=none --set 'report.baselines=[]'
+	$(PY) examples/finance_antifraud/make_table.py $(DEMO_OUT) --plain $(DEMO_OUT)-plain
 
+# Two workers, one test file each at a time: the deployment tests spend most of their time waiting on
+# Flower's polling, and the other worker fills that time.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not deployment"
