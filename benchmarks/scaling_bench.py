@@ -22,7 +22,7 @@ Growth ratios against the smallest N are printed for each column.
 
 Usage::
 
-    python benchmarks/scaling_bench.py [--sizes 5,20,50] [--rounds 3] [--encryption none,bfv-compact]
+    python benchmarks/scaling_bench.py [--sizes 5,20,50] [--rounds 6] [--encryption none,bfv-compact]
                                        [--rows 100000] [--out runs/bench-scaling]
 """
 
@@ -275,7 +275,7 @@ def main() -> int:
     """Run every (N, encryption) in its own process and print the tables; exit 1 if a run fails or exceeds 24 GiB."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="5,20,50", help="numbers of institutions, comma-separated")
-    p.add_argument("--rounds", type=int, default=4,
+    p.add_argument("--rounds", type=int, default=6,
                    help="federated rounds per run (rounds 2 .. last - 1 are measured; the last one also evaluates)")
     p.add_argument("--encryption", default="none,bfv-compact", help="encryption presets, comma-separated")
     p.add_argument("--rows", type=int, default=100_000, help="transactions in all, split among the institutions")
