@@ -8,7 +8,7 @@ DEMO_OUT ?= runs/finance-antifraud
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-dp clean
 
 # --force over a finished run, --resume into an interrupted one, nothing for a new folder.
 again = $(if $(wildcard $(1)/result.json),--force,$(if $(wildcard $(1)/checkpoint/index.json),--resume,))
@@ -40,7 +40,13 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/he_bench.py
+	$(PY) benchmarks/he_round_bench.py
+	$(PY) benchmarks/aggregators_bench.py
 	$(PY) benchmarks/scaling_bench.py
+
+# Utility against epsilon on both examples: long (about 40 minutes on 2 cores).
+bench-dp: setup
+	$(PY) benchmarks/dp_bench.py
 
 clean:
 	rm -rf runs .pytest_cache
