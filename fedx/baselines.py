@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -67,5 +66,4 @@ def centralized(cfg: Config, tables: Mapping[str, pd.DataFrame], features: Mappi
         pred = task.predict(model, data)
         per_inst[name] = task.metrics(data, pred)
         stats.append(task.eval_stats(data, pred))
-    total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in stats[0]}
-    return task.metrics_from_stats(total), per_inst
+    return task.combined_metrics(stats), per_inst

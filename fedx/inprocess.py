@@ -71,9 +71,7 @@ def federation(cfg: Config, tables: Mapping[str, pd.DataFrame] | None = None) ->
 
 def pooled_metrics(task: Any, model: Any, fed: Federation) -> dict[str, float]:
     """The model's metrics on all institutions' test splits together, combined from each one's statistics."""
-    stats = [task.eval_stats(test, task.predict(model, test)) for _, test in fed.data.values()]
-    total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in stats[0]}
-    return task.metrics_from_stats(total)
+    return task.combined_metrics([task.eval_stats(test, task.predict(model, test)) for _, test in fed.data.values()])
 
 
 def train_rounds(cfg: Config, fed: Federation, *, rounds: int | None = None, tamper: Tamper | None = None,

@@ -310,11 +310,9 @@ class Orchestrator(Coordinator):
         return (self._combine_stats(stats) if stats else {}), per_inst
 
     def _combine_stats(self, stats: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
-        keys = set(stats[0])
-        total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in keys}
         from ..tasks import get_task
 
-        return get_task(self.task_name).metrics_from_stats(total)
+        return get_task(self.task_name).combined_metrics(stats)
 
 
 def _client_accountant(cfg: Config) -> Any:

@@ -103,6 +103,11 @@ class Task(ABC):
         """Metrics of the pooled predictions, from :meth:`eval_stats` summed elementwise over institutions."""
         return self._select(self._all_metrics_from_stats(stats))
 
+    def combined_metrics(self, stats: Sequence[Mapping[str, np.ndarray]]) -> Metrics:
+        """Metrics over several institutions' evaluations: their :meth:`eval_stats` summed, then scored."""
+        total = {k: np.sum([np.asarray(s[k], dtype=np.float64) for s in stats], axis=0) for k in stats[0]}
+        return self.metrics_from_stats(total)
+
     @abstractmethod
     def eval_stats(self, data: TabularData, pred: np.ndarray) -> Stats:
         """Additive statistics of ``pred`` on ``data``: sums over rows, safe to add across institutions."""

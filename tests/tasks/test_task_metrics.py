@@ -341,3 +341,16 @@ def test_glm_empty_and_claim_free_splits() -> None:
     for metrics in (task.metrics(no_claims, mu), task.metrics_from_stats(task.eval_stats(no_claims, mu))):
         assert metrics["d2"] is None and metrics["gini"] is None
         assert metrics["deviance"] == pytest.approx(0.2)  # 2 * mu per row
+
+
+def test_combined_metrics_of_institutions_equal_the_metrics_of_their_pooled_rows() -> None:
+    task = get_task("disease_risk")
+    y, p = _saturated(np.random.default_rng(5))
+    edges = np.cumsum([0, *SIZES])
+    x = np.zeros((len(y), 1), dtype=np.float32)
+    parts = [task.eval_stats(TabularData(x[a:b], y[a:b].astype(np.float32)), p[a:b])
+             for a, b in zip(edges[:-1], edges[1:])]
+    combined = task.combined_metrics(parts)
+    exact = binary_metrics(y, p)
+    for key in ("n", "base_rate", "accuracy", "brier"):
+        assert combined[key] == pytest.approx(exact[key], rel=1e-10), key
