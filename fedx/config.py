@@ -112,6 +112,9 @@ class TrainConfig:
     """``train:``: local training at each institution."""
 
     lr: float = _f(0.01, lo=0.0, lo_open=True, doc="learning rate of the local optimizer")
+    lr_decay: float = _f(1.0, lo=0.0, lo_open=True, hi=1.0,
+                         doc="multiplies the learning rate after every round (every local_epochs epochs in the "
+                             "baselines); 1 keeps it constant")
     batch_size: int = _f(256, lo=1, doc="minibatch size")
     optimizer: Literal["adam", "sgd"] = _f("adam", doc="the local optimizer")
     weight_decay: float = _f(0.0, lo=0.0, doc="L2 weight decay")

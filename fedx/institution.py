@@ -522,16 +522,21 @@ def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data
         set_arrays(model, fit.state.params)
         return model
     t = cfg.train
-    task.train(model, data, TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+    task.train(model, data, TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, lr_decay=t.lr_decay,
+                                         decay_every=cfg.federation.local_epochs, optimizer=t.optimizer,
                                          weight_decay=t.weight_decay, pos_weight=t.pos_weight, loss=t.loss,
                                          full_batch=t.full_batch, seed=seed))
     return model
 
 
 def train_options(cfg: Config, name: str, server_round: int | str, epochs: int) -> TrainOptions:
-    """The local training options of institution ``name`` in a round (seeded by the run, name and round)."""
+    """The local training options of institution ``name`` in a round (seeded by the run, name and round).
+
+    The learning rate of round ``r`` is ``train.lr * train.lr_decay ** (r - 1)``.
+    """
     t = cfg.train
-    return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+    lr = t.lr * t.lr_decay ** (server_round - 1) if isinstance(server_round, int) else t.lr
+    return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=lr, optimizer=t.optimizer,
                         weight_decay=t.weight_decay, prox_mu=cfg.federation.mu, pos_weight=t.pos_weight,
                         loss=t.loss, full_batch=t.full_batch, seed=derive_seed(cfg.seed, name, server_round))
 

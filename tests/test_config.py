@@ -59,6 +59,8 @@ def test_overrides_are_parsed_as_yaml() -> None:
     ({"model": {"hidden": [64, 0]}}, r"model\.hidden\[1\]: expected a positive layer width, got 0"),
     ({"model": {"hidden": 64}}, r"model\.hidden: expected a list of an integer"),
     ({"train": {"lr": float("nan")}}, r"train\.lr: expected a finite number"),
+    ({"train": {"lr_decay": 1.5}}, r"train\.lr_decay: expected a number in \(0, 1\], got 1\.5"),
+    ({"train": {"lr_decay": 0}}, r"train\.lr_decay: expected a number in \(0, 1\], got 0"),
     ({"name": ""}, r"name: expected a non-empty string"),
     ({"stats": {"histograms": {"age": [30, 20]}}}, r"stats\.histograms\.age: expected at least 2 strictly increasing"),
     ({"stats": {"quantiles": {"age": [1.5]}}}, r"stats\.quantiles\.age: expected probabilities strictly between 0 and 1"),

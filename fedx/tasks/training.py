@@ -46,6 +46,10 @@ class TrainOptions:
         Rows per minibatch (ignored with ``full_batch``).
     lr : float
         Learning rate.
+    lr_decay : float
+        The learning rate is multiplied by this after every ``decay_every`` epochs (1 keeps it constant).
+    decay_every : int
+        Epochs between two decays of the learning rate.
     optimizer : {"adam", "sgd"}
         Local optimizer (SGD without momentum).
     weight_decay : float
@@ -69,6 +73,8 @@ class TrainOptions:
     epochs: int = 1
     batch_size: int = 256
     lr: float = 0.01
+    lr_decay: float = 1.0
+    decay_every: int = 1
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = 0.0
     prox_mu: float = 0.0
@@ -82,6 +88,10 @@ class TrainOptions:
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_number("lr", self.lr, positive=True)
+        _check_number("lr_decay", self.lr_decay, positive=True)
+        if self.lr_decay > 1:
+            raise ConfigError(f"TrainOptions.lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
+        _check_int("decay_every", self.decay_every, 1)
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"TrainOptions.optimizer: expected adam or sgd, got {self.optimizer!r}")
         _check_number("weight_decay", self.weight_decay, positive=False)
@@ -273,6 +283,12 @@ def make_optimizer(model: nn.Module, opts: TrainOptions) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, opts: TrainOptions, epoch: int) -> None:
+    """Set the learning rate of ``epoch`` (0-based): ``lr * lr_decay ** (epoch // decay_every)``."""
+    for group in optimizer.param_groups:
+        group["lr"] = opts.lr * opts.lr_decay ** (epoch // opts.decay_every)
+
+
 def prox_anchors(model: nn.Module, global_arrays: Sequence[np.ndarray]) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """Pair each trainable parameter with its value in the global model, for the FedProx term."""
     check_arrays(model, global_arrays, what="global_arrays")
@@ -354,8 +370,11 @@ def fit(model: nn.Module, data: TabularData, opts: TrainOptions, loss_fn: Loss,
         if privacy is None:
             loader = make_loader(data, opts)
             optimizer = make_optimizer(model, opts)
-            steps = sum(run_epoch(model, loader, optimizer, loss_fn, prox_mu=opts.prox_mu, anchors=anchors,
-                                  max_grad_norm=opts.max_grad_norm) for _ in range(opts.epochs))
+            steps = 0
+            for epoch in range(opts.epochs):
+                set_lr(optimizer, opts, epoch)
+                steps += run_epoch(model, loader, optimizer, loss_fn, prox_mu=opts.prox_mu, anchors=anchors,
+                                   max_grad_norm=opts.max_grad_norm)
         else:
             steps, spent = _fit_private(model, data, opts, loss_fn, privacy)
         loss_after = mean_loss(model, data, loss_fn)
@@ -401,7 +420,10 @@ def _fit_private(model: nn.Module, data: TabularData, opts: TrainOptions, loss_f
             noise_multiplier=privacy.noise_multiplier, max_grad_norm=privacy.max_grad_norm,
             noise_generator=torch.Generator().manual_seed(noise_seed))
         try:
-            steps = sum(run_epoch(dp_model, dp_loader, dp_optimizer, loss_fn) for _ in range(opts.epochs))
+            steps = 0
+            for epoch in range(opts.epochs):
+                set_lr(dp_optimizer, opts, epoch)
+                steps += run_epoch(dp_model, dp_loader, dp_optimizer, loss_fn)
         finally:
             dp_model.cleanup()
             for p in model.parameters():  # the last step's noiseless sum of clipped gradients: never keep it

@@ -99,6 +99,40 @@ def test_fedprox_needs_the_global_arrays(synth: SimpleNamespace) -> None:
         task.train(model, data, TrainOptions(prox_mu=0.1), global_arrays=get_arrays(model)[:1])
 
 
+def test_lr_decay_equals_epochs_run_one_at_a_time_at_the_decayed_rates(synth: SimpleNamespace) -> None:
+    """Full-batch SGD keeps no state between epochs, so 4 epochs at ``lr * 0.5 ** (epoch // 2)`` equal four
+    one-epoch calls at lr, lr, lr/2, lr/2; a constant rate gives a different model."""
+    task, d = get_task("fraud"), 5
+    data = synth.binary_data(400, d, rate=0.2, seed=9)
+    start = _start("fraud", d, seed=2)
+
+    def trained(*runs: TrainOptions) -> list[np.ndarray]:
+        model = task.build_model(d, {"kind": "logistic"}, seed=0)
+        set_arrays(model, start)
+        for opts in runs:
+            task.train(model, data, opts)
+        return get_arrays(model)
+
+    step = {"optimizer": "sgd", "full_batch": True, "pos_weight": 2.0}
+    scheduled = trained(TrainOptions(epochs=4, lr=0.8, lr_decay=0.5, decay_every=2, **step))
+    by_hand = trained(*(TrainOptions(epochs=1, lr=lr, **step) for lr in (0.8, 0.8, 0.4, 0.4)))
+    constant = trained(TrainOptions(epochs=4, lr=0.8, **step))
+    for a, b, c in zip(scheduled, by_hand, constant):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert max(float(np.abs(a - c).max()) for a, c in zip(scheduled, constant)) > 1e-3
+
+
+def test_the_round_sets_the_decayed_learning_rate() -> None:
+    """Round r trains at ``train.lr * train.lr_decay ** (r - 1)``; baselines decay every local_epochs epochs."""
+    from fedx.config import config_from_dict
+    from fedx.institution import train_options
+
+    cfg = config_from_dict({"name": "t", "task": "fraud", "data": {"source": "synthetic/transactions", "target": "is_fraud"},
+                            "train": {"lr": 0.02, "lr_decay": 0.5}, "federation": {"local_epochs": 3}})
+    assert [train_options(cfg, "bank_a", r, 3).lr for r in (1, 2, 4)] == pytest.approx([0.02, 0.01, 0.0025])
+    assert train_options(cfg, "bank_a", 4, 3).lr_decay == 1.0  # no decay inside a round
+
+
 def test_report_counts_steps_and_loss_goes_down(synth: SimpleNamespace) -> None:
     task = get_task("disease_risk")
     data = synth.binary_data(1000, 4, rate=0.3, seed=6)
@@ -166,6 +200,9 @@ def test_focal_loss_trains(synth: SimpleNamespace) -> None:
     ("pos_weight", "sqrt", r"TrainOptions\.pos_weight: expected 'auto', None or a number > 0"),
     ("pos_weight", 0.0, r"TrainOptions\.pos_weight"),
     ("max_grad_norm", 0.0, r"TrainOptions\.max_grad_norm"),
+    ("lr_decay", 0.0, r"TrainOptions\.lr_decay: expected a number > 0"),
+    ("lr_decay", 1.5, r"TrainOptions\.lr_decay: expected a number in \(0, 1\]"),
+    ("decay_every", 0, r"TrainOptions\.decay_every: expected an integer >= 1"),
 ])
 def test_bad_train_options_are_rejected(field: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
