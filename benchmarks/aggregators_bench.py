@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metric = task.primary_metric
     print(f"config {args.config}: task {cfg.task}, model {model_config(cfg)}, {rounds} rounds x "
           f"{cfg.federation.local_epochs} local epoch(s), train {cfg.train.optimizer} lr {cfg.train.lr} "
-          f"batch {cfg.train.batch_size}{', quick (1/4 of the rows)' if args.quick else ''}")
+          f"(x{cfg.train.lr_decay} per round) batch {cfg.train.batch_size}{', quick (1/4 of the rows)' if args.quick else ''}")
     print(f"rounds run {PLAINTEXT_NOTE}")
     t0 = time.perf_counter()
     tables = institution_tables(cfg)

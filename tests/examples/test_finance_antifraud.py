@@ -2,13 +2,13 @@
 
 Checks from result.json, with the config as shipped:
 
-- the federated model reaches at least 97% of the pooled model's AUPRC (the example's target);
-- federation helps: the federated model beats the local-only models on all banks' test splits
-  together, and at no fewer than 4 of the 5 banks on their own (the target is all 5: measured, the
-  encrypted run misses it at one bank by 0.006 while the plaintext run meets it);
-- the encrypted run is as good as the same run in plaintext, within 0.03 AUPRC (the target is 0.005:
-  training is chaotic enough that the quantization of bfv-compact, 1.5e-5 per value, moves the final
-  AUPRC: by -0.016 as shipped, and by +0.008 and -0.002 at earlier settings of this example).
+- the federated model reaches at least 97% of the pooled model's AUPRC;
+- every bank's federated model beats that bank's local-only model in AUPRC on its own test split
+  (and so do all banks' test splits together);
+- the encrypted run's AUPRC is within 0.005 of the same run in plaintext.
+
+Measured as shipped: ratio 0.983, the smallest per-bank gain 0.036 (bank_d), |encrypted - plaintext|
+0.0006.
 
 Then the example's table script turns the results into its table and plot.
 """
@@ -58,8 +58,8 @@ def test_the_examples_promises_hold(runs: dict[str, Path]) -> None:
     assert fed >= 0.97 * central
     assert fed > r["baselines"]["local_combined"]["auprc"]
     losers = [b for b, row in r["comparison"].items() if not row["federated"]["auprc"] > row["local"]["auprc"]]
-    assert len(losers) <= 1, f"federated does not beat local-only at {losers}"
-    assert abs(fed - p["metrics"]["auprc"]) <= 0.03
+    assert len(r["comparison"]) == 5 and not losers, f"federated does not beat local-only at {losers}"
+    assert abs(fed - p["metrics"]["auprc"]) <= 0.005
     assert r["privacy"]["encryption"] == "bfv-compact" and p["privacy"]["encryption"] == "none"
 
 
