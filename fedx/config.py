@@ -163,6 +163,10 @@ class HEConfig:
     bits: int | None = _f(None, lo=2, hi=30, doc="quantization bits (bfv-compact)")
     clip: float | None = _f(None, lo=0.0, lo_open=True, doc="clip range [-clip, clip] (bfv-compact)")
 
+    def overrides(self) -> dict[str, Any]:
+        """The settings given, as keyword arguments of :func:`fedx.he.keygen` / :func:`fedx.he.get_preset`."""
+        return {k: v for k, v in (("bits", self.bits), ("clip", self.clip)) if v is not None}
+
 
 @dataclass
 class DPConfig:

@@ -30,11 +30,11 @@ from .data.partition import train_test_split_local
 from .data.preprocess import Preprocessor, with_levels
 from .data.schema import Schema
 from .data.spec import schema_for
-from .data.tables import read_table
+from .data.tables import mask_na_codes, read_table
 from .errors import ConfigError, DataError, FederationError, StateDivergedError
 from .privacy.policy import Policy
 from .tasks import TabularData, TrainOptions, get_task
-from .tasks.params import get_arrays, set_arrays
+from .tasks.params import get_arrays, set_arrays, update_delta
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +286,7 @@ class Institution:
                                  global_arrays=state.params if self.cfg.federation.mu > 0 else None,
                                  privacy=sample_dp)
         new = get_arrays(model)
-        delta = [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
-                 for n, o in zip(new, state.params)]
+        delta = update_delta(new, state.params)
         metrics = {"num-examples": float(len(data)), "train_seconds": time.perf_counter() - t0}
         if report.privacy is not None:
             self.state.dp_history = [list(h) for h in report.privacy.history]
@@ -496,7 +495,7 @@ def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preproces
     A feature with no value at all in the table is left out, as an institution alone would do.
     """
     plan = moments_plan(schema)
-    schema = with_levels(schema, {k: v for k, v in plan.local_levels(df).items()})
+    schema = with_levels(schema, plan.local_levels(df))
     present = [f for f in schema.features
                if (f.kind == "numeric" and df[f.name].notna().any()) or (f.kind == "categorical" and f.levels)]
     schema = Schema(features=tuple(present), target=schema.target, exposure=schema.exposure, weight=schema.weight,
@@ -521,11 +520,9 @@ def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data
                          max_rounds=max(cfg.federation.rounds, 50))
         set_arrays(model, fit.state.params)
         return model
-    t = cfg.train
-    task.train(model, data, TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=t.lr, lr_decay=t.lr_decay,
-                                         decay_every=cfg.federation.local_epochs, optimizer=t.optimizer,
-                                         weight_decay=t.weight_decay, pos_weight=t.pos_weight, loss=t.loss,
-                                         full_batch=t.full_batch, seed=seed))
+    # One continuous run over the epochs of all rounds, with the rounds' learning-rate schedule.
+    task.train(model, data, _options(cfg, epochs, seed, lr_decay=cfg.train.lr_decay,
+                                     decay_every=cfg.federation.local_epochs))
     return model
 
 
@@ -536,9 +533,15 @@ def train_options(cfg: Config, name: str, server_round: int | str, epochs: int) 
     """
     t = cfg.train
     lr = t.lr * t.lr_decay ** (server_round - 1) if isinstance(server_round, int) else t.lr
-    return TrainOptions(epochs=epochs, batch_size=t.batch_size, lr=lr, optimizer=t.optimizer,
-                        weight_decay=t.weight_decay, prox_mu=cfg.federation.mu, pos_weight=t.pos_weight,
-                        loss=t.loss, full_batch=t.full_batch, seed=derive_seed(cfg.seed, name, server_round))
+    return _options(cfg, epochs, derive_seed(cfg.seed, name, server_round), lr=lr, prox_mu=cfg.federation.mu)
+
+
+def _options(cfg: Config, epochs: int, seed: int, **extra: Any) -> TrainOptions:
+    """``train:`` as :class:`TrainOptions`, with ``extra`` fields set or replaced."""
+    t = cfg.train
+    fields = {"batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer, "weight_decay": t.weight_decay,
+              "pos_weight": t.pos_weight, "loss": t.loss, "full_batch": t.full_batch}
+    return TrainOptions(epochs=epochs, seed=seed, **{**fields, **extra})
 
 
 def model_config(cfg: Config) -> dict[str, Any]:
@@ -567,18 +570,15 @@ def prepare_table(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 
 def _clean(df: pd.DataFrame, na_values: Mapping[str, list[Any]], target: str | None,
            target_above: float | None) -> pd.DataFrame:
-    if not na_values and target_above is None:
-        return df
-    df = df.copy()
-    for col, codes in na_values.items():
-        if col not in df.columns:
-            raise DataError(f"data.na_values: column {col!r} is not in the data")
-        df[col] = df[col].mask(df[col].isin(codes))
+    missing = [col for col in na_values if col not in df.columns]
+    if missing:
+        raise DataError(f"data.na_values: column {missing[0]!r} is not in the data")
+    df = mask_na_codes(df, na_values)
     if target_above is not None and target in df.columns:
         y = pd.to_numeric(df[target], errors="coerce")
         if y.isna().any():
             raise DataError(f"data.target_above: column {target!r} holds values that are not numbers")
-        df[target] = (y > target_above).astype(np.int64)
+        df = df.assign(**{target: (y > target_above).astype(np.int64)})
     return df
 
 

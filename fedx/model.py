@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .data.preprocess import Preprocessor
+from .data.tables import mask_na_codes
 from .errors import DataError
 from .tasks import TabularData, get_task
 from .tasks.params import set_arrays
@@ -75,10 +76,7 @@ class FedxModel(nn.Module):
 
     def design_matrix(self, df: pd.DataFrame) -> np.ndarray:
         """The preprocessed float32 design matrix of a raw table (missing-value codes as in training)."""
-        codes = {c: v for c, v in self.na_values.items() if c in df.columns}
-        if codes:
-            df = df.assign(**{c: df[c].mask(df[c].isin(v)) for c, v in codes.items()})
-        return self.preprocessor.transform(df)
+        return self.preprocessor.transform(mask_na_codes(df, self.na_values))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Scores of each row of a raw table: a probability (fraud, disease) or an expected value (GLMs).

@@ -220,7 +220,7 @@ def _keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
         return None, None
     from . import he
 
-    overrides = {k: v for k, v in (("bits", cfg.security.he.bits), ("clip", cfg.security.he.clip)) if v is not None}
+    overrides = cfg.security.he.overrides()
     dp = cfg.security.dp
     if dp is not None and dp.level == "client" and cfg.security.encryption == "bfv-compact" and "clip" not in overrides:
         from .privacy.dp import noised_value_bound

@@ -23,11 +23,13 @@ def _df():
 
 
 def test_na_codes_become_missing_and_target_is_thresholded() -> None:
-    out = prepare_table(_df(), _cfg(na_values={"chol": [0]}, target_above=0))
+    raw = _df()
+    out = prepare_table(raw, _cfg(na_values={"chol": [0]}, target_above=0))
     assert out["chol"].isna().tolist() == [True, False, False, True, False]
     assert out["num"].tolist() == [0, 1, 1, 0, 1]
-    raw = _df()
-    assert raw["chol"].iloc[0] == 0.0, "the caller's frame is not modified"
+    only_target = prepare_table(raw, _cfg(target_above=0))
+    assert only_target["num"].tolist() == [0, 1, 1, 0, 1]
+    pd.testing.assert_frame_equal(raw, _df())  # the caller's frame is not modified
 
 
 def test_without_cleaning_options_the_table_is_unchanged() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -17,6 +19,15 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet", ".pq")
 # A timestamp format that matches nothing turns pyarrow's date and time inference off.
 _CONVERT = pacsv.ConvertOptions(true_values=["\x00"], false_values=["\x00"], timestamp_parsers=["\x00"],
                                 strings_can_be_null=True)
+
+
+def mask_na_codes(df: pd.DataFrame, na_values: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """``df`` with each column's codes that mean "missing" (``data.na_values``) made missing values.
+
+    Columns that ``df`` lacks are skipped; ``df`` itself is not changed.
+    """
+    codes = {col: list(v) for col, v in na_values.items() if col in df.columns}
+    return df.assign(**{col: df[col].mask(df[col].isin(v)) for col, v in codes.items()}) if codes else df
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -47,3 +47,8 @@ def set_arrays(model: nn.Module, arrays: Sequence[np.ndarray]) -> None:
     check_arrays(model, arrays)
     state = {name: torch.tensor(np.asarray(a), dtype=torch.float32) for name, a in zip(array_names(model), arrays)}
     model.load_state_dict(state, strict=True)
+
+
+def update_delta(new: Sequence[np.ndarray], old: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``new - old`` per array, subtracted in float64 and sent as float32 (what an institution uploads)."""
+    return [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32) for n, o in zip(new, old)]
