@@ -41,6 +41,7 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/he_bench.py
 	$(PY) benchmarks/he_round_bench.py
+	$(PY) benchmarks/he_sensitivity_bench.py --bits 15,16,17,19
 	$(PY) benchmarks/aggregators_bench.py
 	$(PY) benchmarks/scaling_bench.py
 

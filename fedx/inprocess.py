@@ -8,6 +8,10 @@ the HE preset's precision (tests/flower/test_fedadam_encrypted.py), so curves me
 those of the real federation in plaintext. Use it to compare aggregators or settings quickly, or to
 stage attacks (``tamper``), never to train a model for use: that is :func:`fedx.run`.
 
+With ``encoded=True`` each update is clipped and quantized exactly as the run's ``bfv-compact``
+encryption encodes it (the preset's own encode and decode, without the encryption, which adds
+nothing under BFV): a quick way to see how a config reacts to encryption's rounding.
+
 Differential privacy is not applied here.
 """
 
@@ -33,7 +37,7 @@ from .institution import (
     train_options,
 )
 from .tasks import TabularData, get_task
-from .tasks.params import get_arrays, set_arrays
+from .tasks.params import get_arrays, set_arrays, update_delta
 
 Tamper = Callable[[str, int, list[np.ndarray]], list[np.ndarray]]
 """``tamper(institution, round, delta) -> delta``: what a dishonest institution sends instead."""
@@ -75,17 +79,21 @@ def pooled_metrics(task: Any, model: Any, fed: Federation) -> dict[str, float]:
 
 
 def train_rounds(cfg: Config, fed: Federation, *, rounds: int | None = None, tamper: Tamper | None = None,
-                 on_round: Callable[[int, Any], None] | None = None) -> tuple[Any, list[dict[str, float]]]:
+                 on_round: Callable[[int, Any], None] | None = None, encoded: bool = False
+                 ) -> tuple[Any, list[dict[str, float]]]:
     """Run ``rounds`` (default ``federation.rounds``) rounds of ``cfg``'s aggregator.
 
     Returns the final model (a torch module) and the pooled test metrics after each round.
-    ``on_round(round, model)`` is called after each round.
+    ``on_round(round, model)`` is called after each round. With ``encoded``, each update (after
+    ``tamper``) is what ``cfg``'s encryption decodes from it (:func:`encoder`).
     """
     task = get_task(cfg.task)
     rule = make_rule(cfg)
     model = task.build_model(fed.n_features, model_config(cfg), seed=cfg.seed)
     state = ModelState(get_arrays(model), {}, 0)
     prox = cfg.federation.mu > 0
+    sizes = {name: float(len(train)) for name, (train, _) in fed.data.items()}
+    encode = encoder(cfg, sum(sizes.values())) if encoded else None
     history = []
     for r in range(1, (rounds or cfg.federation.rounds) + 1):
         deltas, weights = [], []
@@ -93,13 +101,41 @@ def train_rounds(cfg: Config, fed: Federation, *, rounds: int | None = None, tam
             set_arrays(model, state.params)
             task.train(model, train, train_options(cfg, name, r, cfg.federation.local_epochs),
                        global_arrays=state.params if prox else None)
-            delta = [(n.astype(np.float64) - o.astype(np.float64)).astype(np.float32)
-                     for n, o in zip(get_arrays(model), state.params)]
-            deltas.append(tamper(name, r, delta) if tamper is not None else delta)
-            weights.append(float(len(train)))
+            delta = update_delta(get_arrays(model), state.params)
+            delta = tamper(name, r, delta) if tamper is not None else delta
+            deltas.append(encode(delta, sizes[name]) if encode is not None else delta)
+            weights.append(sizes[name])
         state = rule.apply(state, rule.combine(deltas, weights))
         set_arrays(model, state.params)
         history.append(pooled_metrics(task, model, fed))
         if on_round is not None:
             on_round(r, model)
     return model, history
+
+
+def encoder(cfg: Config, total_weight: float) -> Callable[[list[np.ndarray], float], list[np.ndarray]]:
+    """``encode(delta, weight)``: ``delta`` as the run's encryption carries it, clipped and quantized.
+
+    An institution of ``weight`` sends ``rho * delta`` with ``rho = weight / total_weight``, encoded by
+    the ``bfv-compact`` preset with ``security.he`` (bits, clip); the result, averaged with the same
+    weights, is the mean that decryption gives. Only ``bfv-compact`` is emulated: CKKS adds noise
+    in the encryption itself.
+    """
+    from .he import get_preset
+
+    if cfg.security.encryption != "bfv-compact":
+        raise ConfigError(f"security.encryption: the in-process encoding emulates bfv-compact only, "
+                          f"got {cfg.security.encryption!r}")
+    preset = get_preset("bfv-compact", **cfg.security.he.overrides())
+
+    def encode(delta: list[np.ndarray], weight: float) -> list[np.ndarray]:
+        rho = weight / total_weight
+        flat = np.concatenate([d.astype(np.float64).ravel() for d in delta])
+        back = preset.decode("mean", preset.encode("mean", flat, rho).rows, flat.size, rho)
+        out, start = [], 0
+        for d in delta:
+            out.append(back[start:start + d.size].reshape(d.shape).astype(np.float32))
+            start += d.size
+        return out
+
+    return encode

@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 import fedx
-from fedx.data.synthetic.transactions import generate_transactions
+from fedx.data.institutions import institution_tables
 from fedx.privacy import audit
 
 HERE = Path(__file__).resolve().parent
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     # 1. Our own payments, as our risk pipeline holds them. The generator makes all five banks'
-    #    books at once; each is kept apart below, as it would be in reality.
-    books = {name: df.reset_index(drop=True) for name, df in generate_transactions(seed=7).groupby("bank")}
+    #    books at once (as the example's config names them); each is kept apart below, as it would be.
+    overrides = {"report.baselines": []} | ({"federation.rounds": args.rounds} if args.rounds else {})
+    cfg = fedx.load_config(HERE / "fedx.yaml", overrides=overrides)
+    books = {name: df.reset_index(drop=True) for name, df in institution_tables(cfg).items()}
     if args.bank not in books:
         raise SystemExit(f"--bank: expected one of {', '.join(sorted(books))}")
     ours = books[args.bank]
@@ -63,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(today):,} payments this week to score")
 
     # 2. Join the federation: the example's config as shipped, our table among the banks'.
-    overrides = {"report.baselines": []} | ({"federation.rounds": args.rounds} if args.rounds else {})
-    cfg = fedx.load_config(HERE / "fedx.yaml", overrides=overrides)
     tables = {name: (history if name == args.bank else df) for name, df in books.items()}
     result = fedx.run(cfg, args.out, tables=tables, force=True)
 
@@ -89,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind, row in s["by_kind"].items():
         print(f"  {kind:>14}: {row['messages']:3d} messages, {row['bytes']:>10,} bytes  {MEANING.get(kind, '')}")
     print("  checks: " + ", ".join(f"{k} ×{n}" for k, n in s["checks"].items()))
-    print("  No payment, card number or readable model update is among them.")
+    entries = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    unknown = sorted({e["kind"] for e in entries} - set(MEANING))
+    readable = [e["seq"] for e in entries if e["kind"] in ("train", "moments") and not e["checks"].get("encrypted")]
+    if not s["verified"] or unknown or readable:
+        raise SystemExit(f"the ledger does not show what this script promises: chain verified {s['verified']}, "
+                         f"unknown kinds {unknown}, unencrypted updates or moments at entries {readable}")
+    print("  Every update and moment sum left encrypted, and no other kind of message left:\n"
+          "  no payment, card number or readable model update is among them.")
     return 0
 
 
