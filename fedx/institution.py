@@ -239,14 +239,12 @@ class Institution:
 
     def glm_report(self, total: np.ndarray, state: ModelState) -> dict[str, Any]:
         """The exact GLM's coefficients, standard errors and deviances, from statistics summed at ``state``."""
-        from .aggregators.newton import glm_report, relativities_table
+        from .aggregators.glm_results import GLMResults
 
         assert self._newton is not None
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
-        report = glm_report(np.asarray(total, dtype=np.float64), state, self._newton, prep.feature_names)
-        report["relativities"] = relativities_table(report, {
-            s.name: s.levels[0] for s in prep.schema.features if s.kind == "categorical" and s.levels})
-        return report
+        return GLMResults.from_newton(np.asarray(total, dtype=np.float64), state, self._newton, prep.feature_names, {
+            s.name: s.levels[0] for s in prep.schema.features if s.kind == "categorical" and s.levels}).to_dict()
 
     def _check_digest(self, state: ModelState, digests: Mapping[int, str] | None) -> None:
         want = (digests or {}).get(state.round)
@@ -405,7 +403,8 @@ class Institution:
 
         state = self._require_setup()
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
-        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params, self.cfg.data.na_values)
+        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params, self.cfg.data.na_values,
+                             self.state.report)
         path = path or (self.spec.out_dir / "model.pt")
         fm.save(path)
         return path

@@ -44,8 +44,10 @@ class FedxModel(nn.Module):
     """
 
     def __init__(self, task: str, model_cfg: Mapping[str, Any], preprocessor: Preprocessor, net: nn.Module,
-                 na_values: Mapping[str, Sequence[Any]] | None = None) -> None:
+                 na_values: Mapping[str, Sequence[Any]] | None = None, glm_report: Mapping[str, Any] | None = None
+                 ) -> None:
         super().__init__()
+        self.glm_report = None if glm_report is None else dict(glm_report)
         self.task_name = task
         self.model_cfg = dict(model_cfg)
         self.preprocessor = preprocessor
@@ -54,16 +56,28 @@ class FedxModel(nn.Module):
 
     @classmethod
     def build(cls, task: str, model_cfg: Mapping[str, Any], preprocessor: Preprocessor,
-              params: Sequence[np.ndarray], na_values: Mapping[str, Sequence[Any]] | None = None) -> FedxModel:
+              params: Sequence[np.ndarray], na_values: Mapping[str, Sequence[Any]] | None = None,
+              glm_report: Mapping[str, Any] | None = None) -> FedxModel:
         """Rebuild the network for ``preprocessor``'s features and load ``params`` into it.
 
         ``na_values`` are the codes that meant "missing" in training (``data.na_values``); scoring
-        treats them the same way.
+        treats them the same way. ``glm_report`` is an exact GLM's :meth:`GLMResults.to_dict`.
         """
         net = get_task(task).build_model(len(preprocessor.feature_names), model_cfg, seed=0)
         set_arrays(net, list(params))
         net.eval()
-        return cls(task, model_cfg, preprocessor, net, na_values)
+        return cls(task, model_cfg, preprocessor, net, na_values, glm_report)
+
+    @property
+    def glm_results(self) -> Any:
+        """The exact GLM's :class:`~fedx.aggregators.glm_results.GLMResults` (standard errors, intervals,
+        relativities, ``summary()``), for a model fitted with ``federation.aggregator: newton``."""
+        from .aggregators.glm_results import GLMResults
+
+        if self.glm_report is None:
+            raise DataError(f"this {self.task_name} model was not fitted by the exact GLM "
+                            f"(federation.aggregator: newton), so it has no GLM results")
+        return GLMResults.from_dict(self.glm_report)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The network's raw output for a design matrix (see :attr:`feature_names`)."""
@@ -107,6 +121,7 @@ class FedxModel(nn.Module):
             "preprocessor": self.preprocessor.to_dict(),
             "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "na_values": self.na_values,
+            "glm_report": self.glm_report,
         }
         tmp = p.with_suffix(p.suffix + ".tmp")
         torch.save(blob, tmp)
@@ -129,4 +144,4 @@ class FedxModel(nn.Module):
         net = get_task(blob["task"]).build_model(len(prep.feature_names), blob["model_cfg"], seed=0)
         net.load_state_dict(blob["state_dict"])
         net.eval()
-        return cls(blob["task"], blob["model_cfg"], prep, net, blob.get("na_values"))
+        return cls(blob["task"], blob["model_cfg"], prep, net, blob.get("na_values"), blob.get("glm_report"))

@@ -45,7 +45,8 @@ from report_common import (
 )
 
 from fedx.aggregators import make_rule
-from fedx.aggregators.newton import GLMData, glm_report, newton_fit
+from fedx.aggregators.glm_results import GLMResults
+from fedx.aggregators.newton import GLMData, newton_fit
 from fedx.config import Config
 from fedx.data.institutions import institution_tables
 from fedx.data.spec import schema_for
@@ -165,7 +166,7 @@ def load_pricing_run(folder: Path, task: str, true_coefficients: Mapping[str, fl
         data = tabular(cfg, prep, train)
         fit = newton_fit([GLMData(data.X, data.y, data.offset, data.weight)], rule,
                          max_rounds=max(cfg.federation.rounds, 50))
-        own[name] = Coefficients.from_report(glm_report(fit.total, fit.state, rule, list(prep.feature_names)))
+        own[name] = Coefficients.from_report(GLMResults.from_newton(fit.total, fit.state, rule, list(prep.feature_names)).to_dict())
         if own[name].names != federated.names:
             raise ReportError(f"{name}: its own GLM has coefficients {own[name].names}, the federated one "
                               f"{federated.names}")

@@ -68,7 +68,7 @@ The rounds
   deviance units, penalty included) is below ``tolerance * (|deviance| + 0.1)`` (R's ``glm``
   criterion), for the model and for the intercept-only model. That last step is taken, and from
   then on ``apply`` is a no-op that keeps the coefficients and records the statistics at them.
-- :meth:`NewtonRule.report_ready`: the statistics at this state give the exact :func:`glm_report`;
+- :meth:`NewtonRule.report_ready`: the statistics at this state give the exact :class:`~fedx.aggregators.glm_results.GLMResults`;
   one round after convergence for Poisson and binomial, two for Gamma and Tweedie (their
   log-likelihood needs the dispersion at the fitted coefficients, passed as ``scale``).
 - A binomial fit whose coefficients separate every row (complete separation: the likelihood keeps
@@ -85,14 +85,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.stats import norm
 
 from ..errors import AggregationError, ConfigError, DataError
 from .base import Arrays, ModelState, UpdateRule
 from .glm_families import Family, get_family
 
-__all__ = ["GLMData", "NewtonFit", "NewtonRule", "beta_to_params", "glm_report", "local_stats", "newton_fit",
-           "params_to_beta", "relativities_table", "round_inputs", "stats_layout"]
+__all__ = ["Covariance", "GLMData", "NewtonFit", "NewtonRule", "beta_to_params", "local_stats", "newton_fit",
+           "params_to_beta", "round_inputs", "stats_layout"]
 
 #: Consecutive step halvings before the fit is declared stuck.
 MAX_HALVINGS = 30
@@ -340,7 +339,7 @@ class NewtonRule(UpdateRule):
 
     @staticmethod
     def report_ready(state: ModelState) -> bool:
-        """Whether the statistics computed at ``state`` give the exact :func:`glm_report` (converged, and for
+        """Whether the statistics computed at ``state`` give the exact :class:`~fedx.aggregators.glm_results.GLMResults` (converged, and for
         gamma and tweedie a no-op round has recorded the dispersion at the fitted coefficients)."""
         return bool(state.opt.get("report_ready", [np.zeros(1)])[0][0])
 
@@ -391,7 +390,28 @@ class NewtonRule(UpdateRule):
                    converged=_vec(float(converged)), report_ready=_vec(float(converged and self.family.fixed_scale)))
         return ModelState(beta_to_params(beta + step), opt, state.round + 1)
 
-    # ---------------------------------------------------------------- pieces shared with glm_report
+    def covariance(self, total: np.ndarray, state: ModelState) -> Covariance:
+        """The covariance of the coefficients from statistics summed at ``state``, with the dispersion.
+
+        Standard errors are ``sqrt(diag((X~'WX~ + l2 D)^-1) * dispersion)``; the dispersion is 1 for
+        poisson and binomial, Pearson chi2 / (n - k) otherwise (statsmodels' defaults).
+
+        Raises
+        ------
+        AggregationError
+            The statistics are malformed, or were computed at other inputs than ``state``'s, or the fit
+            has not started yet.
+        """
+        k = params_to_beta(state.params).size
+        stats = self._unpack([total], k)
+        if "null_intercept" not in state.opt:
+            raise AggregationError("newton: the fit has not started yet; use the statistics of a later round")
+        self._check_inputs(stats, state)
+        dispersion = self._dispersion(stats, k)
+        matrix = self._solve(self._information(stats, k) + np.diag(self._penalty(k)), np.eye(k)) * dispersion
+        return Covariance(matrix, dispersion, {name: float(v[0]) for name, v in stats.items() if v.size == 1})
+
+    # ---------------------------------------------------------------- pieces of apply and covariance
 
     def _unpack(self, aggregate: Arrays, k: int) -> dict[str, np.ndarray]:
         layout = stats_layout(k - 1, self.family.name)
@@ -586,6 +606,14 @@ def _check_data(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None, weight:
 # -------------------------------------------------------------------- running and reporting
 
 
+class Covariance(NamedTuple):
+    """What :meth:`NewtonRule.covariance` returns: the k x k covariance, the dispersion, the scalar statistics."""
+
+    matrix: np.ndarray
+    dispersion: float
+    scalars: dict[str, float]
+
+
 class GLMData(NamedTuple):
     """One institution's rows: the design ``X`` (n, p) without intercept, ``y``, and optional offset and weight."""
 
@@ -608,7 +636,7 @@ def newton_fit(parts: Sequence[GLMData], rule: NewtonRule, *, max_rounds: int = 
 
     For the centralized baseline (one part: the pooled rows), each institution's local baseline (one
     part each), and tests. It stops at the first round whose state is :meth:`NewtonRule.report_ready`,
-    so ``total`` is at the fitted coefficients and dispersion (what :func:`glm_report` needs).
+    so ``total`` is at the fitted coefficients and dispersion (what :meth:`GLMResults.from_newton` needs).
 
     Parameters
     ----------
@@ -639,116 +667,3 @@ def newton_fit(parts: Sequence[GLMData], rule: NewtonRule, *, max_rounds: int = 
             return NewtonFit(state, np.asarray(total, dtype=np.float64))
         state = rule.apply(state, [total])
     raise AggregationError(f"newton: the fit did not converge in {max_rounds} rounds")
-
-
-def glm_report(total: np.ndarray, state: ModelState, rule: NewtonRule, feature_names: Sequence[str]) -> dict[str, Any]:
-    """The fitted GLM for result.json's ``model``: coefficients with standard errors, deviance, D², AIC.
-
-    Parameters
-    ----------
-    total : np.ndarray
-        The summed statistics of the last round.
-    state : ModelState
-        The state they were computed at (the input of the last ``apply``), ideally one for which
-        :meth:`NewtonRule.report_ready` holds; before that, gamma's and tweedie's ``loglike`` and
-        ``aic`` are None (they depend on the dispersion at the fitted coefficients).
-    rule : NewtonRule
-        The rule that ran the fit.
-    feature_names : sequence of str
-        The p column names of X, in statsmodels' treatment coding (``region[T.north]``).
-
-    Returns
-    -------
-    dict
-        ``family``, ``link``, ``tweedie_power`` (tweedie only, else None), ``coefficients`` (``name``,
-        ``estimate``, ``std_error``, ``z``, ``p_value``, ``relativity`` = exp(estimate)), ``deviance``,
-        ``null_deviance``, ``d2``, ``loglike``, ``aic``, ``dispersion``, ``pearson_chi2``, ``nobs``,
-        ``df_resid``, ``iterations``, ``converged``, ``l2``. Standard errors are
-        ``sqrt(diag((X~'WX~ + l2 D)^-1) * dispersion)``; the dispersion is 1 for poisson and binomial,
-        Pearson chi2 / (n - k) otherwise (statsmodels' defaults).
-    """
-    beta = params_to_beta(state.params)
-    k = beta.size
-    names = list(feature_names)
-    if len(names) != k - 1:
-        raise AggregationError(f"glm_report: {len(names)} feature names for {k - 1} features")
-    stats = rule._unpack([total], k)
-    if "null_intercept" not in state.opt:
-        raise AggregationError("glm_report: the state has not started yet; report the statistics of a later round")
-    rule._check_inputs(stats, state)
-    dispersion = rule._dispersion(stats, k)
-    cov = rule._solve(rule._information(stats, k) + np.diag(rule._penalty(k)), np.eye(k)) * dispersion
-    se = np.sqrt(np.diag(cov))
-    deviance, null_deviance = _scalar(stats, "deviance"), _scalar(stats, "null_deviance")
-    count = _scalar(stats, "count")
-    scale_used = round_inputs(state)["scale"]
-    exact_llf = rule.family.fixed_scale or abs(scale_used - dispersion) <= 1e-9 * dispersion
-    loglike = _scalar(stats, "loglike") if exact_llf else None
-    z = beta / se
-    coefficients = [{"name": name, "estimate": float(b), "std_error": float(s), "z": float(zz),
-                     "p_value": float(2.0 * norm.sf(abs(zz))), "relativity": float(np.exp(b))}
-                    for name, b, s, zz in zip(["Intercept", *names], beta, se, z)]
-    return {
-        "family": rule.family.name,
-        "link": rule.family.link,
-        "tweedie_power": rule.tweedie_power if rule.family.name == "tweedie" else None,
-        "coefficients": coefficients,
-        "deviance": deviance,
-        "null_deviance": null_deviance,
-        "d2": 1.0 - deviance / null_deviance if null_deviance > 0 else None,
-        "loglike": loglike,
-        "aic": None if loglike is None else -2.0 * loglike + 2.0 * k,
-        "dispersion": dispersion,
-        "pearson_chi2": _scalar(stats, "pearson_chi2"),
-        "nobs": int(round(count)),
-        "df_resid": int(round(count)) - k,
-        "iterations": int(state.opt["iterations"][0][0]),
-        "converged": NewtonRule.converged(state),
-        "l2": rule.l2,
-    }
-
-
-def relativities_table(report: Mapping[str, Any], reference_levels: Mapping[str, str] | None = None
-                       ) -> list[dict[str, Any]]:
-    """The relativities (exp(coefficient)) by feature, with each categorical's reference level at 1.0.
-
-    Coefficients named ``feature[T.level]`` (statsmodels' treatment coding) are grouped under
-    ``feature``, after a reference row; other coefficients are numeric features (per unit). The
-    intercept is left out (its exp is the base rate, in ``report["coefficients"]``).
-
-    Parameters
-    ----------
-    report : mapping
-        A :func:`glm_report`.
-    reference_levels : mapping of str to str, optional
-        The name of each categorical's reference level (default ``None`` in the ``level`` field).
-
-    Returns
-    -------
-    list of dict
-        ``feature``, ``level``, ``reference``, ``estimate``, ``std_error``, ``relativity``, ``ci_low``
-        and ``ci_high`` (95% interval of the relativity; None on reference rows).
-    """
-    z95 = float(norm.ppf(0.975))
-    levels = reference_levels or {}
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for coef in report["coefficients"]:
-        name = coef["name"]
-        if name == "Intercept":
-            continue
-        feature, level = name, None
-        if name.endswith("]") and "[T." in name:
-            feature, level = name[:-1].split("[T.", 1)
-            if feature not in groups:
-                groups[feature] = [_relativity_row(feature, levels.get(feature), 0.0, None, None)]
-        groups.setdefault(feature, []).append(_relativity_row(feature, level, coef["estimate"], coef["std_error"], z95))
-    return [row for rows in groups.values() for row in rows]
-
-
-def _relativity_row(feature: str, level: str | None, estimate: float, std_error: float | None,
-                    z95: float | None) -> dict[str, Any]:
-    """A row of :func:`relativities_table`; ``z95`` None makes it the reference row."""
-    ci = (None, None) if z95 is None or std_error is None else \
-        (float(np.exp(estimate - z95 * std_error)), float(np.exp(estimate + z95 * std_error)))
-    return {"feature": feature, "level": level, "reference": z95 is None, "estimate": estimate,
-            "std_error": std_error, "relativity": float(np.exp(estimate)), "ci_low": ci[0], "ci_high": ci[1]}

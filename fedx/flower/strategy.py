@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -181,10 +188,10 @@ class FedxStrategy(Strategy):
                 combined = [(c.astype(np.float64) + z / len(good)).astype(c.dtype) for c, z in zip(combined, noise)]
             prev, self.state = self.state, self.rule.apply(self.state, combined)
             if self.rule.name == "newton" and self.rule.report_ready(prev):  # type: ignore[attr-defined]
-                from ..aggregators.newton import glm_report, relativities_table
+                from ..aggregators.glm_results import GLMResults
 
-                self.report = glm_report(combined[0], prev, self.rule, self.feature_names)  # type: ignore[arg-type]
-                self.report["relativities"] = relativities_table(self.report, self.reference_levels)
+                self.report = GLMResults.from_newton(combined[0], prev, self.rule, self.feature_names,  # type: ignore[arg-type]
+                                                     self.reference_levels).to_dict()
                 self.done = True
         known = [(w, l) for w, l in losses if np.isfinite(l)]
         outcome.metrics = {"clients": float(len(good))}

@@ -13,7 +13,8 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.datasets import randhie
 
-from fedx.aggregators.newton import GLMData, NewtonRule, glm_report, newton_fit, relativities_table
+from fedx.aggregators.glm_results import GLMResults
+from fedx.aggregators.newton import GLMData, NewtonRule, newton_fit
 
 SHARES = (0.55, 0.3, 0.1, 0.05)
 NAMES = ["age", "density", "region[T.north]", "region[T.south]"]
@@ -37,7 +38,7 @@ def split(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None, weight
 
 def fit(parts: list[GLMData], rule: NewtonRule, names: Sequence[str] = NAMES) -> dict:
     result = newton_fit(parts, rule)
-    return glm_report(result.total, result.state, rule, names)
+    return GLMResults.from_newton(result.total, result.state, rule, names).to_dict()
 
 
 def assert_matches(report: dict, res, rtol: float, aic: bool = True) -> None:
@@ -157,19 +158,39 @@ def test_split_does_not_matter() -> None:
                                [c["estimate"] for c in pooled["coefficients"]], rtol=1e-10)
 
 
-def test_report_and_relativities_table() -> None:
+def test_results_object_matches_statsmodels_at_any_level() -> None:
     X, y, offset = poisson_data()
-    report = fit(split(X, y, offset), NewtonRule("poisson"))
-    coefs = {c["name"]: c for c in report["coefficients"]}
-    for c in coefs.values():
-        assert c["relativity"] == pytest.approx(np.exp(c["estimate"]))
-        assert c["z"] == pytest.approx(c["estimate"] / c["std_error"])
-    table = relativities_table(report, {"region": "east"})
+    rule = NewtonRule("poisson")
+    result = newton_fit(split(X, y, offset), rule)
+    res = GLMResults.from_newton(result.total, result.state, rule, NAMES, {"region": "east"})
+    sm_res = sm.GLM(y, sm.add_constant(X), family=sm.families.Poisson(), offset=offset).fit()
+    np.testing.assert_allclose(res.params.to_numpy(), sm_res.params, rtol=1e-8)
+    np.testing.assert_allclose(res.bse.to_numpy(), sm_res.bse, rtol=1e-6)
+    np.testing.assert_allclose(res.pvalues.to_numpy(), sm_res.pvalues, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(res.cov_params().to_numpy(), sm_res.cov_params(), rtol=1e-6, atol=1e-12)
+    for alpha in (0.05, 0.10, 0.01):
+        np.testing.assert_allclose(res.conf_int(alpha).to_numpy(), sm_res.conf_int(alpha), rtol=1e-6)
+    assert res.aic == pytest.approx(sm_res.aic, rel=1e-8)
+    assert list(res.params.index) == ["Intercept", *NAMES]
+    with pytest.raises(ValueError, match="alpha"):
+        res.conf_int(1.5)
+
+    table = res.relativities(0.10)
     assert [(r["feature"], r["level"], r["reference"]) for r in table] == [
         ("age", None, False), ("density", None, False),
         ("region", "east", True), ("region", "north", False), ("region", "south", False)]
     north = table[3]
     assert table[2]["relativity"] == 1.0 and table[2]["ci_low"] is None
-    assert north["relativity"] == pytest.approx(coefs["region[T.north]"]["relativity"])
-    assert north["ci_low"] < north["relativity"] < north["ci_high"]
-    assert north["ci_high"] == pytest.approx(np.exp(north["estimate"] + 1.959964 * north["std_error"]))
+    lo, hi = np.exp(sm_res.conf_int(0.10)[3])
+    assert (north["ci_low"], north["ci_high"]) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
+    assert res.relativities(0.05)[3]["ci_high"] > north["ci_high"]   # a wider interval at 95%
+
+    doc = res.to_dict()
+    assert doc["relativities"] == res.relativities(0.05)
+    coefs = {c["name"]: c for c in doc["coefficients"]}
+    assert coefs["age"]["relativity"] == pytest.approx(np.exp(coefs["age"]["estimate"]))
+    again = GLMResults.from_dict(doc)
+    np.testing.assert_array_equal(again.cov, res.cov)
+    assert again.summary() == res.summary()
+    text = res.summary(0.10)
+    assert "[90%" in text and "region[T.north]" in text and "[95%" in res.summary()

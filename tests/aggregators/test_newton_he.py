@@ -12,11 +12,26 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import statsmodels.api as sm
-from test_newton import LOG, NAMES, assert_matches, binomial_data, gamma_data, poisson_data, split
+from test_newton import (
+    LOG,
+    NAMES,
+    assert_matches,
+    binomial_data,
+    gamma_data,
+    poisson_data,
+    split,
+)
 
 from fedx import he
 from fedx.aggregators.base import ModelState
-from fedx.aggregators.newton import GLMData, NewtonRule, glm_report, local_stats, newton_fit, round_inputs
+from fedx.aggregators.glm_results import GLMResults
+from fedx.aggregators.newton import (
+    GLMData,
+    NewtonRule,
+    local_stats,
+    newton_fit,
+    round_inputs,
+)
 
 
 @functools.cache
@@ -38,7 +53,7 @@ def encrypted_sum(preset: str) -> Callable[[list[np.ndarray]], np.ndarray]:
 
 def fit_encrypted(parts: list[GLMData], rule: NewtonRule, preset: str = "ckks") -> dict:
     result = newton_fit(parts, rule, sum_stats=encrypted_sum(preset))
-    return glm_report(result.total, result.state, rule, NAMES)
+    return GLMResults.from_newton(result.total, result.state, rule, NAMES).to_dict()
 
 
 def test_poisson_with_offset_under_ckks() -> None:

@@ -9,13 +9,13 @@ import torch
 from test_newton import gamma_data, poisson_data, split, tweedie_data
 
 from fedx.aggregators.base import ModelState
+from fedx.aggregators.glm_results import GLMResults
 from fedx.aggregators.newton import (
     GLMData,
     NewtonRule,
     _cholesky,
     _cholesky_solve,
     beta_to_params,
-    glm_report,
     local_stats,
     newton_fit,
     params_to_beta,
@@ -131,8 +131,8 @@ def test_report_ready_takes_one_more_round_for_gamma() -> None:
     first = next(i for i, s in enumerate(states) if NewtonRule.converged(s))
     assert not NewtonRule.report_ready(states[first]) and NewtonRule.report_ready(states[first + 1])
     names = ["a", "b", "c", "d"]
-    early = glm_report(total_at(parts, states[first], "gamma"), states[first], rule, names)
-    ready = glm_report(total_at(parts, states[first + 1], "gamma"), states[first + 1], rule, names)
+    early = GLMResults.from_newton(total_at(parts, states[first], "gamma"), states[first], rule, names).to_dict()
+    ready = GLMResults.from_newton(total_at(parts, states[first + 1], "gamma"), states[first + 1], rule, names).to_dict()
     assert early["aic"] is None and early["loglike"] is None and ready["aic"] is not None
     assert early["coefficients"] == ready["coefficients"]
 

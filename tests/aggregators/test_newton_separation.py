@@ -12,11 +12,11 @@ from scipy.optimize import minimize
 from test_newton import split
 
 from fedx.aggregators.base import ModelState
+from fedx.aggregators.glm_results import GLMResults
 from fedx.aggregators.newton import (
     GLMData,
     NewtonRule,
     beta_to_params,
-    glm_report,
     local_stats,
     newton_fit,
     params_to_beta,
@@ -73,7 +73,7 @@ def penalised_optimum(X: np.ndarray, y: np.ndarray, family: str, l2: float,
 
 def estimates(parts: list[GLMData], rule: NewtonRule, names: list[str]) -> np.ndarray:
     fit = newton_fit(parts, rule)
-    report = glm_report(fit.total, fit.state, rule, names)
+    report = GLMResults.from_newton(fit.total, fit.state, rule, names).to_dict()
     assert report["converged"]
     est = np.array([c["estimate"] for c in report["coefficients"]])
     assert np.all(np.isfinite(est)) and all(np.isfinite(c["std_error"]) for c in report["coefficients"])

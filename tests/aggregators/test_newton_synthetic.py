@@ -6,7 +6,8 @@ import numpy as np
 import statsmodels.api as sm
 from test_newton import LOG, split
 
-from fedx.aggregators.newton import GLMData, NewtonRule, glm_report, newton_fit
+from fedx.aggregators.glm_results import GLMResults
+from fedx.aggregators.newton import GLMData, NewtonRule, newton_fit
 
 TRUE = np.array([-2.0, 0.5, -0.3, 0.4, -0.6, 0.25])
 NAMES = ["age", "bonus", "zone[T.b]", "zone[T.c]", "zone[T.d]"]
@@ -22,7 +23,7 @@ def portfolio(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def fit(parts: list[GLMData], rule: NewtonRule) -> dict:
     result = newton_fit(parts, rule)
-    return glm_report(result.total, result.state, rule, NAMES)
+    return GLMResults.from_newton(result.total, result.state, rule, NAMES).to_dict()
 
 
 def assert_within_4_se(report: dict, truth: np.ndarray) -> None:

@@ -151,8 +151,14 @@ def _check_pricing_fit(doc: dict, truth: dict[str, float], family: str) -> None:
         np.testing.assert_allclose(doc["metrics"][key], doc["baselines"]["centralized"][key], rtol=1e-5)
 
 
-def test_frequency_glm_equals_the_pooled_fit_and_recovers_the_truth(frequency: dict) -> None:
+def test_frequency_glm_equals_the_pooled_fit_and_recovers_the_truth(frequency: dict, runs: Path) -> None:
     _check_pricing_fit(frequency, TRUE_FREQUENCY_COEFFICIENTS, "poisson")
+    # Each institution's saved model carries the same GLM results object as result.json.
+    name = next(iter(frequency["per_institution"]))
+    res = fedx.load_model(runs / "pricing_frequency" / "institutions" / name / "model.pt").glm_results
+    assert res.to_dict() == {key: frequency["model"][key] for key in res.to_dict()}
+    assert res.params["Intercept"] == frequency["model"]["coefficients"][0]["estimate"]
+    assert res.conf_int(0.1).shape == (len(frequency["model"]["coefficients"]), 2)
 
 
 def test_severity_glm_equals_the_pooled_fit_and_recovers_the_truth(severity: dict) -> None:
