@@ -14,10 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from .config import Config, load_config  # noqa: E402
-from .errors import FedxError  # noqa: E402
+from ._version import __version__
+from .config import Config, load_config
+from .errors import FedxError
 
 if TYPE_CHECKING:
     from . import he

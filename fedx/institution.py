@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._version import __version__
 from .aggregators import ModelState, UpdateRule, make_rule
 from .analytics import moments_plan
 from .config import Config

@@ -198,7 +198,9 @@ def _privacy_report(cfg: Config, public: Any, summary: Any) -> dict[str, Any]:
     """result.json's ``privacy``: the encryption preset, and epsilon where differential privacy is on."""
     out: dict[str, Any] = {"encryption": cfg.security.encryption}
     if public is not None:
-        out["preset"] = public.preset.describe()
+        from . import he
+
+        out["preset"] = he.describe(public.preset)
     dp = cfg.security.dp
     if dp is not None:
         out.update(level=dp.level, **summary.privacy)

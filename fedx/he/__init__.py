@@ -18,12 +18,13 @@ from __future__ import annotations
 from .aggregate import aggregate
 from .blob import BlobHeader
 from .codec import decrypt, encrypt, inspect, noise_budget
+from .describe import describe
 from .encoding import EncodingReport
 from .keys import KeySet, PublicContext, SecretContext, keygen, load_keys, load_public, load_secret
 from .schemes import KINDS, PRESETS, BfvPreset, CkksPreset, Kind, Precision, Preset, get_preset
 
 __all__ = [
     "KINDS", "PRESETS", "BfvPreset", "BlobHeader", "CkksPreset", "EncodingReport", "KeySet", "Kind", "Precision",
-    "Preset", "PublicContext", "SecretContext", "aggregate", "decrypt", "encrypt", "get_preset", "inspect",
+    "Preset", "PublicContext", "SecretContext", "aggregate", "decrypt", "describe", "encrypt", "get_preset", "inspect",
     "keygen", "load_keys", "load_public", "load_secret", "noise_budget",
 ]

@@ -120,8 +120,8 @@ class Preset(abc.ABC):
         """What bounds the number of additions."""
 
     @abc.abstractmethod
-    def _details(self) -> dict[str, Any]:
-        """The scheme's part of :meth:`describe`."""
+    def details(self) -> dict[str, Any]:
+        """The scheme's own parameters, precision and capacity (:func:`fedx.he.describe` adds measured sizes)."""
 
     # ------------------------------------------------------------------ common
 
@@ -168,30 +168,6 @@ class Preset(abc.ABC):
         """Hash of every parameter (SEAL and codec): blobs and keys of other parameters are refused."""
         doc = json.dumps({"scheme": self.scheme, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(doc.encode()).hexdigest()[:32]
-
-    def describe(self) -> dict[str, Any]:
-        """Security, parameters, precision, capacity and measured bytes per parameter."""
-        from . import seal  # seal builds on this module
-
-        sizes = seal.engine(self).sizes
-        per_value = {kind: self.slots / self.expansion(kind) for kind in KINDS}
-        return {
-            "name": self.name,
-            "scheme": self.scheme.upper(),
-            "security_bits": self.security_bits,
-            "security": "128-bit classical (HE standard bound on N and the modulus, checked by SEAL)",
-            "poly_modulus_degree": self.poly_modulus_degree,
-            "coeff_modulus_bits": [q.bit_length() for q in self.coeff_modulus],
-            "slots_per_ciphertext": self.slots,
-            "max_additions": self.max_additions,
-            **self._details(),
-            "bytes_per_param": {
-                "upload": round(sizes["mean_upload"] / per_value["mean"], 3),
-                "aggregate": round(sizes["mean_aggregate"] / per_value["mean"], 3),
-                "sum_upload": round(sizes["sum_upload"] / per_value["sum"], 3),
-                "sum_aggregate": round(sizes["sum_aggregate"] / per_value["sum"], 3),
-            },
-        }
 
     def _rows(self, flat: np.ndarray) -> np.ndarray:
         """``flat`` zero-padded into rows of :attr:`slots`."""
@@ -302,7 +278,7 @@ class BfvPreset(Preset):
         return (f"noise budget: {self.fresh_noise_bits} bits fresh, one bit lost per doubling of the number of "
                 f"blobs, with a margin")
 
-    def _details(self) -> dict[str, Any]:
+    def details(self) -> dict[str, Any]:
         step = self.clip / self.levels
         per = 2 ** (self.limb_bits - 1)
         return {
@@ -386,7 +362,7 @@ class CkksPreset(Preset):
     def _additions_limit(self) -> str:
         return "the stated precision covers that many additions"
 
-    def _details(self) -> dict[str, Any]:
+    def details(self) -> dict[str, Any]:
         return {
             "scale_bits": self.scale_bits,
             "level_primes": {"mean": self.mean_primes, "sum": self.sum_primes},

@@ -106,7 +106,7 @@ def test_64_clients_at_rho_1_with_16_bits_is_refused_and_14_bits_fit_63() -> Non
         he.aggregate(ks.public, (blob for _ in range(64)))
     assert "he.bits=16" in str(err.value)
     small = keys("bfv-compact", bits=14)
-    assert small.preset.describe()["max_clients"]["mean_at_rho_1"] == 63
+    assert he.describe(small.preset)["max_clients"]["mean_at_rho_1"] == 63
     agg = he.aggregate(small.public, [he.encrypt(small.secret, [np.ones(10)])] * 63)
     got, _ = he.decrypt(small.secret, agg)
     assert_within(got[0], np.ones(10), small.preset.precision("mean", 63, 63.0, 0.0).abs)

@@ -42,12 +42,12 @@ def test_parameters_are_ntt_friendly_primes_within_128_bit_security(name: str) -
     n = p.poly_modulus_degree
     assert all(_is_prime(q) and q % (2 * n) == 1 for q in p.coeff_modulus)
     assert sum(q.bit_length() for q in p.coeff_modulus) <= MAX_MODULUS_BITS_128[n]
-    d = p.describe()
+    d = he.describe(p)
     assert d["security_bits"] == 128 and d["poly_modulus_degree"] == n
 
 
 def test_bfv_compact_describe_states_its_limits() -> None:
-    d = he.PRESETS["bfv-compact"].describe()
+    d = he.describe("bfv-compact")
     t = 1032193
     assert _is_prime(t) and t % 8192 == 1 and d["plain_modulus"] == t
     assert d["coeff_modulus_bits"] == [40, 40] and d["bits"] == 16 and d["clip"] == 1.0
@@ -58,7 +58,7 @@ def test_bfv_compact_describe_states_its_limits() -> None:
 
 
 def test_ckks_describe_states_its_limits() -> None:
-    d = he.PRESETS["ckks"].describe()
+    d = he.describe("ckks")
     assert d["poly_modulus_degree"] == 8192 and d["coeff_modulus_bits"] == [60, 40, 40, 60] and d["scale_bits"] == 40
     assert d["capacity"]["mean_sum_of_rho_times_max_abs"] == pytest.approx(2.0**18, rel=1e-6)
     assert d["bytes_per_param"]["upload"] < 20 < d["bytes_per_param"]["aggregate"] < 40

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import ConfigError
-from . import check_shares, resized
+from .profiles import check_shares, resized
 
 POLICY_LEVELS: dict[str, tuple[str, ...]] = {
     "region": ("capital", "coast", "north", "south"),

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import ConfigError, SchemaError
-from . import check_shares, resized
+from .profiles import check_shares, resized
 
 CHANNELS: tuple[str, ...] = ("pos", "web", "atm")
 """Payment channels, in the order of :attr:`BankProfile.channel_mix`."""
