@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .atomic import atomic_file
 from .data.preprocess import Preprocessor
 from .data.tables import mask_na_codes
 from .errors import DataError
@@ -123,9 +124,8 @@ class FedxModel(nn.Module):
             "na_values": self.na_values,
             "glm_report": self.glm_report,
         }
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(p)
+        with atomic_file(p) as fh:
+            torch.save(blob, fh)
         return p
 
     @classmethod

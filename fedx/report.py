@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .atomic import write_atomic
 
 
 @dataclass
@@ -101,9 +102,7 @@ def write_result(result: RunResult, *, plots: bool = True, primary_metric: str |
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     path = out / "result.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False))
     _write_history_csv(out / "history.csv", result.history)
     _write_institutions_csv(out / "institutions.csv", result.comparison)
     if plots:

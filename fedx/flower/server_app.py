@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..aggregators import ModelState, make_rule
+from ..atomic import atomic_file, write_atomic
 from ..config import Config
 from ..data.preprocess import merge_levels
 from ..errors import FederationError
@@ -345,10 +345,10 @@ class Checkpoint:
         for r, blob in strategy.aggregates.items():
             path = blobs / f"agg_{r:06d}.bin"
             if not path.exists():
-                _atomic_write(path, blob)
+                write_atomic(path, blob)
         setup = strategy.setup_payload
         if isinstance(setup, bytes):
-            _atomic_write(blobs / "setup.bin", setup)
+            write_atomic(blobs / "setup.bin", setup)
             setup_ref: Any = "blobs/setup.bin"
         else:
             setup_ref = [np.asarray(a).tolist() for a in (setup or [])]
@@ -356,10 +356,8 @@ class Checkpoint:
         if strategy.state is not None:
             arrays = {f"p/{i:04d}": p for i, p in enumerate(strategy.state.params)}
             arrays.update({f"o/{k}/{i:04d}": a for k, v in strategy.state.opt.items() for i, a in enumerate(v)})
-            tmp = self.folder / "state.npz.tmp"
-            with open(tmp, "wb") as fh:
+            with atomic_file(self.folder / f"state_{strategy.round:06d}.npz") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, self.folder / f"state_{strategy.round:06d}.npz")
         index = {
             "config_digest": self.config_digest,
             "round": strategy.round,
@@ -379,7 +377,7 @@ class Checkpoint:
             "local_combined": summary.local_combined,
             "accountant": accountant.state_dict() if accountant is not None else None,
         }
-        _atomic_write(self.folder / "index.json", json.dumps(index, default=_json_default).encode())
+        write_atomic(self.folder / "index.json", json.dumps(index, default=_json_default).encode())
         for old in self.folder.glob("state_*.npz"):
             if old.name != index["state_file"]:
                 old.unlink(missing_ok=True)
@@ -425,15 +423,6 @@ def _config_digest(cfg: Config) -> str:
     doc = cfg.to_dict()
     doc.get("federation", {}).pop("rounds", None)  # more rounds may be asked for on resume
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _json_default(value: Any) -> Any:

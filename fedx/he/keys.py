@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import write_atomic
 from ..errors import HEError, KeyFileError, KeyMismatchError
 from . import frame, seal
 from .schemes import Preset, get_preset
@@ -218,15 +219,4 @@ def _read(path: Path, kind: Literal["secret", "public"]) -> tuple[Preset, str, m
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write atomically, with ``mode`` set before any byte lands on disk."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # the umask may only have narrowed it; make it exact
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=mode)
