@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,22 @@ AGGREGATORS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "trimmed_me
 ROBUST_AGGREGATORS = ("trimmed_mean", "median", "krum", "multi_krum")
 ENCRYPTIONS = ("none", "ckks", "bfv-compact")
 BASELINES = ("local", "centralized")
+
+
+#: Numeric bounds declared once: the config checks them, and the library code that takes the same
+#: values from Python (not from YAML) checks them with :func:`check_number`.
+DROPOUT: dict[str, Any] = {"lo": 0.0, "hi": 0.95}
+NEWTON_L2: dict[str, Any] = {"lo": 0.0}
+NEWTON_TOLERANCE: dict[str, Any] = {"lo": 0.0, "hi": 1.0, "lo_open": True, "hi_open": True}
+TWEEDIE_POWER: dict[str, Any] = {"lo": 1.0, "hi": 2.0, "lo_open": True, "hi_open": True}
+
+
+def check_number(value: Any, path: str, bound: Mapping[str, Any]) -> float:
+    """``value`` as a float if it is a finite number within ``bound``; else ConfigError naming ``path``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a number{_range(bound)}, got {value!r}")
+    _check_range(value, path, bound, "a number")
+    return float(value)
 
 
 def _meta(*, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
@@ -52,7 +69,7 @@ class ModelConfig:
 
     kind: Literal["mlp", "logistic", "glm"] = _f("mlp", doc="the model family")
     hidden: list[int] = _f(factory=lambda: [64, 32], doc="hidden layer widths of the MLP")
-    dropout: float = _f(0.0, lo=0.0, hi=0.95, doc="dropout between MLP layers")
+    dropout: float = _f(0.0, **DROPOUT, doc="dropout between MLP layers")
     family: Literal["auto", "poisson", "gamma", "tweedie", "binomial"] = _f(
         "auto", doc="GLM family for the newton aggregator (auto: the task's own)")
 
@@ -151,9 +168,9 @@ class FederationConfig:
                                        doc="refuse plaintext updates with a larger L2 norm")
     timeout: float = _f(600.0, lo=1.0, doc="seconds to wait for replies in a round")
     eval_every: int = _f(1, lo=0, doc="evaluate every N rounds (0: only after the last round)")
-    l2: float = _f(0.0, lo=0.0, doc="L2 penalty of the newton GLM solver")
-    tolerance: float = _f(1e-8, lo=0.0, lo_open=True, doc="newton: stop when the deviance change is below")
-    tweedie_power: float = _f(1.5, lo=1.0, hi=2.0, lo_open=True, hi_open=True, doc="power of the Tweedie family")
+    l2: float = _f(0.0, **NEWTON_L2, doc="L2 penalty of the newton GLM solver")
+    tolerance: float = _f(1e-8, **NEWTON_TOLERANCE, doc="newton: stop when the deviance change is below")
+    tweedie_power: float = _f(1.5, **TWEEDIE_POWER, doc="power of the Tweedie family")
 
 
 @dataclass
@@ -226,19 +243,75 @@ class StatsConfig:
     delta: float = _f(1e-6, lo=0.0, hi=1.0, lo_open=True, doc="delta of Gaussian noise")
 
     def check(self, path: str) -> None:
+        """Every rule of a statistics query that needs no data (``fedx.analytics`` relies on it)."""
+        if not (self.columns or self.histograms or self.quantiles or self.correlation or self.frequencies
+                or self.crosstabs):
+            raise ConfigError(f"{path}: asks for no statistic; give columns, histograms, quantiles, correlation, "
+                              f"frequencies or crosstabs")
+        for key in ("columns", "correlation", "frequencies"):
+            check_unique(f"{path}.{key}", getattr(self, key))
         for col, edges in self.histograms.items():
-            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-                raise ConfigError(f"{path}.histograms.{col}: expected at least 2 strictly increasing "
-                                  f"bin edges, got {edges}")
+            _check_edges(f"{path}.histograms.{col}", edges)
         for col, probs in self.quantiles.items():
+            check_unique(f"{path}.quantiles.{col}", probs)
             if not probs or any(not 0.0 < p < 1.0 for p in probs):
                 raise ConfigError(f"{path}.quantiles.{col}: expected probabilities strictly between 0 "
                                   f"and 1, got {probs}")
+        for col, pair in self.quantile_range.items():
+            _check_interval(f"{path}.quantile_range.{col}", pair)
+            if col not in self.quantiles:
+                raise ConfigError(f"{path}.quantile_range.{col}: no quantiles of {col} are asked for "
+                                  f"({path}.quantiles)")
+        for col, pair in self.bounds.items():
+            _check_interval(f"{path}.bounds.{col}", pair)
+        if len(self.correlation) == 1:
+            raise ConfigError(f"{path}.correlation: expected at least 2 columns, got {list(self.correlation)}")
         for i, pair in enumerate(self.crosstabs):
             if len(pair) != 2:
                 raise ConfigError(f"{path}.crosstabs[{i}]: expected a pair of columns, got {pair}")
-        if self.noise != "none" and self.epsilon is None:
-            raise ConfigError(f"{path}.epsilon: noise '{self.noise}' needs an epsilon")
+            if pair[0] == pair[1]:
+                raise ConfigError(f"{path}.crosstabs[{i}]: expected two different columns, got {list(pair)}")
+        if self.group_bins is not None:
+            _check_edges(f"{path}.group_bins", self.group_bins)
+            if self.group_by is None:
+                raise ConfigError(f"{path}.group_bins: bins need a group_by column to apply to")
+        categorical = self.categorical_columns()
+        for col, levels in self.levels.items():
+            check_unique(f"{path}.levels.{col}", levels)
+            if not levels:
+                raise ConfigError(f"{path}.levels.{col}: expected at least one entry")
+            if col not in categorical:
+                raise ConfigError(f"{path}.levels.{col}: levels are only for columns used as categorical "
+                                  f"(frequencies, crosstabs, group_by without group_bins)")
+        if self.noise != "none":
+            if self.epsilon is None:
+                raise ConfigError(f"{path}.epsilon: noise '{self.noise}' needs an epsilon")
+            if self.quantiles:
+                raise ConfigError(f"{path}.quantiles: quantiles cannot be released with noise "
+                                  f"'{self.noise}' (their search counts are exact); remove them or set "
+                                  f"{path}.noise: none")
+            for col in dict.fromkeys(self.columns + self.correlation):
+                if col not in self.bounds:
+                    raise ConfigError(f"{path}.bounds.{col}: noise '{self.noise}' on the sums of {col} needs "
+                                      f"bounds [lo, hi] (values are clipped to them, and they set the noise)")
+
+    def categorical_columns(self) -> dict[str, str]:
+        """Each column the query uses as categorical, with the first key that uses it."""
+        return categorical_uses(self.frequencies, self.crosstabs, self.group_by, self.group_bins)
+
+
+def categorical_uses(frequencies: Sequence[str], crosstabs: Sequence[Sequence[str]], group_by: str | None,
+                     group_bins: Sequence[float] | None) -> dict[str, str]:
+    """The columns that a ``stats:`` query uses as categorical, each with the first key that uses it."""
+    uses: dict[str, str] = {}
+    for col in frequencies:
+        uses.setdefault(col, "stats.frequencies")
+    for i, pair in enumerate(crosstabs):
+        for col in pair:
+            uses.setdefault(col, f"stats.crosstabs[{i}]")
+    if group_by is not None and group_bins is None:
+        uses.setdefault(group_by, "stats.group_by")
+    return uses
 
 
 @dataclass
@@ -655,7 +728,7 @@ def _range(meta: Mapping[str, Any]) -> str:
     if lo is not None:
         return f" {'>' if lo_open else '>='} {_num(lo)}"
     if hi is not None:
-        return f" <= {_num(hi)}"
+        return f" {'<' if meta.get('hi_open') else '<='} {_num(hi)}"
     return ""
 
 
@@ -689,6 +762,25 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return f"a list {value!r}" if len(repr(value)) < 60 else "a list"
     return repr(value)
+
+
+def check_unique(path: str, items: Sequence[Any]) -> None:
+    """Raise ConfigError naming ``path`` if an item of ``items`` appears twice."""
+    seen: set[Any] = set()
+    for item in items:
+        if item in seen:
+            raise ConfigError(f"{path}: {item!r} appears twice")
+        seen.add(item)
+
+
+def _check_interval(path: str, pair: Sequence[float]) -> None:
+    if len(pair) != 2 or not pair[0] < pair[1]:
+        raise ConfigError(f"{path}: expected [lo, hi] with lo < hi, got {list(pair)}")
+
+
+def _check_edges(path: str, edges: Sequence[float]) -> None:
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ConfigError(f"{path}: expected at least 2 strictly increasing bin edges, got {list(edges)}")
 
 
 def _join(path: str, key: str) -> str:

@@ -128,3 +128,28 @@ def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "fedx.cli", "run", str(bad), "--set", "federation.rounds"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "expected key.path=value" in proc.stderr
+
+
+def test_numeric_bounds_are_declared_once_and_read_by_the_library() -> None:
+    # The bound that the config checks is the one the model builder and the Newton rule check.
+    from fedx.aggregators.glm_families import get_family
+    from fedx.aggregators.newton import NewtonRule
+    from fedx.config import DROPOUT, NEWTON_TOLERANCE, TWEEDIE_POWER
+    from fedx.tasks import get_task
+
+    base = {"name": "b", "task": "claim_frequency", "data": {"source": "x.csv", "target": "y"}}
+    with pytest.raises(ConfigError, match=r"model\.dropout: expected a number in \[0, 0\.95\]"):
+        config_from_dict({**base, "model": {"kind": "mlp", "dropout": DROPOUT["hi"] + 0.01}})
+    with pytest.raises(ConfigError, match=r"model\.dropout: expected a number in \[0, 0\.95\]"):
+        get_task("fraud").build_model(3, {"kind": "mlp", "dropout": DROPOUT["hi"] + 0.01}, seed=0)
+    get_task("fraud").build_model(3, {"kind": "mlp", "dropout": DROPOUT["hi"]}, seed=0)
+    for value in (NEWTON_TOLERANCE["hi"], 0.0):
+        with pytest.raises(ConfigError, match=r"federation\.tolerance: expected a number in \(0, 1\)"):
+            config_from_dict({**base, "federation": {"tolerance": value}})
+        with pytest.raises(ConfigError, match=r"federation\.tolerance: expected a number in \(0, 1\)"):
+            NewtonRule("poisson", tolerance=value)
+    for value in (TWEEDIE_POWER["lo"], TWEEDIE_POWER["hi"]):
+        with pytest.raises(ConfigError, match=r"federation\.tweedie_power: expected a number in \(1, 2\)"):
+            config_from_dict({**base, "federation": {"tweedie_power": value}})
+        with pytest.raises(ConfigError, match=r"federation\.tweedie_power: expected a number in \(1, 2\)"):
+            get_family("tweedie", value)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, gammaln, log_wright_bessel, xlogy
 
+from ..config import TWEEDIE_POWER, check_number
 from ..errors import AggregationError, ConfigError, DataError
 
 __all__ = ["FAMILIES", "Binomial", "Family", "Gamma", "Poisson", "RowTerms", "Tweedie", "get_family"]
@@ -180,10 +181,8 @@ class Tweedie(_LogLink):
     fixed_scale = False
 
     def __init__(self, power: float) -> None:
-        if not (isinstance(power, (int, float)) and 1.0 < power < 2.0):
-            raise ConfigError(f"federation.tweedie_power: expected a number strictly between 1 and 2 (use "
-                              f"family poisson for 1 and gamma for 2), got {power!r}")
-        self.power = float(power)
+        # poisson is the power-1 family, gamma the power-2 one
+        self.power = check_number(power, "federation.tweedie_power", TWEEDIE_POWER)
 
     def check_y(self, y: np.ndarray) -> None:
         if np.any(y < 0):

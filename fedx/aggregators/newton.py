@@ -86,7 +86,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import AggregationError, ConfigError, DataError
+from ..config import NEWTON_L2, NEWTON_TOLERANCE, check_number
+from ..errors import AggregationError, DataError
 from .base import Arrays, ModelState, UpdateRule
 from .glm_families import Family, get_family
 
@@ -295,12 +296,10 @@ class NewtonRule(UpdateRule):
 
     def __init__(self, family: str, l2: float = 0.0, tweedie_power: float = 1.5, tolerance: float = 1e-8,
                  feature_names: Sequence[str] | None = None) -> None:
-        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not (math.isfinite(l2) and l2 >= 0):
-            raise ConfigError(f"federation.l2: expected a number >= 0, got {l2!r}")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
-            raise ConfigError(f"federation.tolerance: expected a number in (0, 1), got {tolerance!r}")
+        l2 = check_number(l2, "federation.l2", NEWTON_L2)
+        tolerance = check_number(tolerance, "federation.tolerance", NEWTON_TOLERANCE)
         self.family: Family = get_family(family, tweedie_power)
-        self.l2, self.tweedie_power, self.tolerance = float(l2), float(tweedie_power), float(tolerance)
+        self.l2, self.tweedie_power, self.tolerance = l2, float(tweedie_power), tolerance
         self.feature_names = None if feature_names is None else list(feature_names)
 
     def combine(self, updates: Sequence[Arrays], weights: Sequence[float]) -> Arrays:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import StatsConfig
+from ..config import StatsConfig, categorical_uses, check_unique
 from ..errors import ConfigError, DataError, FederationError
 from ..privacy.policy import Mechanism, Policy
 from .columns import bin_index, bin_labels, number_label
@@ -110,55 +110,22 @@ class StatsPlan:
             Naming the key at fault and what was expected.
         """
         cfg.check(path)
-        plan = cls(
-            columns=_unique(f"{path}.columns", cfg.columns),
+        return cls(
+            columns=tuple(cfg.columns),
             histograms={c: tuple(float(x) for x in e) for c, e in cfg.histograms.items()},
-            quantiles={c: _unique(f"{path}.quantiles.{c}", p) for c, p in cfg.quantiles.items()},
+            quantiles={c: tuple(p) for c, p in cfg.quantiles.items()},
             quantile_precision=cfg.quantile_precision,
-            quantile_range={c: _interval(f"{path}.quantile_range.{c}", r) for c, r in cfg.quantile_range.items()},
-            correlation=_unique(f"{path}.correlation", cfg.correlation),
-            frequencies=_unique(f"{path}.frequencies", cfg.frequencies),
+            quantile_range={c: (float(r[0]), float(r[1])) for c, r in cfg.quantile_range.items()},
+            correlation=tuple(cfg.correlation),
+            frequencies=tuple(cfg.frequencies),
             crosstabs=tuple((a, b) for a, b in cfg.crosstabs),
-            levels={c: _unique(f"{path}.levels.{c}", v, nonempty=True) for c, v in cfg.levels.items()},
+            levels={c: tuple(v) for c, v in cfg.levels.items()},
             group_by=cfg.group_by,
-            group_bins=_edges(f"{path}.group_bins", cfg.group_bins) if cfg.group_bins is not None else None,
-            bounds={c: _interval(f"{path}.bounds.{c}", b) for c, b in cfg.bounds.items()},
+            group_bins=None if cfg.group_bins is None else tuple(float(e) for e in cfg.group_bins),
+            bounds={c: (float(b[0]), float(b[1])) for c, b in cfg.bounds.items()},
             noise=cfg.noise,
             seed=seed,
         )
-        plan._check(path)
-        return plan
-
-    def _check(self, path: str) -> None:
-        if not (self.columns or self.histograms or self.quantiles or self.correlation or self.frequencies
-                or self.crosstabs):
-            raise ConfigError(f"{path}: asks for no statistic; give columns, histograms, quantiles, correlation, "
-                              f"frequencies or crosstabs")
-        if len(self.correlation) == 1:
-            raise ConfigError(f"{path}.correlation: expected at least 2 columns, got {list(self.correlation)}")
-        for i, (a, b) in enumerate(self.crosstabs):
-            if a == b:
-                raise ConfigError(f"{path}.crosstabs[{i}]: expected two different columns, got [{a}, {b}]")
-        if self.group_bins is not None and self.group_by is None:
-            raise ConfigError(f"{path}.group_bins: bins need a group_by column to apply to")
-        for col in self.quantile_range:
-            if col not in self.quantiles:
-                raise ConfigError(f"{path}.quantile_range.{col}: no quantiles of {col} are asked for "
-                                  f"({path}.quantiles)")
-        categorical = self._categorical_uses()
-        for col in self.levels:
-            if col not in categorical:
-                raise ConfigError(f"{path}.levels.{col}: levels are only for columns used as categorical "
-                                  f"(frequencies, crosstabs, group_by without group_bins)")
-        if self.noise != "none":
-            if self.quantiles:
-                raise ConfigError(f"{path}.quantiles: quantiles cannot be released with noise "
-                                  f"'{self.noise}' (their search counts are exact); remove them or set "
-                                  f"{path}.noise: none")
-            for col in dict.fromkeys(self.columns + self.correlation):
-                if col not in self.bounds:
-                    raise ConfigError(f"{path}.bounds.{col}: noise '{self.noise}' on the sums of {col} needs "
-                                      f"bounds [lo, hi] (values are clipped to them, and they set the noise)")
 
     def _numeric_uses(self) -> dict[str, str]:
         uses: dict[str, str] = {}
@@ -175,15 +142,7 @@ class StatsPlan:
         return uses
 
     def _categorical_uses(self) -> dict[str, str]:
-        uses: dict[str, str] = {}
-        for col in self.frequencies:
-            uses.setdefault(col, "stats.frequencies")
-        for i, pair in enumerate(self.crosstabs):
-            for col in pair:
-                uses.setdefault(col, f"stats.crosstabs[{i}]")
-        if self.group_by is not None and self.group_bins is None:
-            uses.setdefault(self.group_by, "stats.group_by")
-        return uses
+        return categorical_uses(self.frequencies, self.crosstabs, self.group_by, self.group_bins)
 
     # ------------------------------------------------------------------ levels
 
@@ -208,7 +167,10 @@ class StatsPlan:
         if missing:
             raise ConfigError(f"stats: no levels given for {missing}; pass the union of every institution's "
                               f"local_levels")
-        found = {c: _unique(f"levels of {c}", [str(v) for v in levels[c]]) for c in self.needs_levels()}
+        found = {}
+        for c in self.needs_levels():
+            check_unique(f"levels of {c}", [str(v) for v in levels[c]])
+            found[c] = tuple(str(v) for v in levels[c])
         return dataclasses.replace(self, levels={**self.levels, **found})
 
     # ------------------------------------------------------------------ stages
@@ -527,26 +489,3 @@ class StatsPlan:
 def stage_digest(stage: Mapping[str, Any]) -> str:
     """sha256 of a stage's canonical JSON: an institution compares it with the stage it computed itself."""
     return hashlib.sha256(json.dumps(stage, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _unique(path: str, items: Sequence[Any], *, nonempty: bool = False) -> tuple[Any, ...]:
-    if nonempty and not items:
-        raise ConfigError(f"{path}: expected at least one entry")
-    seen = set()
-    for item in items:
-        if item in seen:
-            raise ConfigError(f"{path}: {item!r} appears twice")
-        seen.add(item)
-    return tuple(items)
-
-
-def _interval(path: str, pair: Sequence[float]) -> tuple[float, float]:
-    if len(pair) != 2 or not pair[0] < pair[1]:
-        raise ConfigError(f"{path}: expected [lo, hi] with lo < hi, got {list(pair)}")
-    return float(pair[0]), float(pair[1])
-
-
-def _edges(path: str, edges: Sequence[float]) -> tuple[float, ...]:
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ConfigError(f"{path}: expected at least 2 strictly increasing bin edges, got {list(edges)}")
-    return tuple(float(e) for e in edges)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import DROPOUT, check_number
 from ..errors import ConfigError, DataError
 
 #: Keys a model config may hold.
@@ -145,7 +146,4 @@ def _mlp_settings(model_cfg: Mapping[str, Any]) -> tuple[list[int], float]:
             or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)):
         raise ConfigError(f"model.hidden: expected a non-empty list of positive integer layer widths "
                           f"(e.g. [64, 32]), got {hidden!r}")
-    dropout = model_cfg.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout: expected a number in [0, 1), got {dropout!r}")
-    return list(hidden), float(dropout)
+    return list(hidden), check_number(model_cfg.get("dropout", 0.0), "model.dropout", DROPOUT)

@@ -40,6 +40,9 @@ def plan_of(**stats: object) -> StatsPlan:
 def test_bad_queries_are_config_errors_naming_the_key(stats: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         plan_of(**stats)
+    # ... and they are caught when the config loads, before anything runs.
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"name": "s", "data": {"source": "x.csv"}, "stats": stats})
 
 
 def test_the_new_stats_keys_load_from_yaml_dicts() -> None:

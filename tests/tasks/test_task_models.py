@@ -80,7 +80,7 @@ def test_default_kind_is_the_tasks_first() -> None:
     ("fraud", {"kind": "mlp", "hidden": [64, 0]}, r"model\.hidden"),
     ("fraud", {"kind": "mlp", "hidden": "64"}, r"model\.hidden"),
     ("fraud", {"kind": "mlp", "hidden": [64.5]}, r"model\.hidden"),
-    ("fraud", {"kind": "mlp", "dropout": 1.0}, r"model\.dropout: expected a number in \[0, 1\)"),
+    ("fraud", {"kind": "mlp", "dropout": 0.96}, r"model\.dropout: expected a number in \[0, 0\.95\]"),
     ("fraud", {"kind": "mlp", "hiden": [3]}, r"model\.hiden: unknown key"),
 ])
 def test_bad_model_configs_are_rejected(task: str, cfg: dict, match: str) -> None:
