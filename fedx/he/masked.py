@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import tenseal.sealapi as sealapi
+from tenseal import sealapi
 
 from ..errors import BlobError, HEError, MaskingError
 from . import frame, seal
@@ -35,7 +35,7 @@ from .aggregate import aggregate
 from .blob import VERSION, BlobHeader, pack_blob, unpack_blob
 from .codec import _flatten, _positive, _require_secret
 from .keys import PublicContext, SecretContext
-from .schemes import KINDS, BfvPreset, Kind, Preset
+from .schemes import KINDS, BfvPreset, Kind, Preset, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,6 @@ def slot_shape(blob: bytes) -> tuple[int, int]:
     """``(chunks, slots)`` of a masked or plain blob: the shape of its masks. Needs no key."""
     body = unwrap(blob, "blob")[2] if bytes(blob[:4]) == MAGIC else blob
     header, chunks = unpack_blob(body)
-    from .schemes import get_preset  # the header names a preset; its slot count is public
-
     return len(chunks), get_preset(header.preset).slots
 
 

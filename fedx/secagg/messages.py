@@ -14,7 +14,7 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, get_type_hints
+from typing import Any, ClassVar, Self, get_type_hints
 
 from ..errors import MaskingError
 from ..he import frame
@@ -25,9 +25,6 @@ MAX_MEMBERS = 4096
 MAX_NAME = 128
 MAX_BYTES = 1 << 16
 MIN_MEMBERS = 3
-
-M = TypeVar("M", bound="Message")
-
 
 def default_threshold(n_members: int) -> int:
     """The default threshold: a strict majority, ``n // 2 + 1``."""
@@ -65,7 +62,7 @@ class Message:
         return frame.pack(MAGIC, VERSION, doc, [])
 
     @classmethod
-    def from_bytes(cls: type[M], data: bytes | bytearray | memoryview) -> M:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
         """Parse and type-check a message from another party.
 
         Raises
