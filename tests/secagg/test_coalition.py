@@ -17,7 +17,7 @@ from secagg_support import (
 from fedx import he
 from fedx.errors import BlobError, MaskingRefused, TooFewSurvivors
 from fedx.he import masked
-from fedx.secagg import UnmaskRequest
+from fedx.secagg import MaskingClient, MaskingServer, RoundSetup, UnmaskRequest
 
 N_VALUES = 3 * 4096  # three ciphertexts; a correlation of pure noise has sd 1/sqrt(N) = 0.009
 
@@ -94,3 +94,27 @@ def test_fewer_survivors_than_threshold_is_refused_and_nothing_decrypts():
             rnd.clients[m].unmask(forged)
     with pytest.raises(BlobError, match="not a fedx file of this kind"):  # the masked sum never decrypts
         he.decrypt(keys().secret, agg)
+
+
+def test_a_lying_server_alone_never_collects_both_share_kinds_even_telling_each_survivor_another_story():
+    # With t > n/2 each of the five holders gives one kind of share of bank_c's secrets, so at most
+    # five shares in all: never t = 3 of both kinds, however the server splits its story.
+    import itertools
+
+    live = "bank_c"
+    others = [m for m in MEMBERS if m != live]
+    for k in range(len(others) + 1):
+        for told_dropped in itertools.combinations(others, k):
+            s = RoundSetup.create(MEMBERS, modulus=keys().preset.plain_modulus, round_=1)
+            clients = {m: MaskingClient(m, s) for m in MEMBERS}
+            server = MaskingServer(s)
+            roster = server.roster(c.advertise() for c in clients.values())
+            for m, relay in server.relay(c.share_keys(roster) for c in clients.values()).items():
+                clients[m].mask(relay, np.zeros((1, 8), np.int64))
+            lie = UnmaskRequest(run=s.run, round=s.round, survivors=tuple(others), dropped=(live,))
+            truth = UnmaskRequest(run=s.run, round=s.round, survivors=MEMBERS, dropped=())
+            replies = [clients[m].unmask(lie if m in told_dropped else truth) for m in MEMBERS]
+            seed_shares = sum(live in r.seed_shares for r in replies)
+            key_shares = sum(live in r.key_shares for r in replies)
+            assert seed_shares + key_shares == len(MEMBERS)
+            assert min(seed_shares, key_shares) < s.threshold
