@@ -118,3 +118,15 @@ def test_a_lying_server_alone_never_collects_both_share_kinds_even_telling_each_
             key_shares = sum(live in r.key_shares for r in replies)
             assert seed_shares + key_shares == len(MEMBERS)
             assert min(seed_shares, key_shares) < s.threshold
+
+
+def test_documented_limit_a_lying_server_with_2t_minus_n_colluders_reads_a_live_update():
+    # docs/masking.md: lying and colluding together breaks through when c >= 2t - n (here 1 of 5 at t = 3)
+    rnd = run_round(updates(N_VALUES), unmask=False)
+    s, live = rnd.setup, "bank_c"
+    lie = UnmaskRequest(run=s.run, round=s.round, survivors=tuple(m for m in MEMBERS if m != live), dropped=(live,))
+    truth = UnmaskRequest(run=s.run, round=s.round, survivors=MEMBERS, dropped=())
+    rnd.replies = [rnd.clients[m].unmask(lie) for m in ("bank_b", "bank_d")]
+    rnd.replies += [rnd.clients[m].unmask(truth) for m in ("bank_c", "bank_e")]
+    estimate = attack(rnd, live, coalition=["bank_a"])
+    np.testing.assert_array_equal(estimate, rnd.quantized[live].rows)
