@@ -49,3 +49,25 @@ def test_masked_updates_look_uniform_and_differ_from_the_update():
     expected = y.size / 16
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 45.0  # 15 degrees of freedom: p < 1e-4 for a uniform vector to exceed it
+
+
+def test_statistics_sum_exactly_through_the_client_api_with_a_dropout():
+    # kind="sum" (GLM statistics, federated analytics): integer sums come back exact, as numpy gives them
+    from fedx.secagg import MaskingClient, MaskingServer, RoundSetup
+
+    k = keys()
+    rng = np.random.default_rng(5)
+    stats = {m: {"counts": rng.integers(0, 10_000, 300), "sums": rng.normal(0, 1e3, (4, 5))} for m in MEMBERS}
+    setup = RoundSetup.create(MEMBERS, modulus=k.preset.plain_modulus, round_=0)
+    clients = {m: MaskingClient(m, setup) for m in MEMBERS}
+    server = MaskingServer(setup)
+    roster = server.roster(c.advertise() for c in clients.values())
+    relays = server.relay(c.share_keys(roster) for c in clients.values())
+    sent = [m for m in MEMBERS if m != "bank_d"]
+    blobs = [clients[m].encrypt(k.secret, relays[m], stats[m], kind="sum") for m in sent]
+    request = server.unmask_request(sent)
+    total = server.finish(k.public, masked.aggregate_masked(k.public, blobs), [clients[m].unmask(request) for m in sent])
+    got, weight = he.decrypt(k.secret, total)
+    np.testing.assert_array_equal(got["counts"], np.sum([stats[m]["counts"] for m in sent], axis=0))
+    np.testing.assert_allclose(got["sums"], np.sum([stats[m]["sums"] for m in sent], axis=0), rtol=0, atol=1e-6)
+    assert weight == len(sent)
