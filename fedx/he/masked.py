@@ -197,7 +197,7 @@ def unmask(public: PublicContext | SecretContext, masked_aggregate: bytes, resid
                            f"{(len(chunks), preset.slots)}, got {rows.dtype} {rows.shape}")
     engine = seal.engine(preset)
     out = []
-    for j, (data, row) in enumerate(zip(chunks, centre(rows, preset.plain_modulus))):
+    for j, (data, row) in enumerate(zip(chunks, centre(rows, preset.plain_modulus), strict=True)):
         ct = engine.load(data, header.kind, f"masked aggregate, ciphertext {j}")
         pt = sealapi.Plaintext()
         engine.encoder.encode(row.tolist(), pt)

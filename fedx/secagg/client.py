@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 Reveal = Literal["seed", "key"]
 
+SELF_SEED_BYTES = 16  # one Shamir block: 128-bit security, half the server's reconstruction work
+MASK_KEY_BYTES = 32  # an X25519 private key
+
 
 def seed_commitment(seed: bytes) -> bytes:
     """SHA-256 commitment to a self-mask seed: lets the server check the seed it rebuilt from shares."""
@@ -33,7 +36,7 @@ def seed_commitment(seed: bytes) -> bytes:
 
 
 def pair_mask(private: Any, peer_mask_key: bytes, setup: RoundSetup, a: str, b: str, n: int, what: str) -> np.ndarray:
-    """The pairwise mask of members ``a`` and ``b`` (unsigned), from either one's mask key and the other's public key."""
+    """The unsigned pairwise mask of members ``a`` and ``b``, from one's mask key and the other's public key."""
     seed = channel.agree(private, peer_mask_key, pair_info("mask", setup.run, setup.round, a, b), what)
     return prg.expand(seed, n, setup.modulus, b"pair")
 
@@ -66,7 +69,7 @@ class MaskingClient:
         self.setup = setup
         self._mask_key = channel.new_private()
         self._channel_key = channel.new_private()
-        self._seed = os.urandom(prg.SEED_BYTES)
+        self._seed = os.urandom(SELF_SEED_BYTES)
         self._roster: Roster | None = None
         self._sharers: tuple[str, ...] | None = None
         self._held: dict[str, tuple[bytes, bytes]] = {}  # owner -> (share of its seed, share of its mask key)
@@ -136,7 +139,8 @@ class MaskingClient:
             raise MaskingError(f"{self.member}: this round's update was already masked; a second masked update "
                                f"with the same masks would reveal the difference of the two")
         sharers = tuple(sorted(relay.sharers))
-        if relay.recipient != self.member or self.member not in sharers or not set(sharers) <= set(self._roster.mask_keys):
+        outside = set(sharers) - set(self._roster.mask_keys)
+        if relay.recipient != self.member or self.member not in sharers or outside:
             raise MaskingError(f"{self.member}: the relay is not addressed to this member, or names sharers outside "
                                f"the roster")
         if len(sharers) < s.threshold:
@@ -147,9 +151,10 @@ class MaskingClient:
         for sender, data in relay.shares.items():
             plain = channel.open_sealed(self._channel(sender), data, self._aad(sender, self.member),
                                         f"shares from {sender} to {self.member}")
-            if len(plain) != 2 * sharing.SHARE_BYTES:
+            cut = sharing.share_bytes(SELF_SEED_BYTES)
+            if len(plain) != cut + sharing.share_bytes(MASK_KEY_BYTES):
                 raise MaskingError(f"shares from {sender} to {self.member} have the wrong length")
-            seed_share, key_share = plain[:sharing.SHARE_BYTES], plain[sharing.SHARE_BYTES:]
+            seed_share, key_share = plain[:cut], plain[cut:]
             if int.from_bytes(seed_share[:2], "big") != s.index(self.member):
                 raise MaskingError(f"shares from {sender} to {self.member} carry another member's index")
             self._held[sender] = (seed_share, key_share)
@@ -227,4 +232,5 @@ class MaskingClient:
                              f"channel key of {other}")
 
     def _aad(self, sender: str, recipient: str) -> bytes:
-        return pair_info("shares", self.setup.run, self.setup.round, sender, recipient) + f"|{sender}>{recipient}".encode()
+        info = pair_info("shares", self.setup.run, self.setup.round, sender, recipient)
+        return info + f"|{sender}>{recipient}".encode()

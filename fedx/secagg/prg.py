@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ..errors import MaskingError
 
 SEED_BYTES = 32
+SEED_SIZES = (16, 32)  # self-mask seeds are 16 bytes, pairwise seeds 32
 _NONCE = bytes(16)  # ChaCha20 counter and nonce; the key is fresh for every (seed, context)
 
 
@@ -30,15 +31,15 @@ def derive(secret: bytes, info: bytes, length: int = SEED_BYTES) -> bytes:
 
 
 def expand(seed: bytes, n: int, modulus: int, context: bytes) -> np.ndarray:
-    """``n`` pseudo-random integers in ``[0, modulus)`` (int64) from a 32-byte ``seed``, for ``context``.
+    """``n`` pseudo-random integers in ``[0, modulus)`` (int64) from a 16- or 32-byte ``seed``, for ``context``.
 
     Raises
     ------
     MaskingError
-        A seed that is not 32 bytes, or a modulus that does not fit.
+        A seed that is not 16 or 32 bytes, or a modulus that does not fit.
     """
-    if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
-        raise MaskingError(f"a mask seed must be {SEED_BYTES} bytes, got {type(seed).__name__} of length "
+    if not isinstance(seed, bytes) or len(seed) not in SEED_SIZES:
+        raise MaskingError(f"a mask seed must be 16 or 32 bytes, got {type(seed).__name__} of length "
                            f"{len(seed) if isinstance(seed, bytes) else '?'}")
     if not 2 <= modulus < 2**62 or n < 0:
         raise MaskingError(f"cannot expand a mask of {n} values mod {modulus}")

@@ -17,7 +17,7 @@ from ..errors import MaskingError, TooFewSurvivors
 from ..he import masked
 from ..he.keys import PublicContext, SecretContext
 from . import channel, sharing
-from .client import pair_mask, pair_sign, seed_commitment, self_mask
+from .client import MASK_KEY_BYTES, SELF_SEED_BYTES, pair_mask, pair_sign, seed_commitment, self_mask
 from .messages import Advert, Relay, Roster, RoundSetup, ShareBundle, UnmaskReply, UnmaskRequest
 
 log = logging.getLogger(__name__)
@@ -143,23 +143,24 @@ class MaskingServer:
             raise TooFewSurvivors(f"only {len(seen)} survivors answered the unmask request, fewer than the threshold "
                                   f"{s.threshold}: the masks cannot be removed and nothing is decrypted")
         n = int(np.prod(shape))
-        total = np.zeros(n, np.int64)
+        total = np.zeros(n, np.int64)  # at most members^2 + members terms, each below t: reduced once, at the end
         for m, shares in seeds.items():
-            seed = sharing.combine(shares, s.threshold, f"self-mask seed of {m}")
+            seed = sharing.combine(shares, s.threshold, f"self-mask seed of {m}", SELF_SEED_BYTES)
             if seed_commitment(seed) != self._commitments[m]:
                 raise MaskingError(f"the shares of {m}'s self-mask seed rebuild a seed that does not match its "
                                    f"commitment: a survivor sent a wrong share")
-            total = np.mod(total + self_mask(seed, s, n), s.modulus)
+            total += self_mask(seed, s, n)
         for d, shares in keys.items():
-            private = channel.load_private(sharing.combine(shares, s.threshold, f"mask key of {d}"), f"mask key of {d}")
+            raw = sharing.combine(shares, s.threshold, f"mask key of {d}", MASK_KEY_BYTES)
+            private = channel.load_private(raw, f"mask key of {d}")
             if channel.public_bytes(private) != roster.mask_keys[d]:
                 raise MaskingError(f"the shares of {d}'s mask key rebuild a key that does not match its advert: a "
                                    f"survivor sent a wrong share")
             for k in request.survivors:  # k added sign(k, d) * mask(k, d); the dropped d never added its half
                 m = pair_mask(private, roster.mask_keys[k], s, k, d, n, f"mask key of {k}")
-                total = np.mod(total + pair_sign(k, d) * m, s.modulus)
+                total += pair_sign(k, d) * m
         log.debug("secagg: residual mask from %d replies, %d dropped", len(seen), len(keys))
-        return total.reshape(shape)
+        return np.mod(total, s.modulus).reshape(shape)
 
     def finish(self, public: PublicContext | SecretContext, masked_aggregate: bytes,
                replies: Iterable[UnmaskReply]) -> bytes:

@@ -126,7 +126,8 @@ def attack(rnd: Round, target: str, coalition: Sequence[str]) -> np.ndarray:
 
 
 def _combine(shares: Sequence[bytes]) -> bytes:
-    blocks = [[(int.from_bytes(sh[:2], "big"), sh[2 + b:18 + b]) for sh in shares] for b in (0, 16)]
+    offsets = range(0, len(shares[0]) - 2, 16)
+    blocks = [[(int.from_bytes(sh[:2], "big"), sh[2 + b:18 + b]) for sh in shares] for b in offsets]
     return b"".join(Shamir.combine(block, ssss=False) for block in blocks)
 
 

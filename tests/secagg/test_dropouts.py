@@ -66,7 +66,8 @@ def test_statistics_sum_exactly_through_the_client_api_with_a_dropout():
     sent = [m for m in MEMBERS if m != "bank_d"]
     blobs = [clients[m].encrypt(k.secret, relays[m], stats[m], kind="sum") for m in sent]
     request = server.unmask_request(sent)
-    total = server.finish(k.public, masked.aggregate_masked(k.public, blobs), [clients[m].unmask(request) for m in sent])
+    replies = [clients[m].unmask(request) for m in sent]
+    total = server.finish(k.public, masked.aggregate_masked(k.public, blobs), replies)
     got, weight = he.decrypt(k.secret, total)
     np.testing.assert_array_equal(got["counts"], np.sum([stats[m]["counts"] for m in sent], axis=0))
     np.testing.assert_allclose(got["sums"], np.sum([stats[m]["sums"] for m in sent], axis=0), rtol=0, atol=1e-6)

@@ -38,11 +38,12 @@ def test_prg_refuses_a_short_seed():
 
 
 def test_any_threshold_of_shares_rebuilds_and_fewer_do_not():
-    secret = os.urandom(32)
-    shares = sharing.split(secret, 3, [1, 2, 3, 4, 5])
-    assert all(len(s) == sharing.SHARE_BYTES for s in shares.values())
-    assert sharing.combine([shares[5], shares[2], shares[4]], 3, "test") == secret
-    with pytest.raises(MaskingError, match="2 shares cannot rebuild a 3-of-n"):
-        sharing.combine([shares[1], shares[2]], 3, "test")
-    with pytest.raises(MaskingError, match="repeated"):
-        sharing.combine([shares[1], shares[1], shares[2]], 3, "test")
+    for size in (16, 32):
+        secret = os.urandom(size)
+        shares = sharing.split(secret, 3, [1, 2, 3, 4, 5])
+        assert all(len(s) == 2 + size for s in shares.values())
+        assert sharing.combine([shares[5], shares[2], shares[4]], 3, "test", size) == secret
+        with pytest.raises(MaskingError, match="2 shares cannot rebuild a 3-of-n"):
+            sharing.combine([shares[1], shares[2]], 3, "test", size)
+        with pytest.raises(MaskingError, match="repeated"):
+            sharing.combine([shares[1], shares[1], shares[2]], 3, "test", size)

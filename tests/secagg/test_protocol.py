@@ -117,7 +117,7 @@ def test_a_wrong_share_is_caught_by_the_commitment():
     replies = [rnd.clients[m].unmask(request) for m in MEMBERS]
     bad = replies[0].seed_shares["bank_c"]
     replies[0] = dataclasses.replace(replies[0], seed_shares=dict(replies[0].seed_shares,
-                                                                  bank_c=bad[:2] + bytes(32)))
+                                                                  bank_c=bad[:2] + bytes(16)))
     with pytest.raises(MaskingError, match="bank_c's self-mask seed .* does not match its commitment"):
         rnd.server.residual(replies, (1, 4096))
 
