@@ -1,4 +1,4 @@
-"""Seeds to masks: a deterministic, cryptographic expansion of a 32-byte seed into integers mod t.
+"""Seeds to masks: a deterministic, cryptographic expansion of a 16- or 32-byte seed into integers mod t.
 
 The keystream is ChaCha20 (from ``cryptography``, i.e. OpenSSL) under a key derived from the seed and a
 context by HKDF-SHA256, so one seed never yields the same stream for two purposes. Each mask value is a
