@@ -74,3 +74,15 @@ class DeploymentError(FedxError):
 
 class AuditError(FedxError):
     """An audit ledger is unreadable or its hash chain is broken."""
+
+
+class MaskingError(HEError):
+    """Pairwise masking cannot proceed: a bad setting, or a message that breaks the masking protocol."""
+
+
+class MaskingRefused(MaskingError):
+    """An institution refuses a request that would let the server remove both masks of one update."""
+
+
+class TooFewSurvivors(MaskingError, FederationError):
+    """Fewer institutions than the threshold are left, so no mask can be removed and nothing is decrypted."""
