@@ -221,3 +221,81 @@ def test_configure_train_sends_the_total_once_the_weights_are_known(keys: he.Key
     second = list(strategy.configure_train(2, agg, config, _Grid()))  # type: ignore[arg-type]
     assert [m.content["config"][KEY_TOTAL_WEIGHT] for m in second] == [float(sum(WEIGHTS))] * 3
     assert all(m.content["arrays"]["blob"].stype == STYPE_HE for m in second)
+
+
+@pytest.mark.slow
+def test_simulation_clients_receive_the_weighted_mean(keys: he.KeySet, tmp_path: Path) -> None:
+    """3 clients, 2 rounds on Flower's simulation engine: every train and evaluate message decrypts to the
+    numpy weighted mean of the previous round's updates; the strategy sees only fedx ciphertexts."""
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from fedx.flower.simulation import _ray_temp_dir, quiet_environment
+
+    quiet_environment()
+    keys.save(tmp_path / "keys")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    client_app = ClientApp(mods=[he_mod(str(tmp_path / "keys"))])
+
+    def received(msg: Message, ctx: Context, what: str) -> int:
+        pid = int(ctx.node_config["partition-id"])
+        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        np.savez(probe / f"{what}-{int(msg.content['config']['server-round'])}-{pid}.npz", **arrays)
+        return pid
+
+    @client_app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        pid = received(msg, ctx, "train")
+        arrays = update(pid, int(msg.content["config"]["server-round"]))
+        return Message(RecordDict({"arrays": record(arrays), "metrics": MetricRecord({"num-examples": WEIGHTS[pid]})}),
+                       reply_to=msg)
+
+    @client_app.evaluate()
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        received(msg, ctx, "evaluate")
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1, "score": 1.0})}), reply_to=msg)
+
+    seen: list[list[tuple[str, str]]] = []
+    outcome: dict = {}
+
+    class Recording(EncryptedFedAvg):
+        def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+            replies = list(replies)
+            seen.append([(a.dtype, a.stype) for r in replies for rec in r.content.array_records.values()
+                         for a in rec.values()])
+            return super().aggregate_train(server_round, replies)
+
+    server = ServerApp()
+    initial = {"layer.weight": np.zeros((3, 4), np.float32), "layer.bias": np.zeros(4)}
+
+    @server.main()
+    def main(grid: Grid, ctx: Context) -> None:
+        strategy = Recording(keys.public, min_train_nodes=3, min_evaluate_nodes=3, min_available_nodes=3)
+        try:
+            outcome["result"] = strategy.start(grid=grid, initial_arrays=record(initial), num_rounds=2)
+        except BaseException as exc:  # raised below, in the test's thread
+            outcome["error"] = exc
+
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"_node_ip_address": "127.0.0.1", "include_dashboard": False, "num_cpus": 2,
+                             "_temp_dir": _ray_temp_dir()}}
+    run_simulation(server_app=server, client_app=client_app, num_supernodes=3, backend_config=backend)
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+
+    # the server held only ciphertexts: 3 replies per round, each one fedx blob
+    assert seen == [[("bytes", STYPE_HE)] * 3] * 2
+    assert list(result.arrays.keys()) == ["blob"] and result.arrays["blob"].stype == STYPE_HE
+    step = keys.preset.clip / keys.preset.levels
+    means = {r: weighted_mean([update(i, r) for i in range(3)], WEIGHTS) for r in (1, 2)}
+    for pid in range(3):
+        with np.load(probe / f"train-1-{pid}.npz") as first:
+            assert_close(dict(first), initial, 0.0)
+        for what, r, tol in (("train", 2, 1e-6), ("evaluate", 1, 1e-6), ("evaluate", 2, 3 * step / 2 + 1e-7)):
+            with np.load(probe / f"{what}-{r}-{pid}.npz") as got:
+                assert_close(dict(got), means[r - 1 if what == "train" else r], tol)
+    final = {k: a.numpy() for k, a in decrypt_arrays(keys, result.arrays).items()}
+    assert_close(final, means[2], 3 * step / 2 + 1e-7)
