@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +58,17 @@ KEY_TOTAL_WEIGHT = "fedx.he.total-weight"
 Keys = str | os.PathLike[str] | he.KeySet | he.SecretContext
 
 
-def he_mod(keys: Keys, *, weighted_by_key: str = "num-examples") -> Mod:
+def he_mod(keys: Keys | Callable[[Context], Keys], *, weighted_by_key: str = "num-examples") -> Mod:
     """A ClientApp mod that decrypts the incoming aggregate and encrypts the train reply.
 
     Parameters
     ----------
-    keys : path, he.KeySet or he.SecretContext
+    keys : path, he.KeySet, he.SecretContext, or a function of the Context
         The institutions' keys: a key folder from ``fedx keygen`` (``secret.fxk``, checked against
-        ``public.fxk`` when present), a ``secret.fxk`` file, or keys in memory. A path is read on the
-        first message, in the process that runs the ClientApp.
+        ``public.fxk`` when present), a ``secret.fxk`` file, or keys in memory. A function receives the
+        ClientApp's Context and returns one of those, so that each SuperNode can name its own folder
+        (``lambda ctx: ctx.node_config["he-keys"]``). A path is read on the first message, in the process
+        that runs the ClientApp.
     weighted_by_key : str
         The reply metric that weighs this client's arrays (the strategy's ``weighted_by_key``).
 
@@ -84,7 +86,7 @@ def he_mod(keys: Keys, *, weighted_by_key: str = "num-examples") -> Mod:
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         try:
-            secret = source.get()
+            secret = source.get(context)
             for name, record in list(msg.content.array_records.items()):
                 if _is_encrypted(record):
                     msg.content[name] = decrypt_arrays(secret, record)
@@ -168,31 +170,37 @@ def decrypt_arrays(keys: Keys, record: ArrayRecord | bytes) -> ArrayRecord:
 
 
 class _KeySource:
-    """The secret context, loaded once from a path on first use (a mod is built at import time)."""
+    """The secret context, loaded once per path on first use (a mod is built at import time)."""
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys | Callable[[Context], Keys]) -> None:
+        if not (callable(keys) or isinstance(keys, (str, os.PathLike, he.KeySet, he.SecretContext))):
+            raise KeyFileError(f"he_mod keys must be a key folder, a secret.fxk path, an he.KeySet, an "
+                               f"he.SecretContext or a function of the Context, got {type(keys).__name__}")
+        self._keys = keys
+        self._loaded: dict[Path, he.SecretContext] = {}
+
+    def get(self, context: Context | None = None) -> he.SecretContext:
+        keys = self._keys
+        if callable(keys) and not isinstance(keys, (he.KeySet, he.SecretContext)):
+            if context is None:
+                raise KeyFileError("these keys are a function of the ClientApp's Context; pass the keys themselves")
+            keys = keys(context)
         if isinstance(keys, he.KeySet):
-            self._secret: he.SecretContext | None = keys.secret
-        elif isinstance(keys, he.SecretContext):
-            self._secret = keys
-        elif isinstance(keys, (str, os.PathLike)):
-            self._secret = None
-        else:
-            raise KeyFileError(f"he_mod keys must be a key folder, a secret.fxk path, an he.KeySet or an "
-                               f"he.SecretContext, got {type(keys).__name__}")
-        self._path = None if self._secret is not None else Path(keys)  # type: ignore[arg-type]
-
-    def get(self) -> he.SecretContext:
-        if self._secret is None:
-            assert self._path is not None
-            if not self._path.exists():
-                raise KeyFileError(f"he_mod keys: {self._path} does not exist (expected a key folder from "
-                                   f"`fedx keygen` or its secret.fxk)")
-            self._secret = (he.load_keys(self._path).secret if self._path.is_dir()
-                            else he.load_secret(self._path))
-            log.info("he_mod: loaded keys %s (%s, fingerprint %s)", self._path, self._secret.preset.name,
-                     self._secret.fingerprint[:16])
-        return self._secret
+            return keys.secret
+        if isinstance(keys, he.SecretContext):
+            return keys
+        if not isinstance(keys, (str, os.PathLike)):
+            raise KeyFileError(f"he_mod keys resolved to {type(keys).__name__}; expected a key folder, a secret.fxk "
+                               f"path, an he.KeySet or an he.SecretContext")
+        path = Path(keys).expanduser()
+        if path not in self._loaded:
+            if not path.exists():
+                raise KeyFileError(f"he_mod keys: {path} does not exist (expected a key folder from `fedx keygen` "
+                                   f"or its secret.fxk)")
+            secret = he.load_keys(path).secret if path.is_dir() else he.load_secret(path)
+            log.info("he_mod: loaded keys %s (%s, fingerprint %s)", path, secret.preset.name, secret.fingerprint[:16])
+            self._loaded[path] = secret
+        return self._loaded[path]
 
 
 def _is_encrypted(record: ArrayRecord) -> bool:

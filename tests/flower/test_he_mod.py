@@ -11,9 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 
-import fedx.he as he
+from fedx import he
 from fedx.errors import FederationError, KeyFileError, KeyMismatchError
 from fedx.flower import EncryptedFedAvg, decrypt_arrays, he_mod
 from fedx.flower.he_client_mod import KEY_TOTAL_WEIGHT, encrypt_arrays
@@ -80,9 +88,9 @@ def run_round(mod, incoming: ArrayRecord, server_round: int, config: dict | None
 
 def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float) -> None:
     assert list(got) == list(want)
-    for k in want:
-        assert got[k].shape == want[k].shape
-        np.testing.assert_allclose(got[k].astype(np.float64), want[k], rtol=0, atol=tol, err_msg=k)
+    for k, value in want.items():
+        assert got[k].shape == value.shape
+        np.testing.assert_allclose(got[k].astype(np.float64), value, rtol=0, atol=tol, err_msg=k)
 
 
 def only_ciphertext(reply: Message) -> None:
@@ -167,6 +175,14 @@ def test_keys_from_a_folder(keys: he.KeySet, tmp_path: Path) -> None:
     agg, _ = strategy.aggregate_train(1, replies)
     got = {k: a.numpy() for k, a in decrypt_arrays(str(tmp_path / "keys"), agg).items()}
     assert_close(got, weighted_mean([update(i, 1) for i in range(3)], WEIGHTS), 1e-6)
+    # each SuperNode may name its own folder in its node config
+    per_node = he_mod(lambda ctx: ctx.node_config["he-keys"])
+    ctx = Context(run_id=1, node_id=1, node_config={"he-keys": str(tmp_path / "keys")}, state=RecordDict(),
+                  run_config={})
+    seen: list = []
+    reply = per_node(train_message(1, agg), ctx, client(update(0, 2), 10, seen))
+    assert not reply.has_error()
+    assert_close(seen[0], weighted_mean([update(i, 1) for i in range(3)], WEIGHTS), 1e-6)
 
 
 def test_missing_keys_or_weight_give_error_replies(keys: he.KeySet, tmp_path: Path) -> None:
@@ -275,7 +291,7 @@ def test_simulation_clients_receive_the_weighted_mean(keys: he.KeySet, tmp_path:
         strategy = Recording(keys.public, min_train_nodes=3, min_evaluate_nodes=3, min_available_nodes=3)
         try:
             outcome["result"] = strategy.start(grid=grid, initial_arrays=record(initial), num_rounds=2)
-        except BaseException as exc:  # raised below, in the test's thread
+        except Exception as exc:  # noqa: BLE001 - raised below, in the test's thread
             outcome["error"] = exc
 
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
