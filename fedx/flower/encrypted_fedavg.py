@@ -15,13 +15,14 @@ every evaluate round already gives each client's evaluate function the decrypted
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
 from .. import he
 from ..errors import FederationError, KeyFileError, KeyMismatchError
@@ -75,6 +76,16 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         log.info("EncryptedFedAvg: %s, key fingerprint %s", self.public.preset.name, self.public.fingerprint[:16])
         super().summary()
 
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None) -> Result:
+        """FedAvg's ``start``; the returned ``arrays`` are the encrypted aggregate of the last round."""
+        if evaluate_fn is not None:
+            log.warning("EncryptedFedAvg: evaluate_fn runs on the server, which holds only the encrypted "
+                        "aggregate; it receives ciphertext, not a model (evaluate at the clients instead)")
+        return super().start(grid=grid, initial_arrays=initial_arrays, num_rounds=num_rounds, timeout=timeout,
+                             train_config=train_config, evaluate_config=evaluate_config, evaluate_fn=evaluate_fn)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         """FedAvg's train messages, with the round's total weight when every sampled node's weight is known."""
@@ -105,8 +116,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
         blobs = [self._blob(msg) for msg in valid]
         total = he.aggregate(self.public, blobs)
         for msg in valid:
-            metrics = next(iter(msg.content.metric_records.values()))
-            self._weights[msg.metadata.src_node_id] = float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
+            self._weights[msg.metadata.src_node_id] = self._weight(msg)
         log.info("aggregate_train: round %d, %d encrypted updates summed (%s, %d bytes)", server_round, len(blobs),
                  he.inspect(total).kind, len(total))
         contents = [msg.content for msg in valid]
@@ -124,11 +134,20 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
             raise FederationError(f"node {node}: {exc}") from None
         assert isinstance(blob, bytes)
         header = he.inspect(blob)
+        weight = self._weight(msg)
+        if not math.isclose(header.weight, weight, rel_tol=1e-9):
+            raise FederationError(f"node {node}: its blob is weighted {header.weight:g} but its metric "
+                                  f"'{self.weighted_by_key}' says {weight:g}")
         if header.fingerprint != self.public.fingerprint or header.params != self.public.preset.params_hash:
             raise KeyMismatchError(f"node {node} encrypted under other keys (fingerprint {header.fingerprint[:16]}, "
                                    f"preset {header.preset}) than the server's public key "
                                    f"({self.public.fingerprint[:16]}, {self.public.preset.name})")
         return blob
+
+
+    def _weight(self, msg: Message) -> float:
+        metrics = next(iter(msg.content.metric_records.values()))
+        return float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
 
 
 def _public_context(public_key: he.PublicContext | str | os.PathLike[str]) -> he.PublicContext:

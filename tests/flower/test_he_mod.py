@@ -208,6 +208,11 @@ def test_the_server_refuses_plaintext_and_foreign_keys(keys: he.KeySet) -> None:
     theirs, _ = run_round(he_mod(he.keygen("bfv-compact")), record(update(0, 0)), 1)
     with pytest.raises(KeyMismatchError, match="node 3 encrypted under other keys"):
         strategy.aggregate_train(1, ours[:2] + theirs[2:])
+    # the plaintext weight must be the one the blob was encrypted with
+    liar, _ = run_round(he_mod(keys), record(update(0, 0)), 1)
+    liar[1].content["metrics"]["num-examples"] = 10 * WEIGHTS[1]
+    with pytest.raises(FederationError, match="node 2: its blob is weighted 500 but its metric 'num-examples' says 5000"):
+        strategy.aggregate_train(1, liar)
     # a client holding other keys cannot read the federation's aggregate
     agg, _ = strategy.aggregate_train(1, ours)
     reply = he_mod(he.keygen("bfv-compact"))(train_message(1, agg), context(1), client(update(0, 1), 10, []))
