@@ -44,6 +44,11 @@ def keys() -> he.KeySet:
     return he.keygen("bfv-compact")
 
 
+@pytest.fixture(scope="module")
+def ckks_keys() -> he.KeySet:
+    return he.keygen("ckks")
+
+
 def update(client: int, server_round: int) -> dict[str, np.ndarray]:
     """Client ``client``'s deterministic update in ``server_round``, within bfv-compact's clip range."""
     rng = np.random.default_rng(100 * server_round + client)
@@ -320,3 +325,14 @@ def test_simulation_clients_receive_the_weighted_mean(keys: he.KeySet, tmp_path:
                 assert_close(dict(got), means[r - 1 if what == "train" else r], tol)
     final = {k: a.numpy() for k, a in decrypt_arrays(keys, result.arrays).items()}
     assert_close(final, means[2], 3 * step / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("total", [None, float(sum(WEIGHTS))], ids=["sum", "mean"])
+def test_ckks_keys_take_both_paths(ckks_keys: he.KeySet, total: float | None) -> None:
+    # CKKS neither clips nor quantizes: weights beyond bfv-compact's clip range come back to ~1e-9
+    keys = ckks_keys
+    rng = np.random.default_rng(5)
+    updates = [{"w": rng.normal(0.0, 3.0, 50)} for _ in WEIGHTS]
+    blobs = [bytes(encrypt_arrays(keys.secret, record(u), n, total)["blob"].data) for u, n in zip(updates, WEIGHTS)]
+    got = decrypt_arrays(keys, he.aggregate(keys.public, blobs))["w"].numpy()
+    np.testing.assert_allclose(got, weighted_mean(updates, WEIGHTS)["w"], rtol=0, atol=1e-8)
