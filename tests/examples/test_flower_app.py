@@ -96,6 +96,8 @@ def test_flwr_run_gives_the_plaintext_fedavg_model(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and any(_alive(p) for p in superlinks):
             time.sleep(0.2)
+        if not any(_alive(p) for p in superlinks):
+            shutil.rmtree(home, ignore_errors=True)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert superlinks, "flwr run should have started a local SuperLink"
