@@ -2,20 +2,20 @@
 
 The encrypted final model that the ServerApp writes must equal plaintext FedAvg of the same clients, run
 here in numpy with the app's own task functions (within the encoding's error), and the SuperLink that
-`flwr run` starts in the background is stopped by its PID afterwards.
+`flwr run` uses (started here with flwr's own flags, so that the test owns it) is stopped by its PID.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,25 +36,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains ``text`` (this test's private FLWR_HOME path)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                pids.append(int(proc.name))
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return False
+def _wait_healthy(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"flower-superlink exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 def _plaintext_fedavg(task, rounds: int, epochs: int, lr: float, n_clients: int) -> dict[str, np.ndarray]:
@@ -77,31 +71,37 @@ def test_flwr_run_gives_the_plaintext_fedavg_model(tmp_path: Path) -> None:
     keys.save(app / "keys")
     home = Path(tempfile.mkdtemp(prefix="fxflwr", dir="/tmp"))   # short: Ray's socket paths must fit 107 bytes
     bin_dir = Path(sys.executable).parent
+    http_port, control_port = _free_port(), _free_port()
     env = {**os.environ,
            "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_TMPDIR": str(home / "ray"),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port), "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     (home / "ray").mkdir()
+    # The local SuperLink that `flwr run` would start itself, with the same flags (flwr gives it only 15 s to
+    # come up, too little on a loaded machine). `flwr run .` finds it on the local connection's port.
+    superlink = subprocess.Popen(
+        [str(bin_dir / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+         "--control-api-address", f"127.0.0.1:{control_port}", "--host", "127.0.0.1", "--port", str(http_port),
+         "--database", str(home / "state.db"), "--log-file", str(home / "superlink.log")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        _wait_healthy(http_port, superlink, timeout=180)
         done = subprocess.run([str(bin_dir / "flwr"), "run", ".", "--federation-config", "num-supernodes=3",
                                "--stream"], cwd=app, env=env, capture_output=True, text=True, timeout=420,
                               check=False)
     finally:
-        superlinks = _processes_mentioning(f"{home}/local-superlink")
-        for pid in superlinks:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(p) for p in superlinks):
-            time.sleep(0.2)
-        if not any(_alive(p) for p in superlinks):
-            shutil.rmtree(home, ignore_errors=True)
+        superlink.terminate()
+        try:
+            superlink.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            superlink.kill()
+            superlink.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
-    assert superlinks, "flwr run should have started a local SuperLink"
-    assert not any(_alive(p) for p in superlinks), "the SuperLink should be stopped"
     assert "encrypted final model" in done.stdout, log[-3000:]
 
     sys.path.insert(0, str(app))
