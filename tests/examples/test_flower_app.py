@@ -86,7 +86,7 @@ def test_flwr_run_gives_the_plaintext_fedavg_model(tmp_path: Path) -> None:
         [str(bin_dir / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
          "--control-api-address", f"127.0.0.1:{control_port}", "--host", "127.0.0.1", "--port", str(http_port),
          "--database", str(home / "state.db"), "--log-file", str(home / "superlink.log")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=app, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # relative paths resolve here
     try:
         _wait_healthy(http_port, superlink, timeout=180)
         done = subprocess.run([str(bin_dir / "flwr"), "run", ".", "--federation-config", "num-supernodes=3",
