@@ -147,8 +147,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _default_receipts(ledger: Path) -> Path:
     """Where a simulation keeps the server's receipts: RUN/receipts.jsonl for RUN/institutions/NAME/ledger.jsonl."""
-    if ledger.resolve().parent.parent.name == "institutions":
-        return ledger.resolve().parent.parent.parent / "receipts.jsonl"
+    for path in (ledger, ledger.resolve()):
+        if path.parent.parent.name == "institutions":
+            return path.parent.parent.parent / "receipts.jsonl"
     return ledger.parent / "receipts.jsonl"
 
 

@@ -247,23 +247,24 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
                              f"check {p} with --chain-only")
         s = head["seq"]
         if s > n:
-            faults.append((n + 1, f"entry {n + 1} is missing: {where} records a ledger of {s} entries before that "
-                                  f"reply, this one ends at entry {n} (the ledger was truncated)"))
+            faults.append((n + 1, (f"entry {n + 1} is missing: {where} records a ledger of {s} entries before that "
+                                  f"reply, this one ends at entry {n} (the ledger was truncated)")))
             continue
         if (mine[s - 1]["hash"] if s else GENESIS) != head["hash"]:
-            faults.append((max(s, 1), f"entry {max(s, 1)} does not match the server's receipts: its hash differs "
-                                      f"from the ledger head {head['hash'][:12]} that came with the next reply "
-                                      f"({where}); the entry was edited, and the chain after it recomputed"))
+            bad = max(s, 1)
+            faults.append((bad, (f"entry {bad} does not match the server's receipts: its hash differs from the ledger "
+                                 f"head {head['hash'][:12]} that came with the next reply ({where}); the entry was "
+                                 f"edited, and the chain after it recomputed")))
         k = s + 1
         if k > n:
-            faults.append((k, f"entry {k} is missing: {where} records a reply of {rec['bytes']} bytes (sha256 "
-                              f"{rec['sha256'][:12]}) that this ledger does not hold (the ledger was truncated)"))
+            faults.append((k, (f"entry {k} is missing: {where} records a reply of {rec['bytes']} bytes (sha256 "
+                              f"{rec['sha256'][:12]}) that this ledger does not hold (the ledger was truncated)")))
             continue
         entry = mine[k - 1]
         for field in ("round", "kind", "bytes", "sha256"):
             if entry[field] != rec[field]:
-                faults.append((k, f"entry {k} does not match {where}: its {field} is {entry[field]!r}, the server "
-                                  f"received {rec[field]!r}; the entry was edited, and the chain after it recomputed"))
+                faults.append((k, (f"entry {k} does not match {where}: its {field} is {entry[field]!r}, the server "
+                                  f"received {rec[field]!r}; the entry was edited, and the chain after it recomputed")))
                 break
         receipted.add(k)
     # This run's entries: from the first receipted one to the next that answers a run's first request
@@ -277,14 +278,14 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
             continue
         head = head_from(anchor)
         if head is None or head["seq"] < 1:
-            faults.append((k, f"entry {k} holds a malformed receipt anchor {anchor!r}"))
+            faults.append((k, (f"entry {k} holds a malformed receipt anchor {anchor!r}")))
         elif head["seq"] > len(theirs):
-            faults.append((k, f"entry {k} records the server's receipt {head['seq']}, but {r} ends at receipt "
-                              f"{len(theirs)}: the receipts were truncated, or are not those of this ledger's run"))
+            faults.append((k, (f"entry {k} records the server's receipt {head['seq']}, but {r} ends at receipt "
+                              f"{len(theirs)}: the receipts were truncated, or are not those of this ledger's run")))
         elif theirs[head["seq"] - 1]["hash"] != head["hash"]:
-            faults.append((k, f"entry {k} records the server's receipt {head['seq']} as {head['hash'][:12]}, but {r} "
+            faults.append((k, (f"entry {k} records the server's receipt {head['seq']} as {head['hash'][:12]}, but {r} "
                               f"holds another receipt there: the receipts were rewritten, or are not those of this "
-                              f"ledger's run"))
+                              f"ledger's run")))
     if faults:
         k, message = min(faults, key=lambda f: f[0])
         more = len({f[0] for f in faults}) - 1

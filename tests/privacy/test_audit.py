@@ -83,10 +83,10 @@ def test_truncated_ledger_is_detected_naming_the_first_missing_entry(run: tuple[
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("bytes", 1, r"entry 5 does not match the server's receipt \d+ \(round 1, train\): its bytes is \d+, the server "
-                 r"received \d+; the entry was edited, and the chain after it recomputed"),
-    ("time", "2020-01-01T00:00:00Z", r"entry 5 does not match the server's receipts: its hash differs from the "
-                                     r"ledger head [0-9a-f]{12} that came with the next reply"),
+    ("bytes", 1, (r"entry 5 does not match the server's receipt \d+ \(round 1, train\): its bytes is \d+, the "
+                  r"server received \d+; the entry was edited, and the chain after it recomputed")),
+    ("time", "2020-01-01T00:00:00Z", (r"entry 5 does not match the server's receipts: its hash differs from the "
+                                      r"ledger head [0-9a-f]{12} that came with the next reply")),
 ])
 def test_edited_and_rechained_ledger_is_detected_at_the_edited_entry(run: tuple[dict[str, Path], Path], field: str,
                                                                      value: Any, message: str) -> None:
