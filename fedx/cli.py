@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("action", choices=["verify", "summary"])
     a.add_argument("ledger", type=Path, help="an institution's ledger.jsonl (or the server's receipts.jsonl)")
     a.add_argument("--receipts", type=Path,
-                   help="the server's receipts.jsonl (default: RUN/receipts.jsonl for RUN/institutions/NAME/ledger.jsonl)")
+                   help="the server's receipts.jsonl (default: RUN/receipts.jsonl for a simulation's "
+                        "RUN/institutions/NAME/ledger.jsonl)")
     a.add_argument("--institution", help="the institution's name in the receipts (default: found from the ledger)")
     a.add_argument("--chain-only", action="store_true",
                    help="check the hash chain alone (does not show removed last entries or a recomputed chain)")

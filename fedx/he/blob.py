@@ -107,7 +107,8 @@ class BlobHeader:
         return {"preset": self.preset, "params": self.params, "fingerprint": self.fingerprint, "stage": self.stage,
                 "kind": self.kind, "names": None if self.names is None else list(self.names),
                 "shapes": [list(s) for s in self.shapes], "dtypes": list(self.dtypes), "weight": self.weight,
-                "rho": self.rho, "n_summed": self.n_summed, "ids": list(self.ids), "bound": self.bound, "scale": self.scale,
+                "rho": self.rho, "n_summed": self.n_summed, "ids": list(self.ids), "bound": self.bound,
+                "scale": self.scale,
                 "report": {"values": r.values, "clipped": r.clipped, "max_abs": r.max_abs, "zeroed": r.zeroed,
                            "rounding": r.rounding},
                 "chunks": list(self.chunk_sizes)}
