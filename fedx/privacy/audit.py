@@ -228,7 +228,7 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
                          f"(a chain alone does not show removed last entries or a recomputed chain); pass the "
                          f"server's receipts.jsonl with --receipts, or --chain-only to check the chain alone")
     report = verify(p)
-    mine = entries(p)
+    mine = [e for _, e in _read(p)]
     theirs = entries(r)
     name = institution if institution is not None else _institution_of(mine, theirs, r)
     got = [x for x in theirs if x["checks"].get("institution") == name]
@@ -278,7 +278,7 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
             continue
         head = head_from(anchor)
         if head is None or head["seq"] < 1:
-            faults.append((k, (f"entry {k} holds a malformed receipt anchor {anchor!r}")))
+            faults.append((k, f"entry {k} holds a malformed receipt anchor {anchor!r}"))
         elif head["seq"] > len(theirs):
             faults.append((k, (f"entry {k} records the server's receipt {head['seq']}, but {r} ends at receipt "
                               f"{len(theirs)}: the receipts were truncated, or are not those of this ledger's run")))
@@ -296,7 +296,7 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
 
 
 def _institution_of(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], receipts: Path) -> str:
-    """The institution whose receipts a ledger is checked against: from its anchors, or its first entry."""
+    """The institution whose receipts a ledger is checked against: from its anchors, or what it sent."""
     for entry in mine:
         head = head_from(entry.get("anchor"))
         if head is not None and 1 <= head["seq"] <= len(theirs) and theirs[head["seq"] - 1]["hash"] == head["hash"]:

@@ -15,7 +15,7 @@ import pytest
 
 from fedx.cli import main
 from fedx.errors import AuditError
-from fedx.privacy.audit import AuditLedger, _line_hash, verify, verify_receipts
+from fedx.privacy.audit import AuditLedger, _line_hash, summary, verify, verify_receipts
 
 NAMES = ("north", "south")
 PHASES = [(0, "hello"), (0, "levels"), (0, "moments"), (0, "setup"), (1, "train"), (1, "evaluate"), (2, "train"),
@@ -50,6 +50,52 @@ def _write_rechained(path: Path, lines: list[dict[str, Any]]) -> None:
         e["prev"] = prev
         e["hash"] = prev = _line_hash(e)
     path.write_text("".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in lines))
+
+
+# ---------------------------------------------------------------------------- the chain alone
+
+
+def _ledger(path: Path, n: int = 5) -> Path:
+    ledger = AuditLedger(path)
+    for i in range(n):
+        ledger.append(round=i, kind="train" if i else "hello", payload=[b"x" * (10 + i), b"y"],
+                      checks={"status": "ok", "encrypted": bool(i)})
+    return path
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda lines: lines[:1] + lines[2:], r":2: sequence number 3, expected 2 \(a line was removed"),
+    (lambda lines: [lines[0], lines[2], lines[1], *lines[3:]], r":2: sequence number 3, expected 2"),
+    (lambda lines: [*lines[:2], lines[1], *lines[2:]], r":3: sequence number 2, expected 3"),
+    (lambda lines: [*lines[:3], lines[3].replace('"bytes":14', '"bytes":15'), *lines[4:]],
+     r":4: its content does not match its hash \(the line was edited\)"),
+    (lambda lines: [*lines[:2], "{not json", *lines[3:]], r":3: not a JSON line"),
+    (lambda lines: [*lines[:2], '{"seq": 3}', *lines[3:]], r":3: entry lacks one of seq, time"),
+])
+def test_chain_names_the_first_bad_line(tmp_path: Path, tamper: Any, message: str) -> None:
+    path = _ledger(tmp_path / "ledger.jsonl")
+    assert verify(path).entries == 5
+    path.write_text("\n".join(tamper(path.read_text().splitlines())) + "\n")
+    with pytest.raises(AuditError, match=message):
+        verify(path)
+    with pytest.raises(AuditError, match=message):
+        AuditLedger(path)  # a broken ledger is never continued
+
+
+def test_a_ledger_continues_its_chain_and_summarizes_what_left(tmp_path: Path) -> None:
+    path = _ledger(tmp_path / "ledger.jsonl", 3)
+    ledger = AuditLedger(path)
+    assert ledger.head == {"seq": 3, "hash": _lines(path)[-1]["hash"]}
+    ledger.append(round=3, kind="final", payload=b"z" * 7)
+    report = verify(path)
+    assert (report.entries, report.bytes) == (4, 11 + 12 + 13 + 7)
+    doc = summary(path)
+    assert doc["by_kind"] == {"final": {"messages": 1, "bytes": 7}, "hello": {"messages": 1, "bytes": 11},
+                              "train": {"messages": 2, "bytes": 25}}
+    assert doc["rounds"] == [0, 1, 2, 3] and doc["checks"]["encrypted=True"] == 2
+
+
+# ---------------------------------------------------------------------------- anchored in the receipts
 
 
 @pytest.fixture()
