@@ -10,8 +10,8 @@
     TLS certificates for the server; a SuperNode key pair for an institution.
 ``fedx server --config C`` / ``fedx node --config NODE.yaml``
     The two sides of a real deployment (docs/deploy.md).
-``fedx audit verify LEDGER`` / ``fedx audit summary LEDGER``
-    Check an institution's audit ledger, or say what left it and when.
+``fedx audit verify LEDGER [--receipts RECEIPTS] [--chain-only]`` / ``fedx audit summary LEDGER``
+    Check an institution's audit ledger against the server's receipts, or say what left it and when.
 
 Bad input exits with status 2 and a one-line message, without a traceback.
 """
@@ -119,14 +119,38 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .privacy.audit import summary, verify
+    from .privacy.audit import entries, summary, verify, verify_receipts
 
-    if args.action == "verify":
-        report = verify(args.ledger)
-        print(f"{report.path}: chain intact, {report.entries} entries, {report.bytes} bytes sent")
+    if args.action == "summary":
+        print(json.dumps(summary(args.ledger), indent=2))
         return 0
-    print(json.dumps(summary(args.ledger), indent=2))
+    report = verify(args.ledger)
+    intact = f"{report.path}: chain intact, {report.entries} entries, {report.bytes} bytes sent"
+    lines = entries(args.ledger)
+    if lines and all("institution" in e["checks"] for e in lines):
+        print(f"{intact} (the server's receipts: check each institution's ledger against them)")
+        return 0
+    if args.chain_only:
+        print(f"{intact} (chain only: not checked against the server's receipts, so removed last entries or a "
+              f"recomputed chain would not show)")
+        return 0
+    anchored = verify_receipts(args.ledger, args.receipts or _default_receipts(args.ledger), args.institution)
+    tail = ""
+    if anchored.unreceipted:
+        tail = (f"; {len(anchored.unreceipted)} not receipted (entries "
+                f"{', '.join(map(str, anchored.unreceipted[:10]))}{', ...' if len(anchored.unreceipted) > 10 else ''}"
+                f": replies the server never received, or of earlier runs)")
+    print(f"{intact}; matches the server's receipts {anchored.receipts} for {anchored.institution}: "
+          f"{anchored.receipted} entries receipted{tail}")
     return 0
+
+
+def _default_receipts(ledger: Path) -> Path:
+    """Where a simulation keeps the server's receipts: RUN/receipts.jsonl for RUN/institutions/NAME/ledger.jsonl."""
+    for path in (ledger, ledger.resolve()):
+        if path.parent.parent.name == "institutions":
+            return path.parent.parent.parent / "receipts.jsonl"
+    return ledger.parent / "receipts.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,9 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     nd.add_argument("--once", action="store_true", help="do not restart the SuperNode when it stops")
     nd.set_defaults(func=cmd_node)
 
-    a = sub.add_parser("audit", help="check an audit ledger, or summarize what left an institution")
+    a = sub.add_parser(
+        "audit", help="check an audit ledger against the server's receipts, or summarize what left an institution",
+        description="verify: check the ledger's hash chain, and check it against the server's receipts.jsonl, which "
+                    "records the ledger head that came with every reply: removed last entries, or an entry edited and "
+                    "the chain recomputed, are reported as the first entry that does not match. The receipts are "
+                    "found beside a simulation's ledgers (RUN/receipts.jsonl); in a deployment, get the server's "
+                    "receipts.jsonl and pass it with --receipts. summary: what left the institution, and when.")
     a.add_argument("action", choices=["verify", "summary"])
-    a.add_argument("ledger", type=Path)
+    a.add_argument("ledger", type=Path, help="an institution's ledger.jsonl (or the server's receipts.jsonl)")
+    a.add_argument("--receipts", type=Path,
+                   help="the server's receipts.jsonl (default: RUN/receipts.jsonl for a simulation's "
+                        "RUN/institutions/NAME/ledger.jsonl)")
+    a.add_argument("--institution", help="the institution's name in the receipts (default: found from the ledger)")
+    a.add_argument("--chain-only", action="store_true",
+                   help="check the hash chain alone (does not show removed last entries or a recomputed chain)")
     a.set_defaults(func=cmd_audit)
     return p
 

@@ -127,7 +127,8 @@ def stats(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = Tr
     with _simulated_sites(cfg, out) as sites, RunProgress("", enabled=progress) as bar:
         result = run_on_simulation(
             lambda grid: StatsOrchestrator(cfg, grid, sites.public, expected_nodes=len(sites.specs),
-                                           on_event=bar).run(),
+                                           on_event=bar,
+                                           receipts=out / "receipts.jsonl" if cfg.security.audit else None).run(),
             sites.specs, verbose=verbose)
     result["privacy"] = {**result.get("privacy", {}), "encryption": cfg.security.encryption}
     write_stats(result, out, plots=cfg.report.plots)

@@ -19,9 +19,9 @@ from flwr.clientapp import ClientApp
 
 from ..aggregators import ModelState
 from ..config import config_from_dict
-from ..errors import FederationError, FedxError
+from ..errors import AuditError, FederationError, FedxError
 from ..institution import Institution, NodeSpec, NodeState
-from ..privacy.audit import AuditLedger
+from ..privacy.audit import AuditLedger, head_from
 from . import protocol as P
 from .records import (
     arrays_record,
@@ -225,9 +225,12 @@ def _audit(spec: NodeSpec, context: Context, req: dict[str, Any], content: Recor
                                                for rec in content.array_records.values() for arr in rec.values()
                                                ) if "payload" in content.array_records else False}
     try:
-        AuditLedger(spec.out_dir / "ledger.jsonl").append(
-            round=int(req.get("round", 0)), kind=str(req.get("phase", "unknown")),
-            payload=payload_parts(content), checks=checks)
-    except OSError as exc:
+        ledger = AuditLedger(spec.out_dir / "ledger.jsonl")
+        # The reply carries the ledger's head, which the server's receipt records; the entry records the
+        # server's receipt head that came with the request. Each side then anchors the other's file.
+        content.config_records["fedx"] = json_record({**doc, "ledger": ledger.head})
+        ledger.append(round=int(req.get("round", 0)), kind=str(req.get("phase", "unknown")),
+                      payload=payload_parts(content), checks=checks, anchor=head_from(req.get("receipt")))
+    except (OSError, AuditError) as exc:
         log.error("%s: cannot write the audit ledger: %s", spec.name, exc)
 

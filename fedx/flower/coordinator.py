@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from ..config import Config
 from ..errors import FederationError, FedxError
 from ..institution import merge_column_kinds
-from ..privacy.audit import AuditLedger
+from ..privacy.audit import AuditLedger, entries, head_from
 from . import protocol as P
 from .records import json_record, payload_parts, read_json
 
@@ -71,7 +71,9 @@ class Coordinator:
         How long to wait for the expected nodes to connect.
     receipts : Path, optional
         A hash-chained ledger (:class:`~fedx.privacy.audit.AuditLedger`) of every reply received: round,
-        phase, institution, bytes and sha256, the counterpart of each institution's own ledger.
+        phase, institution, bytes and sha256, the counterpart of each institution's own ledger. Each
+        receipt records the ledger head that came with the reply, and each request carries the head of
+        the receipts for its institution (:meth:`receipt_head`): the two files anchor each other.
     """
 
     def __init__(self, cfg: Config, grid: Grid, public: Any, expected_nodes: int,
@@ -87,6 +89,10 @@ class Coordinator:
         self.institutions: dict[str, dict[str, Any]] = {}
         self._sent_to: dict[str, int] = {}
         self._receipts = AuditLedger(receipts) if receipts is not None else None
+        self._last_receipt: dict[str, dict[str, Any]] = {}  # institution -> seq and hash of its latest receipt
+        if self._receipts is not None and self._receipts.head["seq"]:
+            for e in entries(self._receipts.path):  # a resumed run continues its receipts
+                self._last_receipt[str(e["checks"].get("institution"))] = {"seq": e["seq"], "hash": e["hash"]}
 
     @property
     def encrypted(self) -> bool:
@@ -144,8 +150,15 @@ class Coordinator:
         body = {"phase": phase, "round": 0, **doc}
         if not node.ready:
             body["config"] = self.job
+        head = self.receipt_head(node)
+        if head is not None:
+            body["receipt"] = head
         content = {**(records or {}), "fedx": json_record(body)}
         return Message(RecordDict(content), dst_node_id=node.node_id, message_type=MessageType.QUERY, group_id="0")
+
+    def receipt_head(self, node: NodeView) -> dict[str, Any] | None:
+        """``{"seq", "hash"}`` of the latest receipt of ``node``'s replies, which its next request carries."""
+        return self._last_receipt.get(node.name) if node.name else None
 
     def sender(self, msg: Message) -> int:
         """The node a reply answers for: the one its request went to."""
@@ -213,8 +226,10 @@ class Coordinator:
             return
         nid = self.sender(msg)
         name = self.nodes[nid].name if nid in self.nodes and self.nodes[nid].name else str(doc.get("name", nid))
-        self._receipts.append(round=int(doc.get("round", 0)), kind=str(doc.get("phase")),
-                              payload=payload_parts(msg.content), checks={"institution": name})
+        entry = self._receipts.append(round=int(doc.get("round", 0)), kind=str(doc.get("phase")),
+                                      payload=payload_parts(msg.content), checks={"institution": name},
+                                      anchor=head_from(doc.get("ledger")))
+        self._last_receipt[name] = {"seq": entry["seq"], "hash": entry["hash"]}
 
     def sum_payloads(self, payloads: Sequence[Any]) -> Any:
         """The sum of several institutions' payloads: ciphertexts added under the public context, or arrays."""

@@ -87,6 +87,7 @@ class Orchestrator(Coordinator):
                                      cfg.federation.min_clients, cfg.federation.max_update_norm, cfg.security.dp)
         self.accountant = _client_accountant(cfg)
         self.strategy.sender = self.sender
+        self.strategy.receipt_head = self.receipt_head
         self.summary = FederationSummary()
         self.checkpoint = Checkpoint(self.out_dir / "checkpoint", cfg)
         self._rng = random.Random(cfg.seed)

@@ -87,6 +87,7 @@ class FedxStrategy(Strategy):
         self.eval_replies: dict[str, tuple[dict[str, Any], Any]] = {}
         self.eval_dropped: dict[str, str] = {}
         self.sender: Callable[[Message], int] = lambda msg: msg.metadata.src_node_id
+        self.receipt_head: Callable[[NodeView], dict[str, Any] | None] = lambda node: None
 
     @property
     def encrypted(self) -> bool:
@@ -104,6 +105,9 @@ class FedxStrategy(Strategy):
                 records: Mapping[str, ArrayRecord] | None = None) -> Message:
         """A message for one node; adds what the node is missing (run config, setup, aggregates)."""
         body = {"phase": phase, "round": self.round, **doc}
+        head = self.receipt_head(node)
+        if head is not None:
+            body["receipt"] = head  # the server's receipts so far: the institution's ledger records it
         content: dict[str, Any] = dict(records or {})
         if not node.ready or node.synced_round < 0:
             body["config"] = self.job

@@ -5,9 +5,14 @@ ciphertexts it cannot read, and never decrypts.
 
 >>> from fedx import he
 >>> keys = he.keygen("bfv-compact")                           # doctest: +SKIP
+>>> blob = he.encrypt(keys.secret, arrays, weight=n)          # doctest: +SKIP
 >>> blob = he.encrypt(keys.secret, arrays, weight=n, total_weight=total)   # doctest: +SKIP
 >>> agg = he.aggregate(keys.public, [blob1, blob2])           # doctest: +SKIP
 >>> mean, weight = he.decrypt(keys.secret, agg)               # doctest: +SKIP
+
+Both calls of ``encrypt`` give the weighted mean; ``total_weight`` (the sum of the round's weights)
+lets many more clients fit a bfv-compact sum. Each update carries a random id, and ``aggregate``
+refuses the same update twice.
 
 Presets (:data:`PRESETS`): ``bfv-compact`` (quantized, seeded symmetric ciphertexts, about 6 bytes per
 parameter up) and ``ckks`` (floats, N=8192). See docs/he-presets.md.

@@ -40,7 +40,9 @@ def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> 
     KeyMismatchError
         A blob under another preset, other parameters or other keys (the message names its index).
     BlobError
-        A malformed, truncated or tampered blob, or one that does not match the first.
+        A malformed, truncated or tampered blob; one that does not match the first (layout, or another
+        ``total_weight``); or one holding an update that an earlier blob already holds (the same blob
+        twice, or a re-serialized copy: each update carries a random id).
     CapacityError
         The sum could overflow or exhaust the noise budget; the message says which limit and what to change.
     """
@@ -52,11 +54,14 @@ def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> 
     engine = seal.engine(preset)
     total: BlobHeader | None = None
     acc: list[Any] = []
+    seen: dict[str, int] = {}
     for i, blob in enumerate(blobs):
         what = f"blob {i}"
         header, chunks = unpack_blob(blob, what)
         header.check_context(preset, public.fingerprint, what)
         header.check_layout(preset, what)
+        header.check_disjoint(seen, what)
+        seen.update(dict.fromkeys(header.ids, i))
         if total is not None:
             header.check_same(total, what)
             header = _add(total, header)
@@ -78,5 +83,6 @@ def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> 
 def _add(total: BlobHeader, header: BlobHeader) -> BlobHeader:
     """The header of ``total + header`` (plaintext fields only)."""
     return dataclasses.replace(total, weight=total.weight + header.weight, rho=total.rho + header.rho,
-                               n_summed=total.n_summed + header.n_summed, bound=total.bound + header.bound,
+                               n_summed=total.n_summed + header.n_summed, ids=tuple(sorted(total.ids + header.ids)),
+                               bound=total.bound + header.bound,
                                report=total.report.merge(header.report))

@@ -2,13 +2,18 @@
 
 The header (JSON, inside a :mod:`fedx.he.frame`) holds the preset and its parameter hash, the key
 fingerprint, the stage (``update`` or ``aggregate``), the kind (``mean`` or ``sum``), array names, shapes
-and dtypes, weight, rho, number of blobs summed, the capacity bound, the encoding scale, the clipping and
-quantization report, and the size of every ciphertext. Every field is checked with bounds before use.
+and dtypes, weight, rho, number of blobs summed, the ids of the updates summed, the capacity bound, the
+encoding scale, the clipping and quantization report, and the size of every ciphertext. Every field is
+checked with bounds before use.
+
+Each update carries a random id; an aggregate carries the ids of every update in it, so that
+:func:`fedx.he.aggregate` refuses to add the same update twice, even when it was re-serialized.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,7 +24,8 @@ from .encoding import EncodingReport
 from .schemes import KINDS, Kind, Preset
 
 MAGIC = b"FXHE"
-VERSION = 1
+VERSION = 2  # 2: the ids of the updates summed
+ID_HEX = 32  # an update id: 128 random bits, as hex
 MAX_ARRAYS = 1_000_000
 MAX_NDIM = 32
 MAX_VALUES = 1 << 36
@@ -51,9 +57,12 @@ class BlobHeader:
     shapes, dtypes : tuple
         Shape and dtype of each array.
     weight, rho : float
-        The client's weight and ``rho = weight / total_weight``; summed in an aggregate.
+        The client's weight and ``rho = weight / total_weight`` (``rho = weight`` when the total weight
+        is known only after aggregation); summed in an aggregate.
     n_summed : int
         Number of client blobs summed into this one (1 for an update).
+    ids : tuple of str
+        The random id of each update summed into this one (one for an update), sorted.
     bound : float
         The largest |slot| the blob can hold (summed in an aggregate), checked against the preset's capacity.
     scale : float
@@ -76,6 +85,7 @@ class BlobHeader:
     weight: float
     rho: float
     n_summed: int
+    ids: tuple[str, ...]
     bound: float
     scale: float
     report: EncodingReport
@@ -97,7 +107,8 @@ class BlobHeader:
         return {"preset": self.preset, "params": self.params, "fingerprint": self.fingerprint, "stage": self.stage,
                 "kind": self.kind, "names": None if self.names is None else list(self.names),
                 "shapes": [list(s) for s in self.shapes], "dtypes": list(self.dtypes), "weight": self.weight,
-                "rho": self.rho, "n_summed": self.n_summed, "bound": self.bound, "scale": self.scale,
+                "rho": self.rho, "n_summed": self.n_summed, "ids": list(self.ids), "bound": self.bound,
+                "scale": self.scale,
                 "report": {"values": r.values, "clipped": r.clipped, "max_abs": r.max_abs, "zeroed": r.zeroed,
                            "rounding": r.rounding},
                 "chunks": list(self.chunk_sizes)}
@@ -122,6 +133,11 @@ class BlobHeader:
         stage = f.text("stage", ("update", "aggregate"))
         if stage == "update" and n_summed != 1:
             f.fail("n_summed", "1 in an update")
+        ids = f.items("ids", n_summed)
+        if not all(isinstance(u, str) and len(u) == ID_HEX and all(c in "0123456789abcdef" for c in u) for u in ids):
+            f.fail("ids", f"update ids of {ID_HEX} hex digits")
+        if len(ids) != n_summed or len(set(ids)) < n_summed or ids != sorted(ids):
+            f.fail("ids", f"{n_summed} distinct update ids (n_summed), sorted")
         r = f.sub("report")
         report = EncodingReport(values=r.integer("values", n_values, n_values),
                                 clipped=r.integer("clipped", 0, n_values * n_summed),
@@ -131,7 +147,7 @@ class BlobHeader:
                    fingerprint=f.hexdigits("fingerprint", 64), stage=stage,  # type: ignore[arg-type]
                    kind=f.text("kind", KINDS),  # type: ignore[arg-type]
                    names=None if raw_names is None else tuple(raw_names), shapes=shapes, dtypes=tuple(dtypes),
-                   weight=f.number("weight", 0.0), rho=f.number("rho", 0.0, float(n_summed)), n_summed=n_summed,
+                   weight=f.number("weight", 0.0), rho=f.number("rho", 0.0), n_summed=n_summed, ids=tuple(ids),
                    bound=f.number("bound", 0.0), scale=f.number("scale", 1e-300), report=report,
                    chunk_sizes=tuple(f.check_int("chunks", c, 16, MAX_CHUNK) for c in f.items("chunks", MAX_CHUNKS)))
 
@@ -160,11 +176,33 @@ class BlobHeader:
                             f"'{self.kind}' need {expected}")
 
     def check_same(self, first: BlobHeader, what: str) -> None:
-        """Refuse a blob that cannot be added to ``first`` (kind, names, shapes or dtypes differ)."""
+        """Refuse a blob that cannot be added to ``first``.
+
+        Kind, names, shapes or dtypes differ; or, for a mean, the blobs were weighted under different
+        total weights (``rho / weight`` differs), so that the sum would not be a weighted mean.
+        """
         for field in ("kind", "names", "shapes", "dtypes"):
             if getattr(self, field) != getattr(first, field):
                 raise BlobError(f"{what} does not match blob 0: its {field} differ "
                                 f"({_brief(getattr(self, field))} vs {_brief(getattr(first, field))})")
+        if self.kind == "mean" and not math.isclose(self.rho * first.weight, first.rho * self.weight, rel_tol=1e-9):
+            mine = self.rho / self.weight if self.weight else math.inf
+            theirs = first.rho / first.weight if first.weight else math.inf
+            raise BlobError(f"{what} was encrypted under another total_weight than blob 0 (rho / weight is "
+                            f"{mine:.6g}, blob 0 has {theirs:.6g}): the blobs of one sum need the same "
+                            f"total_weight, or none at all, for the sum to be their weighted mean")
+
+    def check_disjoint(self, seen: dict[str, int], what: str) -> None:
+        """Refuse a blob holding an update already summed; ``seen`` maps update ids to the blob that held them."""
+        for uid in self.ids:
+            if uid in seen:
+                raise BlobError(f"{what} holds an update that blob {seen[uid]} already holds (update id "
+                                f"{uid[:12]}): the same update added twice would count its weight twice")
+
+
+def new_id() -> str:
+    """A fresh random update id."""
+    return secrets.token_hex(ID_HEX // 2)
 
 
 def _shape(f: frame.Fields, raw: Any) -> tuple[int, ...]:

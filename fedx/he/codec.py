@@ -1,9 +1,11 @@
 """Named arrays to one encrypted blob and back: :func:`encrypt`, :func:`decrypt`, :func:`inspect`.
 
 ``encrypt`` takes a list or a dict of arrays (any shapes, including 0-d and empty) and a weight. For
-``kind="mean"`` it sends ``rho * arrays`` with ``rho = weight / total_weight``; ``decrypt`` of an aggregate
-returns ``sum(rho_i * a_i) / sum(rho_i)``, the weighted mean, and ``sum(weight_i)``. For ``kind="sum"``
-the arrays are summed as they are (statistics).
+``kind="mean"`` it sends ``rho * arrays`` with ``rho = weight / total_weight``, or ``rho = weight`` when
+no total weight is given (the total is then known only after aggregation); ``decrypt`` of an aggregate
+returns ``sum(rho_i * a_i) / sum(rho_i)``, the weighted mean, and ``sum(weight_i)``. Both ways give the
+same weighted mean; the blobs of one sum must all be made the same way (``he.aggregate`` checks that
+``rho / weight`` agrees). For ``kind="sum"`` the arrays are summed as they are (statistics).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from ..errors import BlobError, HEError, KeyFileError
-from .blob import DTYPES, VERSION, BlobHeader, pack_blob, unpack_blob
+from ..errors import BlobError, CapacityError, HEError, KeyFileError
+from .blob import DTYPES, VERSION, BlobHeader, new_id, pack_blob, unpack_blob
 from .keys import SecretContext
 from .schemes import KINDS, Kind
 
@@ -39,7 +41,10 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         This client's weight (for example its number of samples); it travels in plaintext.
     total_weight : float, optional
         Sum of the weights of the clients in the round (``kind="mean"`` only); the blob carries
-        ``rho = weight / total_weight``. Defaults to ``weight`` (rho = 1), which limits how many clients fit.
+        ``rho = weight / total_weight``, so the rhos of a round sum to 1 and many clients fit. Without it
+        the blob carries ``rho = weight``: the aggregate still decrypts to the weighted mean, but the
+        summed weights must fit the preset's range (bfv-compact at 16 bits: a sum of weights of at
+        most 15.75), and a weight beyond it is refused with a CapacityError naming ``total_weight``.
     kind : {"mean", "sum"}
         Weighted mean of model updates, or plain sum of statistics.
     value_bound : float, optional
@@ -60,7 +65,7 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
     BlobError
         Malformed arrays, NaN/Inf, or a weight that gives rho > 1.
     CapacityError
-        Values that the preset cannot hold.
+        Values that the preset cannot hold, or a weight too large without ``total_weight``.
     """
     key = _require_secret(secret, "he.encrypt")
     if kind not in KINDS:
@@ -71,9 +76,9 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
             raise HEError("total_weight applies to kind='mean' only; kind='sum' adds the arrays unweighted")
         rho = 1.0
     else:
-        total = weight if total_weight is None else _positive(total_weight, "total_weight")
+        total = 1.0 if total_weight is None else _positive(total_weight, "total_weight")
         rho = weight / total
-        if rho > 1.0:
+        if total_weight is not None and rho > 1.0:
             raise BlobError(f"weight {weight:g} exceeds total_weight {total:g} (rho = {rho:.4g} > 1): total_weight "
                             f"must be the sum of the weights of the clients in the round")
     names, shapes, dtypes, flat = _flatten(arrays)
@@ -87,6 +92,14 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
     encoded = preset.encode(kind, flat, rho)
     if value_bound is not None:
         encoded = preset.public_encoding(encoded, kind, rho, vb)
+    per_weight = encoded.bound / rho  # the slot magnitude that one unit of weight takes
+    if kind == "mean" and total_weight is None and encoded.bound > preset.capacity(kind) >= per_weight:
+        raise CapacityError(f"he.encrypt: without total_weight a blob carries weight * values, so that the "
+                            f"aggregate decrypts to the weighted mean; weight={weight:g} needs |slot| up to "
+                            f"{encoded.bound:.6g} > {preset.capacity(kind):.6g}, the most {preset.name} holds, so "
+                            f"the weights of one sum may add up to at most {preset.capacity(kind) / per_weight:.4g}. "
+                            f"Pass total_weight (the sum of the weights of the clients in the round), or scale the "
+                            f"weights down")
     preset.check_capacity(kind, 1, encoded.bound, rho, "he.encrypt")
     chunks = key.seal_key.encrypt(encoded.rows, kind)
     report = encoded.report
@@ -97,7 +110,7 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         log.info("he.encrypt: %d non-zero values rounded to zero (rho = %.3g)", report.zeroed, rho)
     header = BlobHeader(version=VERSION, preset=preset.name, params=preset.params_hash, fingerprint=key.fingerprint,
                         stage="update", kind=kind, names=names, shapes=shapes, dtypes=dtypes, weight=weight, rho=rho,
-                        n_summed=1, bound=encoded.bound, scale=encoded.scale, report=report,
+                        n_summed=1, ids=(new_id(),), bound=encoded.bound, scale=encoded.scale, report=report,
                         chunk_sizes=tuple(len(c) for c in chunks))
     return pack_blob(header, chunks)
 

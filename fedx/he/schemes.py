@@ -1,7 +1,8 @@
 """Encryption presets: parameters, capacity, precision, and how each scheme encodes values into slots.
 
-Two kinds of blob exist. ``"mean"`` carries ``rho * update`` (``rho = weight / total_weight``), and the
-institutions divide the decrypted sum by the summed rhos. ``"sum"`` carries statistics that are summed as is.
+Two kinds of blob exist. ``"mean"`` carries ``rho * update`` (``rho = weight / total_weight``, or
+``rho = weight`` without a total), and the institutions divide the decrypted sum by the summed rhos.
+``"sum"`` carries statistics that are summed as is.
 
 A preset states its 128-bit security, its precision (:meth:`Preset.precision`), and the most it can sum
 (:meth:`Preset.capacity`, :attr:`Preset.max_additions`). :meth:`Preset.check_capacity` refuses any sum that

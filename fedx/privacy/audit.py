@@ -1,9 +1,19 @@
-"""A hash-chained ledger of everything that leaves an institution.
+"""A hash-chained ledger of everything that leaves an institution, anchored in the server's receipts.
 
 Each line is one JSON object: ``seq``, ``time`` (UTC), ``round``, ``kind`` (what was sent), ``bytes``,
 ``sha256`` of the payload, ``checks`` (the policy checks applied), ``prev`` (the previous line's
-hash) and ``hash``, the sha256 of the line's canonical JSON without ``hash``. Editing, deleting,
-inserting or reordering a line breaks the chain, and :func:`verify` says where.
+hash), optionally ``anchor`` (the other side's head, below) and ``hash``, the sha256 of the line's
+canonical JSON without ``hash``. Editing, deleting, inserting or reordering a line breaks the chain,
+and :func:`verify` says where.
+
+A chain alone cannot show that its last lines were removed, or that a line was edited and every hash
+after it recomputed. So each side keeps the other's head. Every reply of an institution carries its
+ledger head (``seq`` and ``hash`` of its latest entry), and the server's receipt of that reply
+(``receipts.jsonl``, a ledger of the same format) records it as its ``anchor``; every request of the
+server carries the hash of its latest receipt for that institution, and the institution's entry for
+its answer records it as its ``anchor``. :func:`verify_receipts` checks a ledger against the server's
+receipts: an institution cannot rewrite its past without a mismatch against the receipts, and the
+server cannot rewrite the receipts without a mismatch against the institution's ledger.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ from ..errors import AuditError
 
 GENESIS = "0" * 64
 _FIELDS = ("seq", "time", "round", "kind", "bytes", "sha256", "checks", "prev")
+_OPTIONAL = ("anchor",)  # hashed when present, so that older ledgers still verify
 
 
 def _line_hash(entry: Mapping[str, Any]) -> str:
-    body = {k: entry[k] for k in _FIELDS}
+    body = {k: entry[k] for k in (*_FIELDS, *(k for k in _OPTIONAL if k in entry))}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -48,11 +59,17 @@ class AuditLedger:
             report = verify(self.path)
             self._seq, self._prev = report.entries, report.head
 
+    @property
+    def head(self) -> dict[str, Any]:
+        """``{"seq", "hash"}`` of the latest entry (``seq`` 0 and the genesis hash when empty)."""
+        return {"seq": self._seq, "hash": self._prev}
+
     def append(self, *, round: int, kind: str, payload: bytes | Sequence[bytes],
-               checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               checks: Mapping[str, Any] | None = None, anchor: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Record one message that leaves the institution; return the written entry.
 
-        ``payload`` is the bytes that left (or the list of its parts, hashed in order).
+        ``payload`` is the bytes that left (or the list of its parts, hashed in order). ``anchor`` is the
+        other side's head (see the module docstring), recorded and hashed with the entry.
         """
         parts = [payload] if isinstance(payload, (bytes, bytearray)) else list(payload)
         h = hashlib.sha256()
@@ -68,6 +85,8 @@ class AuditLedger:
             "checks": dict(checks or {}),
             "prev": self._prev,
         }
+        if anchor is not None:
+            entry["anchor"] = {"seq": int(anchor["seq"]), "hash": str(anchor["hash"])}
         entry["hash"] = _line_hash(entry)
         line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -150,3 +169,144 @@ def summary(path: str | Path) -> dict[str, Any]:
         "by_kind": {k: {"messages": by_kind[k], "bytes": bytes_by_kind[k]} for k in sorted(by_kind)},
         "checks": dict(sorted(checks.items())),
     }
+
+
+def head_from(value: Any) -> dict[str, Any] | None:
+    """A head received from the other side (``{"seq": int >= 0, "hash": 64 hex}``), or None when malformed."""
+    if not isinstance(value, Mapping):
+        return None
+    seq, digest = value.get("seq"), value.get("hash")
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or len(digest) != 64 \
+            or any(c not in "0123456789abcdef" for c in digest):
+        return None
+    return {"seq": seq, "hash": digest}
+
+
+def entries(path: str | Path) -> list[dict[str, Any]]:
+    """The entries of a ledger, in order, after checking its chain."""
+    verify(path)
+    return [e for _, e in _read(Path(path))]
+
+
+@dataclass(frozen=True)
+class ReceiptsReport:
+    """The result of checking a ledger against the server's receipts."""
+
+    ledger: VerifyReport
+    receipts: Path
+    institution: str
+    receipted: int              # entries whose message the server's receipts record
+    unreceipted: tuple[int, ...]  # entries the server never received (covered by later heads when not last)
+
+
+def verify_receipts(path: str | Path, receipts: str | Path, institution: str | None = None) -> ReceiptsReport:
+    """Check a ledger's chain, the receipts' chain, and the ledger against the receipts.
+
+    Each receipt of the institution's replies records the ledger head that came with the reply: entry
+    ``seq`` must exist with that hash, and entry ``seq + 1`` must be the reply (same round, kind, bytes
+    and sha256). Each ledger entry's ``anchor`` must be a receipt with that hash. So removing the last
+    entries, or editing one and recomputing the chain, shows against the receipts; and so does a rewrite
+    of the receipts against the ledger.
+
+    Parameters
+    ----------
+    path : str or Path
+        The institution's ledger.
+    receipts : str or Path
+        The server's ``receipts.jsonl`` of the same run(s).
+    institution : str, optional
+        The institution's name in the receipts; found from the ledger when not given.
+
+    Raises
+    ------
+    AuditError
+        Naming the first ledger entry that does not match (or the broken line of either chain).
+    """
+    p, r = Path(path), Path(receipts)
+    if not r.exists():
+        raise AuditError(f"{r}: the server's receipts are not found, so {p} cannot be checked from entry 1 on "
+                         f"(a chain alone does not show removed last entries or a recomputed chain); pass the "
+                         f"server's receipts.jsonl with --receipts, or --chain-only to check the chain alone")
+    report = verify(p)
+    mine = [e for _, e in _read(p)]
+    theirs = entries(r)
+    name = institution if institution is not None else _institution_of(mine, theirs, r)
+    got = [x for x in theirs if x["checks"].get("institution") == name]
+    if not got:
+        known = sorted({str(x["checks"].get("institution")) for x in theirs})
+        raise AuditError(f"{r}: no receipt for {name!r} (the receipts name {', '.join(known) or 'nobody'}); entry 1 "
+                         f"of {p} cannot be checked")
+    n = len(mine)
+    faults: list[tuple[int, str]] = []
+    receipted: set[int] = set()
+    for rec in got:
+        where = f"the server's receipt {rec['seq']} (round {rec['round']}, {rec['kind']})"
+        head = head_from(rec.get("anchor"))
+        if head is None:
+            raise AuditError(f"{r}: receipt {rec['seq']} records no ledger head (receipts of an older fedx?); "
+                             f"check {p} with --chain-only")
+        s = head["seq"]
+        if s > n:
+            faults.append((n + 1, (f"entry {n + 1} is missing: {where} records a ledger of {s} entries before that "
+                                  f"reply, this one ends at entry {n} (the ledger was truncated)")))
+            continue
+        if (mine[s - 1]["hash"] if s else GENESIS) != head["hash"]:
+            bad = max(s, 1)
+            faults.append((bad, (f"entry {bad} does not match the server's receipts: its hash differs from the ledger "
+                                 f"head {head['hash'][:12]} that came with the next reply ({where}); the entry was "
+                                 f"edited, and the chain after it recomputed")))
+        k = s + 1
+        if k > n:
+            faults.append((k, (f"entry {k} is missing: {where} records a reply of {rec['bytes']} bytes (sha256 "
+                              f"{rec['sha256'][:12]}) that this ledger does not hold (the ledger was truncated)")))
+            continue
+        entry = mine[k - 1]
+        for field in ("round", "kind", "bytes", "sha256"):
+            if entry[field] != rec[field]:
+                faults.append((k, (f"entry {k} does not match {where}: its {field} is {entry[field]!r}, the server "
+                                  f"received {rec[field]!r}; the entry was edited, and the chain after it recomputed")))
+                break
+        receipted.add(k)
+    # This run's entries: from the first receipted one to the next that answers a run's first request
+    # (it carries no receipt head); those before and after belong to other runs, with other receipts.
+    first, last = min(receipted | {n + 1}), max(receipted | {0})
+    for k, entry in enumerate(mine[first - 1:], start=first):
+        anchor = entry.get("anchor")
+        if anchor is None:
+            if k > last:
+                break
+            continue
+        head = head_from(anchor)
+        if head is None or head["seq"] < 1:
+            faults.append((k, f"entry {k} holds a malformed receipt anchor {anchor!r}"))
+        elif head["seq"] > len(theirs):
+            faults.append((k, (f"entry {k} records the server's receipt {head['seq']}, but {r} ends at receipt "
+                              f"{len(theirs)}: the receipts were truncated, or are not those of this ledger's run")))
+        elif theirs[head["seq"] - 1]["hash"] != head["hash"]:
+            faults.append((k, (f"entry {k} records the server's receipt {head['seq']} as {head['hash'][:12]}, but {r} "
+                              f"holds another receipt there: the receipts were rewritten, or are not those of this "
+                              f"ledger's run")))
+    if faults:
+        k, message = min(faults, key=lambda f: f[0])
+        more = len({f[0] for f in faults}) - 1
+        raise AuditError(f"{p}: {message}" + (f" ({more} later entr{'y' if more == 1 else 'ies'} mismatch too)"
+                                               if more else ""))
+    return ReceiptsReport(ledger=report, receipts=r, institution=name, receipted=len(receipted),
+                          unreceipted=tuple(k for k in range(1, n + 1) if k not in receipted))
+
+
+def _institution_of(mine: list[dict[str, Any]], theirs: list[dict[str, Any]], receipts: Path) -> str:
+    """The institution whose receipts a ledger is checked against: from its anchors, or what it sent."""
+    for entry in mine:
+        head = head_from(entry.get("anchor"))
+        if head is not None and 1 <= head["seq"] <= len(theirs) and theirs[head["seq"] - 1]["hash"] == head["hash"]:
+            return str(theirs[head["seq"] - 1]["checks"].get("institution"))
+    sent = {e["sha256"] for e in mine}
+    for rec in theirs:
+        if rec["sha256"] in sent:
+            return str(rec["checks"].get("institution"))
+    names = sorted({str(x["checks"].get("institution")) for x in theirs})
+    if len(names) == 1:
+        return names[0]
+    raise AuditError(f"{receipts}: cannot tell which institution's receipts to check the ledger against; name it "
+                     f"with --institution (one of {', '.join(names)})")

@@ -60,8 +60,9 @@ def test_three_institutions_encrypted_tls_auth_audit_and_unregistered_node(tmp_p
     receipts = [json.loads(line) for line in (root / "server-out" / "receipts.jsonl").read_text().splitlines()]
     for name in SITES:
         ledger = root / name / "out" / "ledger.jsonl"
-        res = cli("audit", "verify", str(ledger), cwd=root)
+        res = cli("audit", "verify", str(ledger), "--receipts", str(root / "server-out" / "receipts.jsonl"), cwd=root)
         assert res.returncode == 0, res.stderr
+        assert f"for {name}: " in res.stdout and "not receipted" not in res.stdout
         got = sorted(ledger_entries(ledger))
         want = sorted((r["round"], r["kind"], r["bytes"], r["sha256"]) for r in receipts
                       if r["checks"]["institution"] == name)
@@ -80,3 +81,7 @@ def test_three_institutions_encrypted_tls_auth_audit_and_unregistered_node(tmp_p
     tampered.write_text("\n".join(lines) + "\n")
     res = cli("audit", "verify", str(tampered), cwd=root)
     assert res.returncode == 2 and ":4:" in res.stderr and "hash" in res.stderr
+    # Its last entry removed, the chain still holds, but the server's receipts show it.
+    tampered.write_text("\n".join(ledger.read_text().splitlines()[:-1]) + "\n")
+    res = cli("audit", "verify", str(tampered), "--receipts", str(root / "server-out" / "receipts.jsonl"), cwd=root)
+    assert res.returncode == 2 and f"entry {len(lines)} is missing" in res.stderr, res.stderr

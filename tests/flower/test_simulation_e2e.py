@@ -48,12 +48,16 @@ def test_run_leaves_valid_result_json_and_plots(plain_run: fedx.RunResult) -> No
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert (out / "history.csv").read_text().startswith("round,")
-    # Each institution keeps its model and an audit ledger that verifies.
-    from fedx.privacy.audit import verify
+    # Each institution keeps its model and an audit ledger that verifies, and matches the server's receipts.
+    from fedx.privacy.audit import verify, verify_receipts
 
     for name in ("north", "south", "east"):
         assert (out / "institutions" / name / "model.pt").exists()
-        assert verify(out / "institutions" / name / "ledger.jsonl").entries > 5
+        ledger = out / "institutions" / name / "ledger.jsonl"
+        assert verify(ledger).entries > 5
+        anchored = verify_receipts(ledger, out / "receipts.jsonl")
+        assert anchored.institution == name
+        assert (anchored.receipted, anchored.unreceipted) == (anchored.ledger.entries, ())
 
 
 def test_encrypted_run_ends_with_the_plaintext_model(plain_run: fedx.RunResult, encrypted_run: fedx.RunResult) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 import fedx.he as he
+from fedx.he.blob import new_id, pack_blob, unpack_blob
 
 
 @functools.cache
@@ -30,3 +32,13 @@ def assert_within(got: np.ndarray, want: np.ndarray, abs_tol: float, rel_tol: fl
     assert got64.shape == want64.shape
     excess = np.abs(got64 - want64) - (abs_tol + rel_tol * np.abs(want64))
     assert not np.any(excess > 0), f"max error exceeds the bound by {excess.max():.3g} (abs_tol {abs_tol:.3g})"
+
+
+def copies(blob: bytes, n: int) -> list[bytes]:
+    """``n`` blobs holding the very same ciphertexts under fresh update ids.
+
+    For tests of capacity and noise growth, whose worst case is one ciphertext added to itself;
+    ``he.aggregate`` refuses the same update (the same id) twice.
+    """
+    header, chunks = unpack_blob(blob)
+    return [pack_blob(dataclasses.replace(header, ids=(new_id(),)), [bytes(c) for c in chunks]) for _ in range(n)]

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from he_support import assert_within, keys, weighted_mean
+from he_support import assert_within, copies, keys, weighted_mean
 
 import fedx.he as he
-from fedx.errors import CapacityError
+from fedx.errors import BlobError, CapacityError
 
 SHAPES = [(), (0,), (7,), (4096,), (4097,), (3, 1500, 2), (2, 0, 3)]
 
@@ -83,31 +83,63 @@ def test_bfv_clipping_is_applied_counted_and_reported() -> None:
     assert_within(got[0], want, ks.preset.precision("mean", 4, 1.0, 0.0).abs)
 
 
-def test_bfv_without_total_weight_sums_up_to_capacity_then_refuses() -> None:
+@pytest.mark.parametrize("preset, weights", [
+    ("bfv-compact", [1.0, 2.5, 7.0, 4.0]),      # at 16 bits the weights of one sum may add up to 15.75
+    ("ckks", [120.0, 30.0, 850.0, 4.0]),
+])
+def test_without_total_weight_the_aggregate_is_the_true_weighted_mean(preset: str, weights: list[float]) -> None:
+    """DESIGN's call, ``he.encrypt(secret, arrays, weight=n)`` with no total: the weighted mean, and sum(n)."""
+    ks = keys(preset)
+    rng = np.random.default_rng(12)
+    updates = [[rng.uniform(-0.9, 0.9, 300), rng.uniform(-0.9, 0.9, (4, 5))] for _ in weights]
+    blobs = [he.encrypt(ks.secret, u, weight=w) for u, w in zip(updates, weights)]
+    got, weight = he.decrypt(ks.secret, he.aggregate(ks.public, blobs))
+    assert weight == pytest.approx(sum(weights))
+    tol = _stated_abs(ks.preset, len(weights), sum(weights), updates, weights)
+    assert tol < 1e-4  # within the quantization step (bfv-compact) or CKKS noise: far below the weighting's effect
+    want = weighted_mean(updates, weights)
+    unweighted = [np.mean([u[j] for u in updates], axis=0) for j in range(2)]
+    for g, w, uw in zip(got, want, unweighted):
+        assert_within(g, w, tol)
+        assert np.abs(w - uw).max() > 100 * tol  # the unweighted mean would fail this test
+
+
+def test_bfv_without_total_weight_refuses_weights_beyond_its_range_naming_total_weight() -> None:
     ks = keys("bfv-compact")
-    capacity = ((1032193 - 1) // 2) // (2**15 - 1)  # t = 1032193, bits = 16: 15 clients at rho = 1
-    assert capacity == 15
-    rng = np.random.default_rng(11)
-    updates = [[rng.uniform(-1, 1, 300)] for _ in range(capacity + 1)]
-    blobs = [he.encrypt(ks.secret, u, weight=10.0 + i) for i, u in enumerate(updates)]
-    got, weight = he.decrypt(ks.secret, he.aggregate(ks.public, blobs[:capacity]))
-    # rho = 1 for each client: the result is the plain mean of the updates, and the summed weight.
-    assert weight == pytest.approx(sum(10.0 + i for i in range(capacity)))
-    want = np.mean([u[0] for u in updates[:capacity]], axis=0)
-    assert_within(got[0], want, ks.preset.precision("mean", capacity, capacity, 0.0).abs)
-    with pytest.raises(CapacityError, match=r"blob 15: plain-modulus limit.*lower he\.bits to 15.*total_weight"):
+    with pytest.raises(CapacityError, match=r"weight=500 needs .*at most 15\.75\. Pass total_weight"):
+        he.encrypt(ks.secret, [np.ones(10)], weight=500.0)
+    blobs = [he.encrypt(ks.secret, [np.ones(10)], weight=10.0) for _ in range(2)]  # 10 + 10 > 15.75
+    with pytest.raises(CapacityError, match=r"blob 1: plain-modulus limit.*total_weight"):
         he.aggregate(ks.public, blobs)
+    # With total_weight, the same weights fit, and give the same weighted mean.
+    rng = np.random.default_rng(4)
+    updates = [[rng.uniform(-1, 1, 50)] for _ in range(2)]
+    got, _ = he.decrypt(ks.secret, he.aggregate(ks.public, [he.encrypt(ks.secret, u, weight=w, total_weight=510.0)
+                                                            for u, w in zip(updates, (10.0, 500.0))]))
+    assert_within(got[0], weighted_mean(updates, [10.0, 500.0])[0], ks.preset.precision("mean", 2, 1.0, 0.0).abs)
+
+
+def test_blobs_weighted_under_different_total_weights_are_refused() -> None:
+    """Mixing totals (or a total and none) would silently give a wrongly weighted mean."""
+    ks = keys("ckks")
+    a = he.encrypt(ks.secret, [np.ones(10)], weight=2.0, total_weight=10.0)
+    b = he.encrypt(ks.secret, [np.ones(10)], weight=3.0, total_weight=20.0)
+    c = he.encrypt(ks.secret, [np.ones(10)], weight=3.0)
+    for other in (b, c):
+        with pytest.raises(BlobError, match=r"blob 1 was encrypted under another total_weight than blob 0"):
+            he.aggregate(ks.public, [a, other])
+    d = he.encrypt(ks.secret, [np.ones(10)], weight=8.0, total_weight=10.0)
+    assert he.inspect(he.aggregate(ks.public, [a, d])).rho == pytest.approx(1.0)
 
 
 def test_64_clients_at_rho_1_with_16_bits_is_refused_and_14_bits_fit_63() -> None:
     ks = keys("bfv-compact")
-    blob = he.encrypt(ks.secret, [np.ones(10)])
     with pytest.raises(CapacityError, match="plain-modulus limit") as err:
-        he.aggregate(ks.public, (blob for _ in range(64)))
+        he.aggregate(ks.public, (he.encrypt(ks.secret, [np.ones(10)]) for _ in range(64)))
     assert "he.bits=16" in str(err.value)
     small = keys("bfv-compact", bits=14)
     assert he.describe(small.preset)["max_clients"]["mean_at_rho_1"] == 63
-    agg = he.aggregate(small.public, [he.encrypt(small.secret, [np.ones(10)])] * 63)
+    agg = he.aggregate(small.public, [he.encrypt(small.secret, [np.ones(10)]) for _ in range(63)])
     got, _ = he.decrypt(small.secret, agg)
     assert_within(got[0], np.ones(10), small.preset.precision("mean", 63, 63.0, 0.0).abs)
 
@@ -116,7 +148,7 @@ def test_ckks_refuses_a_sum_beyond_its_modulus() -> None:
     ks = keys("ckks")
     blob = he.encrypt(ks.secret, [np.full(4, 1e5)])
     with pytest.raises(CapacityError, match=r"blob 2: modulus limit.*sum\(rho \* max\|value\|\)"):
-        he.aggregate(ks.public, [blob, blob, blob])
+        he.aggregate(ks.public, copies(blob, 3))
     with pytest.raises(CapacityError, match="modulus limit"):
         he.encrypt(ks.secret, [np.full(4, 3e5)])
 
@@ -138,7 +170,7 @@ def test_bfv_wire_sizes_meet_the_goals() -> None:
     ks = keys("bfv-compact")
     n = 10 * 4096
     blob = he.encrypt(ks.secret, [np.zeros(n)], weight=1.0, total_weight=2.0)
-    agg = he.aggregate(ks.public, [blob, blob])
+    agg = he.aggregate(ks.public, copies(blob, 2))
     assert len(blob) / n <= 6.5  # seeded ciphertexts: half of a full one
     assert len(agg) / n <= 13.0
     assert len(blob) < 0.55 * len(agg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from he_support import assert_within, keys
+from he_support import assert_within, copies, keys
 
 import fedx.he as he
 from fedx.errors import CapacityError, HEError
@@ -96,7 +96,7 @@ def test_bfv_noise_budget_covers_max_additions_even_when_noise_adds_coherently()
     blob = he.encrypt(ks.secret, [x], weight=1.0, total_weight=float(n))
     assert he.noise_budget(ks.secret, blob) >= preset.fresh_noise_bits
     # The same ciphertext added to itself: its noise grows linearly, the worst case.
-    agg = he.aggregate(ks.public, [blob] * n)
+    agg = he.aggregate(ks.public, copies(blob, n))
     budget = he.noise_budget(ks.secret, agg)
     assert budget >= 1, f"noise budget exhausted after {n} additions"
     got, _ = he.decrypt(ks.secret, agg)

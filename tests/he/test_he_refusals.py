@@ -111,6 +111,8 @@ def _repack(blob: bytes, **changes: object) -> bytes:
     ({"dtypes": ["object", "float64"]}, "'dtypes' is malformed"),
     ({"names": ["w", "w"]}, "'names' is malformed"),
     ({"n_summed": 0}, "'n_summed' is malformed"),
+    ({"ids": []}, "'ids' is malformed"),
+    ({"ids": ["not-hex"]}, "'ids' is malformed"),
     ({"weight": "3"}, "'weight' is malformed"),
     ({"chunks": [8] * 3}, "'chunks' is malformed"),
     ({"kind": "median"}, "'kind' is malformed"),
@@ -121,6 +123,30 @@ def test_crafted_headers_with_valid_checksums_are_refused(blob: bytes, changes: 
                                                           message: str) -> None:
     with pytest.raises(BlobError, match=message):
         he.aggregate(keys("bfv-compact").public, [_repack(blob, **changes)])
+
+
+def test_the_same_update_twice_is_refused_even_re_serialized_or_inside_an_aggregate(blob: bytes) -> None:
+    ks = keys("bfv-compact")
+    other = he.encrypt(ks.secret, {"w": np.zeros(9000), "b": np.ones(3)}, weight=7.0, total_weight=10.0)
+    with pytest.raises(BlobError, match=r"blob 1 holds an update that blob 0 already holds \(update id [0-9a-f]{12}\)"):
+        he.aggregate(ks.public, [blob, blob])
+    # A re-serialization (same header and ciphertexts, other bytes and digest) carries the same id.
+    header, chunks = unpack_blob(blob)
+    doc = dict(reversed(list(header.to_json().items())))
+    copy = frame.pack(MAGIC, VERSION, doc, [bytes(c) for c in chunks])
+    assert copy != blob and he.inspect(copy) == header
+    with pytest.raises(BlobError, match="blob 2 holds an update that blob 0 already holds"):
+        he.aggregate(ks.public, [blob, other, copy])
+    agg = he.aggregate(ks.public, [blob, other])
+    assert len(he.inspect(agg).ids) == 2
+    with pytest.raises(BlobError, match="blob 1 holds an update that blob 0 already holds"):
+        he.aggregate(ks.public, [agg, other])
+    # Each encryption draws a fresh id: encrypting the same values twice gives two updates.
+    again = he.encrypt(ks.secret, {"w": np.zeros(9000), "b": np.ones(3)}, weight=7.0, total_weight=10.0)
+    assert he.inspect(again).ids != he.inspect(other).ids
+    # A header whose ids do not account for n_summed is refused.
+    with pytest.raises(BlobError, match="'ids' is malformed"):
+        he.aggregate(ks.public, [_repack(agg, ids=[header.ids[0], header.ids[0]])])
 
 
 def test_crafted_ciphertext_bytes_are_refused_by_seal(blob: bytes) -> None:
@@ -167,10 +193,10 @@ def test_encrypt_refuses_bad_input(arrays: object, kwargs: dict[str, object], er
 
 def test_inspect_reads_the_header_without_keys(blob: bytes) -> None:
     header = he.inspect(blob)
-    assert (header.version, header.preset, header.stage, header.kind) == (1, "bfv-compact", "update", "mean")
+    assert (header.version, header.preset, header.stage, header.kind) == (2, "bfv-compact", "update", "mean")
     assert header.fingerprint == keys("bfv-compact").fingerprint
     assert header.names == ("w", "b") and header.shapes == ((9000,), (3,)) and header.dtypes == ("float64", "float64")
-    assert (header.weight, header.rho, header.n_summed) == (3.0, 0.3, 1)
+    assert (header.weight, header.rho, header.n_summed, len(header.ids)) == (3.0, 0.3, 1, 1)
     assert header.chunks == 3 and header.report.values == 9003 and header.report.clipped == 0
     doc = json.loads(bytes(blob[frame.PREFIX.size:frame.PREFIX.size + frame.PREFIX.unpack_from(blob)[2]]))
     assert "chunks" in doc and doc["fingerprint"] == header.fingerprint  # plain JSON, no pickle

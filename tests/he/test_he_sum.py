@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from he_support import assert_within, keys
+from he_support import assert_within, copies, keys
 
 import fedx.he as he
 from fedx.errors import CapacityError, HEError
@@ -72,8 +72,8 @@ def test_bfv_sum_refuses_values_that_would_lose_exactness_and_too_many_blobs() -
     with pytest.raises(CapacityError, match=r"2\^52"):
         he.encrypt(ks.secret, [np.array([2.0**52])], kind="sum")
     blob = he.encrypt(ks.secret, [np.arange(3)], kind="sum")
-    half = he.aggregate(ks.public, [blob] * 504)
-    full = he.aggregate(ks.public, [half, half])  # 1008 = (t - 1) / 2 // 512 blobs: the most that fit
+    # 1008 = (t - 1) / 2 // 512 blobs: the most that fit
+    full = he.aggregate(ks.public, [he.aggregate(ks.public, copies(blob, 504)) for _ in range(2)])
     got, _ = he.decrypt(ks.secret, full)
     assert np.array_equal(got[0], 1008 * np.arange(3))
     with pytest.raises(CapacityError, match=r"blob 1: plain-modulus limit.*at most 1008 fit"):
