@@ -10,6 +10,7 @@ same weighted mean; the blobs of one sum must all be made the same way (``he.agg
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,19 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         Values that the preset cannot hold, or a weight too large without ``total_weight``.
     """
     key = _require_secret(secret, "he.encrypt")
+    header, rows = encode_update(key, arrays, weight, total_weight, kind, value_bound, "he.encrypt")
+    chunks = key.seal_key.encrypt(rows, kind)
+    return pack_blob(dataclasses.replace(header, chunk_sizes=tuple(len(c) for c in chunks)), chunks)
+
+
+def encode_update(key: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], weight: float = 1.0,
+                  total_weight: float | None = None, kind: Kind = "mean", value_bound: float | None = None,
+                  where: str = "he.encrypt") -> tuple[BlobHeader, np.ndarray]:
+    """Everything of :func:`encrypt` but the encryption: the update's header (no chunk sizes yet) and its
+    encoded slot rows. Masking (:mod:`fedx.he.masked`) adds masks to the rows before it encrypts them.
+
+    Parameters and errors are those of :func:`encrypt`; ``where`` names the caller in messages.
+    """
     if kind not in KINDS:
         raise HEError(f"kind must be one of {KINDS}, got {kind!r}")
     weight = _positive(weight, "weight")
@@ -87,32 +101,31 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         vb = _positive(value_bound, "value_bound")
         over = int(np.count_nonzero(np.abs(flat) > vb))
         if over:
-            log.warning("he.encrypt: clipped %d of %d values to value_bound %.4g", over, flat.size, vb)
+            log.warning("%s: clipped %d of %d values to value_bound %.4g", where, over, flat.size, vb)
         flat = np.clip(flat, -vb, vb)
     encoded = preset.encode(kind, flat, rho)
     if value_bound is not None:
         encoded = preset.public_encoding(encoded, kind, rho, vb)
     per_weight = encoded.bound / rho  # the slot magnitude that one unit of weight takes
     if kind == "mean" and total_weight is None and encoded.bound > preset.capacity(kind) >= per_weight:
-        raise CapacityError(f"he.encrypt: without total_weight a blob carries weight * values, so that the "
+        raise CapacityError(f"{where}: without total_weight a blob carries weight * values, so that the "
                             f"aggregate decrypts to the weighted mean; weight={weight:g} needs |slot| up to "
                             f"{encoded.bound:.6g} > {preset.capacity(kind):.6g}, the most {preset.name} holds, so "
                             f"the weights of one sum may add up to at most {preset.capacity(kind) / per_weight:.4g}. "
                             f"Pass total_weight (the sum of the weights of the clients in the round), or scale the "
                             f"weights down")
-    preset.check_capacity(kind, 1, encoded.bound, rho, "he.encrypt")
-    chunks = key.seal_key.encrypt(encoded.rows, kind)
+    preset.check_capacity(kind, 1, encoded.bound, rho, where)
     report = encoded.report
     if report.clipped:
-        log.warning("he.encrypt: clipped %d of %d values to the clip range (largest |value| %.4g); raise he.clip if "
-                    "this is frequent", report.clipped, report.values, report.max_abs)
+        log.warning("%s: clipped %d of %d values to the clip range (largest |value| %.4g); raise he.clip if "
+                    "this is frequent", where, report.clipped, report.values, report.max_abs)
     if report.zeroed:
-        log.info("he.encrypt: %d non-zero values rounded to zero (rho = %.3g)", report.zeroed, rho)
+        log.info("%s: %d non-zero values rounded to zero (rho = %.3g)", where, report.zeroed, rho)
     header = BlobHeader(version=VERSION, preset=preset.name, params=preset.params_hash, fingerprint=key.fingerprint,
                         stage="update", kind=kind, names=names, shapes=shapes, dtypes=dtypes, weight=weight, rho=rho,
                         n_summed=1, ids=(new_id(),), bound=encoded.bound, scale=encoded.scale, report=report,
-                        chunk_sizes=tuple(len(c) for c in chunks))
-    return pack_blob(header, chunks)
+                        chunk_sizes=())
+    return header, encoded.rows
 
 
 def decrypt(secret: SecretContext, blob: bytes) -> tuple[Arrays, float]:

@@ -29,13 +29,13 @@ from typing import Any, Literal
 import numpy as np
 from tenseal import sealapi
 
-from ..errors import BlobError, HEError, MaskingError
+from ..errors import MaskingError
 from . import frame, seal
 from .aggregate import aggregate
-from .blob import VERSION, BlobHeader, pack_blob, unpack_blob
-from .codec import _flatten, _positive, _require_secret
+from .blob import BlobHeader, pack_blob, unpack_blob
+from .codec import _require_secret, encode_update
 from .keys import PublicContext, SecretContext
-from .schemes import KINDS, BfvPreset, Kind, Preset, get_preset
+from .schemes import BfvPreset, Kind, Preset, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +91,9 @@ def quantize(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], w
     """
     key = _require_secret(secret, "he.masked.quantize")
     preset = require_maskable(key.preset, "he.masked.quantize")
-    if kind not in KINDS:
-        raise HEError(f"kind must be one of {KINDS}, got {kind!r}")
-    weight = _positive(weight, "weight")
-    if kind == "sum":
-        if total_weight is not None:
-            raise HEError("total_weight applies to kind='mean' only; kind='sum' adds the arrays unweighted")
-        rho, value_bound = 1.0, preset.max_sum_value
-    else:
-        total = weight if total_weight is None else _positive(total_weight, "total_weight")
-        rho, value_bound = weight / total, preset.clip
-        if rho > 1.0:
-            raise BlobError(f"weight {weight:g} exceeds total_weight {total:g} (rho = {rho:.4g} > 1): total_weight "
-                            f"must be the sum of the weights of the clients in the round")
-    names, shapes, dtypes, flat = _flatten(arrays)
-    encoded = preset.encode(kind, flat, rho)
-    if encoded.report.clipped:
-        log.warning("he.masked.quantize: clipped %d of %d values to the clip range", encoded.report.clipped,
-                    encoded.report.values)
-    public = preset.public_encoding(encoded, kind, rho, value_bound)
-    preset.check_capacity(kind, 1, public.bound, rho, "he.masked.quantize")
-    header = BlobHeader(version=VERSION, preset=preset.name, params=preset.params_hash, fingerprint=key.fingerprint,
-                        stage="update", kind=kind, names=names, shapes=shapes, dtypes=dtypes, weight=weight, rho=rho,
-                        n_summed=1, bound=public.bound, scale=public.scale, report=public.report, chunk_sizes=())
-    return Quantized(header, public.rows, preset.plain_modulus)
+    bound = preset.max_sum_value if kind == "sum" else preset.clip
+    header, rows = encode_update(key, arrays, weight, total_weight, kind, bound, "he.masked.quantize")
+    return Quantized(header, rows, preset.plain_modulus)
 
 
 def encrypt_masked(secret: SecretContext, quantized: Quantized, masked_rows: np.ndarray, tag: str) -> bytes:
