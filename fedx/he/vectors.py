@@ -196,6 +196,17 @@ class VectorKey:
             out[2 * i], out[2 * i + 1] = total.real, total.imag
         return out[:count] / (1.0 + self._bias)
 
+    def decrypt_slots(self, data: bytes | memoryview, where: str = "encrypted sums") -> np.ndarray:
+        """Every slot of every ciphertext of a sums blob, (ciphertexts, slots) complex: what the owner could read."""
+        _, parts = _unpack_parts(data, "sums", where)
+        eng = _engine()
+        out = []
+        for i, part in enumerate(parts):
+            pt = sealapi.Plaintext()
+            self._decryptor.decrypt(eng.load(part, f"{where}, ciphertext {i}", summed=True), pt)
+            out.append(np.asarray(eng.encoder.decode_complex(pt)))
+        return np.array(out)
+
     def scale_bias(self) -> float:
         """Relative bias of a decrypted product after the rescale, measured on ones times ones."""
         ones = np.ones(slot_count())
