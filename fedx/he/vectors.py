@@ -250,46 +250,71 @@ class VectorEvaluator:
         eng = _engine()
         return [eng.load(p, f"{where}, ciphertext {i}", summed=False) for i, p in enumerate(parts)]
 
-    def inner_sums(self, vector: bytes | memoryview | list[Any], plains: Sequence[np.ndarray],
-                   masks: np.ndarray | None = None) -> bytes:
-        """``sum_i c_i f_i`` for each plaintext vector ``f`` in ``plains``, under the owner's key.
+    def encode(self, plains: Sequence[np.ndarray]) -> list[list[Any]]:
+        """The plaintexts of :meth:`inner_sums`, encoded once (two vectors per complex plaintext, per chunk).
 
-        Two plaintext vectors share one ciphertext (real and imaginary part). ``masks`` (one real number per
-        total) are added to the totals, for the decrypting owner to see only masked totals.
+        An all-zero chunk is ``None`` (it adds nothing to a sum).
         """
         eng = _engine()
-        if not isinstance(vector, list):
-            n = int(_unpack_parts(vector, "vector", "encrypted vector")[0]["rows"])
-            vector = self.load_vector(vector, n)
         plains = [np.asarray(f, dtype=np.float64) for f in plains]
-        parts = []
+        out = []
         for start in range(0, len(plains), 2):
             pair = plains[start:start + 2]
             packed = pair[0].astype(np.complex128)
             if len(pair) == 2:
                 packed = packed + 1j * pair[1]
-            rows = _chunks(packed)
-            if rows.shape[0] != len(vector) - 1:
+            chunk_pts = []
+            for row in _chunks(packed):
+                if not row.any():
+                    chunk_pts.append(None)
+                    continue
+                pt = sealapi.Plaintext()
+                eng.encoder.encode(row.tolist(), eng.top, VECTOR_SCALE, pt)
+                chunk_pts.append(pt)
+            out.append(chunk_pts)
+        return out
+
+    def inner_sums(self, vector: bytes | memoryview | list[Any], plains: Sequence[np.ndarray] | None = None,
+                   masks: np.ndarray | None = None, *, encoded: list[list[Any]] | None = None,
+                   count: int | None = None) -> bytes:
+        """``sum_i c_i f_i`` for each plaintext vector ``f`` in ``plains``, under the owner's key.
+
+        Two plaintext vectors share one ciphertext (real and imaginary part). ``masks`` (one real number per
+        total) are added to the totals, for the decrypting owner to see only masked totals. ``encoded`` (from
+        :meth:`encode`, with ``count`` totals) saves encoding the same plaintexts again for another vector.
+        """
+        eng = _engine()
+        if not isinstance(vector, list):
+            n = int(_unpack_parts(vector, "vector", "encrypted vector")[0]["rows"])
+            vector = self.load_vector(vector, n)
+        if encoded is None:
+            if plains is None:
+                raise HEError("inner sums: give the plaintext vectors or their encoding")
+            encoded, count = self.encode(plains), len(plains)
+        assert count is not None
+        parts = []
+        for index, chunk_pts in enumerate(encoded):
+            if len(chunk_pts) != len(vector) - 1:
                 raise HEError("inner sums: the plaintext vectors and the encrypted vector have different lengths")
             acc = sealapi.Ciphertext()
             eng.evaluator.multiply_plain(vector[-1], _ones(), acc)
-            for ct, row in zip(vector, rows):
-                if not row.any():
+            for ct, pt in zip(vector, chunk_pts):
+                if pt is None:
                     continue
-                pt = sealapi.Plaintext()
-                eng.encoder.encode(row.tolist(), ct.parms_id(), VECTOR_SCALE, pt)
                 prod = sealapi.Ciphertext()
                 eng.evaluator.multiply_plain(ct, pt, prod)
                 eng.evaluator.add_inplace(acc, prod)
             eng.evaluator.rescale_to_next_inplace(acc)
-            for step in _rotation_steps():
-                rotated = sealapi.Ciphertext()
-                eng.evaluator.rotate_vector(acc, step, self._galois, rotated)
-                eng.evaluator.add_inplace(acc, rotated)
+            if any(pt is not None for pt in chunk_pts):  # a sum of zeros needs no rotation
+                for step in _rotation_steps():
+                    rotated = sealapi.Ciphertext()
+                    eng.evaluator.rotate_vector(acc, step, self._galois, rotated)
+                    eng.evaluator.add_inplace(acc, rotated)
             if masks is not None:
-                mask = complex(masks[start], masks[start + 1] if len(pair) == 2 else 0.0)
+                start = 2 * index
+                mask = complex(masks[start], masks[start + 1] if start + 1 < count else 0.0)
                 pm = sealapi.Plaintext()
                 eng.encoder.encode(mask, acc.parms_id(), acc.scale, pm)
                 eng.evaluator.add_plain_inplace(acc, pm)
             parts.append(_scratch.save(acc))
-        return _pack_parts("sums", parts, count=len(plains))
+        return _pack_parts("sums", parts, count=count)

@@ -72,7 +72,9 @@ class VectorEvaluatorLike(Protocol):
     """The other party's side: inner products of the owner's vectors with its plaintext vectors."""
 
     def load_vector(self, data: bytes | memoryview, rows: int, where: str = ...) -> Any: ...
-    def inner_sums(self, vector: Any, plains: Sequence[np.ndarray], masks: np.ndarray | None = None) -> bytes: ...
+    def encode(self, plains: Sequence[np.ndarray]) -> Any: ...
+    def inner_sums(self, vector: Any, plains: Sequence[np.ndarray] | None = None, masks: np.ndarray | None = None,
+                   *, encoded: Any = None, count: int | None = None) -> bytes: ...
 
 
 class PlainVectors:
@@ -95,7 +97,12 @@ class PlainVectors:
             raise BlobError(f"{where}: holds {vec.size} rows; the shared rows are {rows}")
         return vec
 
-    def inner_sums(self, vector: Any, plains: Sequence[np.ndarray], masks: np.ndarray | None = None) -> bytes:
+    def encode(self, plains: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(f, dtype=np.float64) for f in plains]
+
+    def inner_sums(self, vector: Any, plains: Sequence[np.ndarray] | None = None, masks: np.ndarray | None = None,
+                   *, encoded: Any = None, count: int | None = None) -> bytes:
+        plains = encoded if plains is None else plains
         vec = vector if isinstance(vector, np.ndarray) else np.frombuffer(vector, dtype="<f8")
         sums = np.array([float(vec @ np.asarray(f, dtype=np.float64)) for f in plains])
         if masks is not None:

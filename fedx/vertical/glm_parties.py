@@ -179,9 +179,13 @@ class FeatureParty:
             raise BlobError(f"party {self.name}: {len(requests)} requests for {len(vectors)} vectors")
         n = self.X.shape[0]
         out = []
+        encoded: dict[str, Any] = {}  # the same recipes for several vectors (the cross block) are encoded once
         for i, (recipes, blob) in enumerate(zip(requests, vectors)):
             vec = self._label_eval.load_vector(blob, n, f"vector {i} from the label party")
-            out.append(self._label_eval.inner_sums(vec, [self._recipe(r) for r in recipes]))
+            key = repr(recipes)
+            if key not in encoded:
+                encoded[key] = self._label_eval.encode([self._recipe(r) for r in recipes])
+            out.append(self._label_eval.inner_sums(vec, encoded=encoded[key], count=len(recipes)))
         return out
 
 
