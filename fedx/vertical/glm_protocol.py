@@ -40,7 +40,7 @@ class VerticalGLMResult:
     report : dict
         :func:`fedx.aggregators.newton.glm_report` of the joint fit (z, p-values, relativities, ...).
     history : list of dict
-        Per Newton round: ``round``, ``seconds``, ``bytes_up`` (label to feature party), ``bytes_down``.
+        Per Newton round: ``round``, ``seconds`` (wall), ``cpu_seconds`` (this process), ``bytes_up`` (label to feature party), ``bytes_down``.
     """
 
     params: dict[str, float]
@@ -92,7 +92,7 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
     history: list[dict[str, Any]] = []
     for exchange in range(max_rounds):
         rnd = 0 if label.state is None else label.state.round
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         replies = {}
         for name, data in outbox.items():
             if ledgers and label.name in ledgers:
@@ -102,12 +102,13 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
                 ledgers[name].append(round=rnd, kind="vertical_glm", payload=replies[name])
         up, down = sum(map(len, outbox.values())), sum(map(len, replies.values()))
         outbox = label.receive(replies)
-        seconds = time.perf_counter() - t0
+        step = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "bytes_up": up,
+                "bytes_down": down}
         if history and history[-1]["round"] == rnd:  # the unmask exchange belongs to the same Newton round
-            history[-1].update(seconds=history[-1]["seconds"] + seconds, bytes_up=history[-1]["bytes_up"] + up,
-                               bytes_down=history[-1]["bytes_down"] + down)
+            for key, value in step.items():
+                history[-1][key] += value
         else:
-            history.append({"round": rnd, "seconds": seconds, "bytes_up": up, "bytes_down": down})
+            history.append({"round": rnd, **step})
         if label.done:
             return _result(label, history)
     raise AggregationError(f"vertical newton: the fit did not converge in {max_rounds} exchanges")
