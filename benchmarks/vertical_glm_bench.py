@@ -58,7 +58,8 @@ def run(n: int, pg: int, ph: int, label_block: str, encryption: str) -> None:
     down = max(h["bytes_down"] for h in rounds) / 1e6
     dp = np.max(np.abs(np.array(list(res.params.values())) - ref.params) / np.abs(ref.params))
     ds = np.max(np.abs(np.array(list(res.bse.values())) - ref.bse) / ref.bse)
-    print(f"n={n:>7} {pg}+{ph} {encryption}/{label_block}: {len(rounds)} rounds, {per_round:.2f} s/round, "
+    print(f"n={n:>7} {pg}+{ph} {encryption}/{label_block}: {len(rounds)} rounds, {per_round:.2f} s/round "
+          f"({per_round_cpu:.2f} CPU s), "
           f"max {up:.1f} MB up / {down:.1f} MB down per round; setup {setup['seconds']:.2f} s, "
           f"{setup['bytes_up'] / 1e6:.1f} MB up / {setup['bytes_down'] / 1e6:.1f} MB down; whole fit {total:.1f} s "
           f"({total_cpu:.1f} CPU s); statsmodels {sm_seconds:.2f} s ({sm_cpu:.2f} CPU s; CPU ratio "

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tenseal.sealapi as sealapi
+from tenseal import sealapi
 
 from ..errors import BlobError, HEError
 from . import frame
@@ -212,7 +212,7 @@ class VectorKey:
         ones = np.ones(slot_count())
         evaluator = VectorEvaluator(self._public)
         blob = evaluator.inner_sums(self.encrypt(ones), [ones])
-        head, parts = _unpack_parts(blob, "sums", "scale probe")
+        _, parts = _unpack_parts(blob, "sums", "scale probe")
         eng = _engine()
         pt = sealapi.Plaintext()
         self._decryptor.decrypt(eng.load(parts[0], "scale probe", summed=True), pt)

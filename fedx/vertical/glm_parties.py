@@ -476,7 +476,7 @@ class LabelParty:
         fam, k, n = self.fam, self.k, float(self.Z.shape[0])
         layout = stats_layout(k - 1, fam.name)
         vec = np.zeros(next(reversed(layout.values())).stop)
-        put = lambda name, value: vec.__setitem__(layout[name], value)  # noqa: E731
+        put = lambda name, value: vec.__setitem__(layout[name], value)
         st = self._static
         put("count", n)
         put("sum_weight", float(np.sum(self.w)))

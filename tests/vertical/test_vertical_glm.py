@@ -134,3 +134,26 @@ def test_heart_table_split_by_columns() -> None:
     np.testing.assert_allclose(list(res.bse.values()), ref.bse, rtol=1e-6)
     np.testing.assert_allclose([res.deviance, res.aic], [ref.deviance, ref.aic], rtol=1e-6)
     assert res.nobs == len(y) > 600
+
+
+def test_health_insurance_generator_fits_vertically() -> None:
+    """The generator's insurer and hospital, on their shared people: the vertical fit equals the pooled one."""
+    from fedx.data.synthetic.health_insurance import HEALTH_LEVELS, generate_health_insurance
+    data = generate_health_insurance(8_000, seed=11)
+    shared = data.insurer.merge(data.hospitals["hospital"], on="person_id")  # the rows a PSI would align
+    dummies, names = [], []
+    for factor, levels in HEALTH_LEVELS.items():
+        for level in levels[1:]:
+            dummies.append((shared[factor] == level).to_numpy(float))
+            names.append(f"{factor}[T.{level}]")
+    xg = np.column_stack(dummies)
+    hosp_cols = ["diabetes", "hypertension", "heart_disease", "bmi", "systolic_bp"]
+    xh = shared[hosp_cols].to_numpy(float)
+    y, exposure = shared["claims"].to_numpy(float), shared["exposure"].to_numpy(float)
+    label = LabelParty("insurer", xg, names, y, family="poisson", exposure=exposure, encryption="none")
+    res = fit_vertical_glm(label, FeatureParty("hospital", xh, hosp_cols, encryption="none"))
+    ref = sm.GLM(y, np.column_stack([np.ones(len(y)), xg, xh]), family=sm.families.Poisson(),
+                 exposure=exposure).fit(tol=1e-12)
+    np.testing.assert_allclose(list(res.params.values()), ref.params, rtol=1e-6)
+    np.testing.assert_allclose(list(res.bse.values()), ref.bse, rtol=1e-6)
+    assert res.params["hospital:heart_disease"] > 0 and res.lift > 0.0

@@ -23,8 +23,8 @@ import pandas as pd
 
 from ...errors import ConfigError
 
-__all__ = ["HEALTH_INSURER_FEATURES", "HEALTH_HOSPITAL_FEATURES", "HEALTH_LEVELS", "TRUE_HEALTH_COEFFICIENTS",
-           "HealthInsuranceData", "VERTICAL_SOURCES", "generate_health_insurance"]
+__all__ = ["HEALTH_HOSPITAL_FEATURES", "HEALTH_INSURER_FEATURES", "HEALTH_LEVELS", "TRUE_HEALTH_COEFFICIENTS",
+           "VERTICAL_SOURCES", "HealthInsuranceData", "generate_health_insurance"]
 
 HEALTH_LEVELS: dict[str, tuple[str, ...]] = {
     "age_band": ("18-34", "35-49", "50-64", "65+"),
@@ -97,7 +97,7 @@ def generate_health_insurance(n_policies: int = 200_000, *, hospitals: int = 1, 
         raise ConfigError(f"params.overlap must be in (0, 1] and params.hospital_only in [0, 10], got {overlap!r}, "
                           f"{hospital_only!r}")
     rng = np.random.default_rng(seed)
-    n_extra = int(round(hospital_only * overlap * n_policies))
+    n_extra = round(hospital_only * overlap * n_policies)
     people = _people(rng, n_policies + n_extra)
     ids = np.array([f"P{i:07d}" for i in rng.permutation(n_policies + n_extra)])
     people.insert(0, "person_id", ids)
@@ -125,7 +125,7 @@ def _people(rng: np.random.Generator, n: int) -> pd.DataFrame:
     age = age_idx.astype(float)
     bmi = np.round(np.clip(rng.normal(25.0 + 0.8 * age, 4.0, n), 15.0, 50.0), 1)
     sbp = np.round(np.clip(rng.normal(118.0 + 6.0 * age + 0.5 * (bmi - 25.0), 14.0, n), 85.0, 210.0))
-    logistic = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    logistic = lambda z: 1.0 / (1.0 + np.exp(-z))
     diabetes = rng.random(n) < logistic(-4.0 + 0.6 * age + 0.12 * (bmi - 25.0))
     hypertension = rng.random(n) < logistic(-2.5 + 0.7 * age + 0.04 * (sbp - 120.0))
     heart = rng.random(n) < logistic(-4.5 + 0.8 * age + 0.8 * diabetes)
