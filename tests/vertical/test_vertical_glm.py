@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from fedx.errors import BlobError, PolicyError
+from fedx.errors import BlobError, ConfigError, PolicyError
 from fedx.vertical.glm_parties import FeatureParty, LabelParty
 from fedx.vertical.glm_protocol import fit_vertical_glm
 
@@ -157,3 +157,47 @@ def test_health_insurance_generator_fits_vertically() -> None:
     np.testing.assert_allclose(list(res.params.values()), ref.params, rtol=1e-6)
     np.testing.assert_allclose(list(res.bse.values()), ref.bse, rtol=1e-6)
     assert res.params["hospital:heart_disease"] > 0 and res.lift > 0.0
+
+
+def test_gamma_with_claim_count_weights() -> None:
+    """Average severities weighted by claim counts (statsmodels' var_weights), Tweedie at another power."""
+    d = _split_data("gamma", 2000, seed=4)
+    counts = np.random.default_rng(4).integers(1, 5, 2000).astype(float)
+    label = LabelParty("insurer", d["xg"], ["age", "male"], d["y"], family="gamma", weight=counts, encryption="none")
+    res = fit_vertical_glm(label, FeatureParty("hospital", d["xh"], ["bmi", "diabetes", "score"], encryption="none"))
+    X = np.column_stack([np.ones(2000), d["xg"], d["xh"]])
+    ref = sm.GLM(d["y"], X, family=SM_FAMILIES["gamma"](), var_weights=counts).fit(tol=1e-12)
+    _assert_matches(res, ref, 1e-6)
+    t = _split_data("tweedie", 2000, seed=5)
+    label = LabelParty("insurer", t["xg"], ["age", "male"], t["y"], family="tweedie", tweedie_power=1.3,
+                       encryption="none")
+    res = fit_vertical_glm(label, FeatureParty("hospital", t["xh"], ["bmi", "diabetes", "score"], encryption="none"))
+    fam = sm.families.Tweedie(var_power=1.3, link=sm.families.links.Log())
+    _assert_matches(res, sm.GLM(t["y"], np.column_stack([np.ones(2000), t["xg"], t["xh"]]), family=fam).fit(
+        tol=1e-12), 1e-6)
+
+
+def test_unsummed_ciphertext_is_refused_by_the_owner() -> None:
+    """A product returned without the rotation sum (its slots hold partial sums) is refused, not decrypted."""
+    from tenseal import sealapi
+
+    from fedx.he import vectors
+    key = vectors.VectorKey.generate()
+    evaluator = vectors.VectorEvaluator(key.public_bytes())
+    n = 3000
+    cts = evaluator.load_vector(key.encrypt(np.arange(n, dtype=float)), n)
+    eng = vectors._engine()
+    (pts,) = evaluator.encode([np.ones(n)])
+    prod = sealapi.Ciphertext()
+    eng.evaluator.multiply_plain(cts[0], pts[0], prod)
+    eng.evaluator.rescale_to_next_inplace(prod)
+    blob = vectors._pack_parts("sums", [vectors._scratch.save(prod)], count=1)
+    with pytest.raises(BlobError, match="not summed over all rows"):
+        key.decrypt_sums(blob)
+
+
+def test_more_than_one_feature_party_is_refused() -> None:
+    d = _split_data("poisson", 300)
+    label = LabelParty("insurer", d["xg"], ["age", "male"], d["y"], family="poisson", encryption="none")
+    with pytest.raises(ConfigError, match="one feature party"):
+        label.start({"hospital_a": ["bmi"], "hospital_b": ["bmi"]})
