@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..aggregators.newton import GLMData, NewtonRule, glm_report, newton_fit
+from ..aggregators.glm_results import GLMResults
+from ..aggregators.newton import GLMData, NewtonRule, newton_fit
 from ..errors import AggregationError
 from ..privacy.audit import AuditLedger
 from .glm_parties import FeatureParty, LabelParty
@@ -37,8 +38,10 @@ class VerticalGLMResult:
     lift : float
         ``1 - deviance / label_only_deviance``: the share of the label party's own deviance that the
         feature party's columns explain.
+    results : GLMResults
+        The joint fit as a results object (``conf_int(alpha)``, ``relativities(alpha)``, ``summary()``).
     report : dict
-        :func:`fedx.aggregators.newton.glm_report` of the joint fit (z, p-values, relativities, ...).
+        ``results.to_dict()`` (z, p-values, 95% relativities, ...).
     history : list of dict
         Per Newton round: ``round``, ``seconds`` (wall), ``cpu_seconds`` (this process), ``bytes_up`` (label to feature party), ``bytes_down``.
     """
@@ -56,6 +59,7 @@ class VerticalGLMResult:
     label_only_aic: float | None
     lift: float
     report: dict[str, Any]
+    results: GLMResults
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,11 +121,12 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
 def _result(label: LabelParty, history: list[dict[str, Any]]) -> VerticalGLMResult:
     assert label.state is not None and label.rule is not None and label.total is not None
     names = label.coefficient_names()
-    report = glm_report(label.total, label.state, label.rule, names[1:])
+    results = GLMResults.from_newton(label.total, label.state, label.rule, names[1:])
+    report = results.to_dict()
     alone = NewtonRule(label.fam.name, l2=label.l2, tweedie_power=label.tweedie_power, tolerance=label.tolerance)
     exposure = np.exp(label.offset)
     fit = newton_fit([GLMData(label.X, label.y, np.log(exposure), label.w)], alone)
-    own = glm_report(fit.total, fit.state, alone, label.names)
+    own = GLMResults.from_newton(fit.total, fit.state, alone, label.names).to_dict()
     coefs = report["coefficients"]
     return VerticalGLMResult(
         params={c["name"]: c["estimate"] for c in coefs}, bse={c["name"]: c["std_error"] for c in coefs},
@@ -129,4 +134,5 @@ def _result(label: LabelParty, history: list[dict[str, Any]]) -> VerticalGLMResu
         llf=report["loglike"], scale=report["dispersion"], nobs=report["nobs"], iterations=report["iterations"],
         label_only_deviance=own["deviance"], label_only_aic=own["aic"],
         lift=1.0 - report["deviance"] / own["deviance"] if own["deviance"] > 0 else 0.0, report=report,
+        results=results,
         history=history)
