@@ -276,7 +276,7 @@ class FedxEstimator(BaseEstimator):
                             f"got {arr.shape[1]}; pass a DataFrame to choose columns by name")
         return pd.DataFrame(arr, columns=names)
 
-    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 - scikit-learn's name
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # scikit-learn names the argument so
         return f"{type(self).__name__}(task={self.task!r}, features={self.n_features_in_})"
 
     def __sklearn_clone__(self) -> FedxEstimator:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedx.report import COUNT_KEYS, SCHEMA_VERSION, RunResult, comparison_table, write_result
+from fedx.report import (
+    COUNT_KEYS,
+    SCHEMA_VERSION,
+    RunResult,
+    comparison_table,
+    write_result,
+)
 
 
 def _metrics(n: float, auc: float) -> dict:
