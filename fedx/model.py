@@ -138,8 +138,9 @@ class FedxModel(nn.Module):
             raise DataError(f"predict: {what}: expected positive numbers") from None
         if e.shape != (len(df),):
             raise DataError(f"predict: {what}: expected {len(df)} values (one per row), got {e.size}")
-        if not (np.isfinite(e).all() and (e > 0).all()):
-            raise DataError(f"predict: {what}: expected positive finite numbers, found {e[~(np.isfinite(e) & (e > 0))][0]}")
+        bad = ~(np.isfinite(e) & (e > 0))
+        if bad.any():
+            raise DataError(f"predict: {what}: expected positive finite numbers, found {e[bad][0]}")
         return np.log(e).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
@@ -208,7 +209,7 @@ class FedxEstimator(BaseEstimator):
 
     @classmethod
     def from_model(cls, model: FedxModel, **kwargs: Any) -> FedxEstimator:
-        """The estimator of ``model``'s kind: a :class:`FedxClassifier` for a binary task, else a :class:`FedxRegressor`."""
+        """The estimator of ``model``'s kind: :class:`FedxClassifier` (binary task) or :class:`FedxRegressor`."""
         kind = FedxClassifier if isinstance(get_task(model.task_name), BinaryTask) else FedxRegressor
         return kind(model, **kwargs)
 

@@ -164,7 +164,8 @@ def test_glm_without_exposure_has_exposure_one() -> None:
     by_hand = np.exp(_by_hand(plain, df))
     np.testing.assert_allclose(plain.predict(df), by_hand, rtol=1e-5)
     np.testing.assert_allclose(plain.predict(df, exposure=np.full(N, 0.5)), 0.5 * by_hand, rtol=1e-5)
-    severity = FedxEstimator.from_model(_build("claim_severity", {"target": "years", "drop": ["row_id", "num", "claims"]}))
+    severity = FedxEstimator.from_model(_build("claim_severity",
+                                               {"target": "years", "drop": ["row_id", "num", "claims"]}))
     with pytest.raises(DataError, match="exposure= is for claim_frequency; a claim_severity model takes none"):
         severity.predict(df, exposure=np.ones(N))
 
