@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
 
         return stats
     if name == "load_model":
-        from .model import FedxModel
+        from .model import FedxEstimator
 
-        return FedxModel.load
+        return FedxEstimator.load
     raise AttributeError(f"module 'fedx' has no attribute {name!r}")

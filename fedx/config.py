@@ -99,7 +99,7 @@ class DataConfig:
     institutions: int | list[float] | None = _f(
         None, doc="number of institutions, or their sizes, when there is no split_by column")
     partition: PartitionConfig = _f(factory=PartitionConfig)
-    exposure: str | None = _f(None, doc="column with exposure (claim_frequency)")
+    exposure: str | None = _f(None, doc="column with exposure (claim_frequency; without it every row has exposure 1, offset 0)")
     weight: str | None = _f(None, doc="column with sample weights (claim counts for claim_severity)")
     features: dict[str, Literal["numeric", "categorical"]] | None = _f(
         None, doc="declared schema; inferred from the data when absent")
@@ -390,8 +390,6 @@ class Config:
         if self.model.kind == "glm" and self.task in ("fraud", "disease_risk"):
             raise ConfigError(f"model.kind: glm is for claim_frequency/claim_severity; use "
                               f"logistic for task '{self.task}'")
-        if self.task == "claim_frequency" and self.data.exposure is None:
-            raise ConfigError("data.exposure: task claim_frequency needs the exposure column")
         if self.federation.min_clients > self.n_institutions_hint():
             raise ConfigError(f"federation.min_clients: {self.federation.min_clients} is more than "
                               f"the {self.n_institutions_hint()} institutions in data.institutions")
@@ -649,11 +647,14 @@ def _coerce(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
         for arg in candidates:
             if _same_shape(arg, value):
                 _coerce(arg, value, path, meta)
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}")
+        hint = _bool_hint(value) if str in candidates else ""
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}{hint}")
     if origin is Literal:
         if value not in args:
             near = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
+            if all(isinstance(a, str) for a in args):
+                hint = _bool_hint(value, "value") or hint
             raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}, got {_show(value)}{hint}")
         return value
     if origin is list:
@@ -688,7 +689,7 @@ def _coerce(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{path}: expected a non-empty string, got {_show(value)}")
+            raise ConfigError(f"{path}: expected a non-empty string, got {_show(value)}{_bool_hint(value)}")
         return value
     raise TypeError(f"config field {path} has an unsupported type {tp!r}")  # a bug, not user input
 
@@ -752,9 +753,19 @@ def _describe(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
+def _bool_hint(value: Any, what: str = "name") -> str:
+    """For a boolean where a string was expected: YAML 1.1 reads unquoted yes/no/on/off as booleans."""
+    if not isinstance(value, bool):
+        return ""
+    example = f', e.g. "{"YES" if value else "NO"}"' if what == "name" else ""
+    return f" (YAML reads yes/no/on/off/true/false as booleans: quote the {what}{example})"
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"   # as YAML spells it
     if value is None:
         return "nothing (null)"
     if isinstance(value, Mapping):

@@ -1,11 +1,19 @@
-"""The federated model as an institution keeps it: a torch module that scores raw tables.
+"""The federated model as an institution keeps it, and the scikit-learn estimator that scores with it.
 
-:class:`FedxModel` bundles the network with the shared preprocessing, so a bank's pipeline can
-score a pandas DataFrame of its own transactions directly::
+:func:`fedx.load_model` returns a :class:`FedxClassifier` (fraud, disease_risk) or a :class:`FedxRegressor`
+(claim_frequency, claim_severity). Both take the raw table, a pandas DataFrame (extra columns such as ids
+or the institution's name are ignored) or an array whose columns are :attr:`~FedxEstimator.feature_names_in_`::
 
     model = fedx.load_model("runs/finance-antifraud/institutions/bank_a/model.pt")
-    scores = model.predict(df)          # probability of fraud per row
-    logits = model(torch_tensor_of_design_matrix)   # it is an ordinary torch.nn.Module too
+    p = model.predict_proba(df)[:, 1]         # probability of fraud per row
+    flags = model.predict(df)                 # 0/1 at model.threshold (0.5)
+    roc_auc_score(df["is_fraud"], p)          # sklearn.metrics and sklearn.calibration take them as they are
+
+    glm = fedx.load_model(".../pricing_frequency/institutions/north/model.pt")
+    claims = glm.predict(df, exposure=df["years"])   # expected claim counts over that exposure
+
+Underneath is :class:`FedxModel`, a torch module that bundles the network with the shared preprocessing
+(``model.module_``); its :meth:`FedxModel.predict` returns the scores (probabilities or expected values).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from torch import nn
 
 from .atomic import atomic_file
@@ -24,6 +33,7 @@ from .data.preprocess import Preprocessor
 from .data.tables import mask_na_codes
 from .errors import DataError
 from .tasks import TabularData, get_task
+from .tasks.base import BinaryTask
 from .tasks.params import set_arrays
 
 FORMAT = "fedx-model/1"
@@ -93,23 +103,45 @@ class FedxModel(nn.Module):
         """The preprocessed float32 design matrix of a raw table (missing-value codes as in training)."""
         return self.preprocessor.transform(mask_na_codes(df, self.na_values))
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
+    def predict(self, df: pd.DataFrame, exposure: Any = None) -> np.ndarray:
         """Scores of each row of a raw table: a probability (fraud, disease) or an expected value (GLMs).
 
-        For claim frequency the table needs its exposure column; the prediction is the expected
-        number of claims over that exposure.
+        For claim frequency the prediction is the expected number of claims over the row's exposure:
+        ``exposure`` when given (one positive number per row), else the table's exposure column when the
+        model was fitted with one, else 1. Claim severity takes no exposure.
         """
-        schema = self.preprocessor.schema
-        offset = None
-        if schema.exposure is not None:
-            if schema.exposure not in df.columns:
-                raise DataError(f"predict: column {schema.exposure!r} (exposure) is missing")
-            offset = np.log(df[schema.exposure].to_numpy(dtype=np.float64)).astype(np.float32)
+        offset = self._offset(df, exposure)
         x = self.design_matrix(df)
         data = TabularData(x, np.zeros(len(df), dtype=np.float32), offset=offset,
                            feature_names=self.feature_names)
         with torch.no_grad():
             return get_task(self.task_name).predict(self.net, data)
+
+    def _offset(self, df: pd.DataFrame, exposure: Any) -> np.ndarray | None:
+        """log(exposure) of each row, or None (exposure 1)."""
+        column = self.preprocessor.schema.exposure
+        task = get_task(self.task_name)
+        if exposure is None:
+            if column is None:
+                return None
+            if column not in df.columns:
+                raise DataError(f"predict: column {column!r} (exposure) is missing; the model was fitted with "
+                                f"exposure, so give the table that column or pass exposure=")
+            exposure, what = df[column], f"column {column!r} (exposure)"
+        else:
+            what = "exposure"
+            if getattr(task, "family", None) != "poisson":
+                raise DataError(f"predict: exposure= is for claim_frequency; a {self.task_name} model takes none")
+        try:
+            e = np.asarray(exposure, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError(f"predict: {what}: expected positive numbers") from None
+        if e.shape != (len(df),):
+            raise DataError(f"predict: {what}: expected {len(df)} values (one per row), got {e.size}")
+        bad = ~(np.isfinite(e) & (e > 0))
+        if bad.any():
+            raise DataError(f"predict: {what}: expected positive finite numbers, found {e[bad][0]}")
+        return np.log(e).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         """Write the model (weights and preprocessing) to ``path``; readable with :meth:`load`."""
@@ -145,3 +177,153 @@ class FedxModel(nn.Module):
         net.load_state_dict(blob["state_dict"])
         net.eval()
         return cls(blob["task"], blob["model_cfg"], prep, net, blob.get("na_values"), blob.get("glm_report"))
+
+
+class FedxEstimator(BaseEstimator):
+    """A fedx model with the scikit-learn surface; :class:`FedxClassifier` and :class:`FedxRegressor` are the kinds.
+
+    Build one with :meth:`load` (what :func:`fedx.load_model` does) or :meth:`from_model`. It is fitted by the
+    federation, never by ``fit``; ``sklearn.base.clone`` is not supported.
+
+    Parameters
+    ----------
+    model : FedxModel
+        The torch module with its preprocessing (reachable as :attr:`module_`).
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        The raw input columns the model reads, before preprocessing: one per declared feature, in the order
+        an array ``X`` must have them. A categorical column is one input here, however many design columns it
+        becomes (those are :attr:`feature_names`). The exposure column is not among them.
+    n_features_in_ : int
+        ``len(feature_names_in_)``.
+    module_ : FedxModel
+        The torch module; ``module_.net`` is the bare network, which takes the design matrix.
+    """
+
+    _task_kind = ""
+
+    def __init__(self, model: FedxModel) -> None:
+        self.model = model
+
+    @classmethod
+    def from_model(cls, model: FedxModel, **kwargs: Any) -> FedxEstimator:
+        """The estimator of ``model``'s kind: :class:`FedxClassifier` (binary task) or :class:`FedxRegressor`."""
+        kind = FedxClassifier if isinstance(get_task(model.task_name), BinaryTask) else FedxRegressor
+        return kind(model, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FedxEstimator:
+        """Read a model file written by a run (``institutions/NAME/model.pt``) or by :meth:`save`."""
+        return cls.from_model(FedxModel.load(path))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to ``path`` (the same file as :meth:`FedxModel.save`)."""
+        return self.module_.save(path)
+
+    @property
+    def module_(self) -> FedxModel:
+        """The torch module, with its preprocessing."""
+        return self.model
+
+    @property
+    def net(self) -> nn.Module:
+        """The bare network: it takes the design matrix (:meth:`design_matrix`)."""
+        return self.model.net
+
+    @property
+    def task(self) -> str:
+        """The task the model was trained for."""
+        return self.model.task_name
+
+    @property
+    def feature_names_in_(self) -> np.ndarray:
+        return np.asarray(self.model.preprocessor.schema.feature_names, dtype=object)
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self.model.preprocessor.schema.features)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Columns of the design matrix (one-hot levels, missing-value indicators), as the coefficients name them."""
+        return self.model.feature_names
+
+    @property
+    def glm_results(self) -> Any:
+        """The exact GLM's results (see :attr:`FedxModel.glm_results`)."""
+        return self.model.glm_results
+
+    def design_matrix(self, X: Any) -> np.ndarray:
+        """The preprocessed float32 design matrix of ``X`` (columns :attr:`feature_names`)."""
+        return self.model.design_matrix(self._frame(X))
+
+    def _frame(self, X: Any) -> pd.DataFrame:
+        """``X`` as a DataFrame holding every column of :attr:`feature_names_in_`."""
+        names = list(self.feature_names_in_)
+        if isinstance(X, pd.DataFrame):
+            missing = [c for c in names if c not in X.columns]
+            if missing:
+                raise DataError(f"predict: the table lacks the model's input column(s) {', '.join(map(repr, missing))} "
+                                f"(the model reads {', '.join(names)})")
+            return X
+        if isinstance(X, pd.Series) or np.ndim(X) != 2:
+            raise DataError(f"predict: expected a DataFrame or a 2-d array with {len(names)} columns "
+                            f"({', '.join(names)}), got {type(X).__name__} of {np.ndim(X)} dimension(s)")
+        arr = np.asarray(X)
+        if arr.shape[1] != len(names):
+            raise DataError(f"predict: expected an array with {len(names)} columns ({', '.join(names)}), "
+                            f"got {arr.shape[1]}; pass a DataFrame to choose columns by name")
+        return pd.DataFrame(arr, columns=names)
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # scikit-learn names the argument so
+        return f"{type(self).__name__}(task={self.task!r}, features={self.n_features_in_})"
+
+    def __sklearn_clone__(self) -> FedxEstimator:
+        raise TypeError(f"{type(self).__name__} is fitted by the federation; clone is not supported "
+                        f"(load the model file again for a second copy)")
+
+
+class FedxClassifier(ClassifierMixin, FedxEstimator):
+    """A fraud or disease-risk model: :meth:`predict_proba` and :meth:`predict` (labels at :attr:`threshold`).
+
+    Parameters
+    ----------
+    model : FedxModel
+        The torch module with its preprocessing.
+    threshold : float
+        :meth:`predict` gives 1 where the probability of the positive class is at least this (default 0.5).
+    """
+
+    def __init__(self, model: FedxModel, threshold: float = 0.5) -> None:
+        super().__init__(model)
+        self.threshold = threshold
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels, ``[0, 1]``: column 1 of :meth:`predict_proba` is the positive class."""
+        return np.array([0, 1])
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of each class, shape (n, 2): ``[:, 1]`` is the probability of the positive class."""
+        p1 = self.model.predict(self._frame(X))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels 0 or 1: 1 where the positive class has probability at least :attr:`threshold`."""
+        if not (isinstance(self.threshold, (int, float)) and 0.0 <= float(self.threshold) <= 1.0):
+            raise DataError(f"threshold: expected a number in [0, 1], got {self.threshold!r}")
+        return (self.predict_proba(X)[:, 1] >= float(self.threshold)).astype(np.int64)
+
+
+class FedxRegressor(RegressorMixin, FedxEstimator):
+    """A claim frequency or claim severity GLM: :meth:`predict` gives the expected value of each row."""
+
+    def predict(self, X: Any, exposure: Any = None) -> np.ndarray:
+        """Expected values: ``exp(eta)`` for severity; for frequency, ``exp(eta) * exposure``.
+
+        ``exposure`` is one positive number per row. Without it, a DataFrame's exposure column is used when
+        the model was fitted with one (an array ``X`` then needs ``exposure=``), else the exposure is 1.
+        """
+        return self.model.predict(self._frame(X), exposure=exposure)

@@ -11,6 +11,10 @@ result.json holds (see DESIGN.md):
 ``model``            what was trained (for GLMs: coefficients with standard errors, deviances)
 ``privacy``          {"encryption": preset, ...; epsilon and delta when DP is on}
 ``history``          [{"round", "metrics", "bytes_up", "bytes_down", "seconds", ...}]
+
+and ``schema_version`` (:data:`SCHEMA_VERSION`), ``fedx_version`` and ``written``. The counts named in
+:data:`COUNT_KEYS` are written as JSON integers: metrics travel through Flower's MetricRecord as floats, so
+the writer turns them back by name (never by guessing from the value).
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ import numpy as np
 
 from ._version import __version__
 from .atomic import write_atomic
+
+SCHEMA_VERSION = 1
+"""Version of the layout of result.json; it grows when a key changes meaning or moves (a new key does not)."""
+
+COUNT_KEYS = frozenset({"n", "n_pos", "n_neg", "nobs", "n_train", "n_test", "n_rows", "rows", "round",
+                        "bytes_up", "bytes_down", "n_clients", "iterations"})
+"""Keys whose values are counts: a whole float under one of them is written as an integer."""
 
 
 @dataclass
@@ -53,6 +64,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         """The content of result.json."""
         return {
+            "schema_version": SCHEMA_VERSION,
             "fedx_version": __version__,
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": self.config,
@@ -121,9 +133,9 @@ def _first_metric(metrics: Mapping[str, Any]) -> str | None:
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/Inf to null, Paths to strings."""
+    """JSON-safe: numpy scalars to Python, NaN/Inf to null, Paths to strings, whole counts to integers."""
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _count(_clean(v)) if k in COUNT_KEYS else _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -137,6 +149,13 @@ def _clean(value: Any) -> Any:
         return bool(value)
     if isinstance(value, Path):
         return str(value)
+    return value
+
+
+def _count(value: Any) -> Any:
+    """A whole float under a :data:`COUNT_KEYS` key as an int; anything else (a noisy count, a list) as is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,8 +100,8 @@ def test_cross_field_rules() -> None:
                              "security": {"encryption": "none"}}).federation.aggregator == "median"
     with pytest.raises(ConfigError, match="data: give either split_by or institutions"):
         config_from_dict({**BASE, "data": {**BASE["data"], "institutions": 3}})
-    with pytest.raises(ConfigError, match="data.exposure: task claim_frequency needs the exposure column"):
-        config_from_dict({**BASE, "task": "claim_frequency", "model": {"kind": "glm"}})
+    plain_poisson = config_from_dict({**BASE, "task": "claim_frequency", "model": {"kind": "glm"}})
+    assert plain_poisson.data.exposure is None   # a plain Poisson GLM: exposure 1, offset 0
     with pytest.raises(ConfigError, match="federation.min_clients: 5 is more than the 3 institutions"):
         config_from_dict({**BASE, "data": {"source": "x.csv", "target": "y", "institutions": 3},
                           "federation": {"min_clients": 5}})
@@ -153,3 +154,26 @@ def test_numeric_bounds_are_declared_once_and_read_by_the_library() -> None:
             config_from_dict({**base, "federation": {"tweedie_power": value}})
         with pytest.raises(ConfigError, match=r"federation\.tweedie_power: expected a number in \(1, 2\)"):
             get_family("tweedie", value)
+
+
+@pytest.mark.parametrize("text, key, example", [
+    ("target: YES", "data.target", '"YES"'),
+    ("target: y\n  exposure: off", "data.exposure", '"NO"'),
+    ("target: y\n  drop: [id, on]", r"data.drop\[1\]", '"YES"'),
+])
+def test_a_name_that_yaml_reads_as_a_boolean_says_to_quote_it(tmp_path: Path, text: str, key: str,
+                                                               example: str) -> None:
+    doc = f"name: t\ntask: fraud\ndata:\n  source: x.csv\n  split_by: bank\n  {text}\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, doc))
+    msg = str(err.value)
+    assert re.search(f"{key}: expected a (non-empty )?string, got (true|false) ", msg), msg
+    assert "YAML reads yes/no/on/off/true/false as booleans: quote the name" in msg and example in msg
+    assert load_config(write(tmp_path, doc.replace("YES", '"YES"').replace("off", '"off"')
+                             .replace("on]", '"on"]'))).data.target in ("YES", "y")
+
+
+def test_a_choice_that_yaml_reads_as_a_boolean_says_to_quote_it() -> None:
+    with pytest.raises(ConfigError, match=r"security.encryption: expected one of none, ckks, bfv-compact, got "
+                                          r"false \(YAML reads .* as booleans: quote the value\)"):
+        config_from_dict({**BASE, "security": {"encryption": False}})

@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     tables = {name: (history if name == args.bank else df) for name, df in books.items()}
     result = fedx.run(cfg, args.out, tables=tables, force=True)
 
-    # 3. The global model arrives as a torch module with the shared preprocessing.
+    # 3. The global model arrives with the shared preprocessing, as a scikit-learn style estimator.
     model = fedx.load_model(result.model["paths"][args.bank])
-    assert isinstance(model, torch.nn.Module)
+    assert isinstance(model.module_, torch.nn.Module)
     budget = alert_budgets()[args.bank]
-    threshold = threshold_for_budget(model.predict(history), budget)
-    scores = model.predict(today)
+    threshold = threshold_for_budget(model.predict_proba(history)[:, 1], budget)
+    scores = model.predict_proba(today)[:, 1]
     week = alerts_at(today["is_fraud"].to_numpy(), scores, threshold)
     print(f"\nThis week: {week.alerts} alerts ({week.alert_rate:.2%} of payments, budget {budget:.2%}); "
           f"{week.frauds_caught} of {int(today['is_fraud'].sum())} frauds caught, precision "

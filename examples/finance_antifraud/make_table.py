@@ -133,8 +133,8 @@ def operating_points(r: dict[str, Any], run_dir: Path, tables: dict[str, Any]) -
             raise SystemExit(f"operating_points.yaml: no alert budget for {bank}")
         train, test = local_split(tables[bank], cfg, bank, task)
         model = fedx.load_model(_model_path(r, run_dir, bank))
-        thr = threshold_for_budget(model.predict(train), budgets[bank])
-        a = alerts_at(test[cfg.data.target].to_numpy(), model.predict(test), thr)
+        thr = threshold_for_budget(model.predict_proba(train)[:, 1], budgets[bank])
+        a = alerts_at(test[cfg.data.target].to_numpy(), model.predict_proba(test)[:, 1], thr)
         rows.append(f"| {bank} | {budgets[bank]:.2%} | {a.threshold:.3f} | {a.alerts:,} ({a.alert_rate:.2%}) | "
                     f"{_f(a.precision, 2)} | {_f(a.recall, 2)} | {a.frauds_caught} / "
                     f"{int(test[cfg.data.target].sum())} |")

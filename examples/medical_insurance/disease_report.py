@@ -9,8 +9,8 @@ test patients again: with the federated model each hospital saved, and with the 
 the pooled-data model refitted exactly as the run fitted its baselines. It checks that this gives
 result.json's Brier score and ROC-AUC before it reports anything.
 
-The markdown goes to ``<runs>/disease_report.md`` and into the README block between
-``<!-- BEGIN GENERATED disease_report -->`` and ``<!-- END GENERATED disease_report -->``.
+The markdown goes to ``<runs>/disease_report.md``; with ``--update-docs`` also into the committed README
+block between ``<!-- BEGIN GENERATED disease_report -->`` and ``<!-- END GENERATED disease_report -->``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_common import (
-    README,
     RUNS,
     ReportError,
+    add_output_arguments,
     fmt,
     load_run,
+    readme_to_rewrite,
     rewrite_block,
     run_label,
     table,
@@ -162,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder with the runs (default: %(default)s)")
     parser.add_argument("--only", choices=list(RUN_NAMES), action="append",
                         help="report only this run (repeatable; default: every run found, at least one)")
-    parser.add_argument("--readme", type=Path, default=README, help="README whose block is rewritten")
-    parser.add_argument("--no-readme", action="store_true", help="only write RUNS/disease_report.md")
+    add_output_arguments(parser, figures=False)
     args = parser.parse_args(argv)
+    readme = readme_to_rewrite(args)
     try:
         wanted = args.only or [k for k in RUN_NAMES if (args.runs / k / "result.json").exists()]
         if not wanted:
@@ -176,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = (folder, doc, cfg, scores)
         markdown = build_markdown(results)
         (args.runs / "disease_report.md").write_text(markdown + "\n")
-        if not args.no_readme:
-            rewrite_block(args.readme, "disease_report", markdown)
+        if readme is not None:
+            rewrite_block(readme, "disease_report", markdown)
     except ReportError as exc:
         print(f"disease_report: {exc}", file=sys.stderr)
         return 2

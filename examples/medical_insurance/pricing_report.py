@@ -13,8 +13,9 @@ name (the generator is deterministic for the config's seed), and writes:
 - each insurer's own GLM against the federated one: coefficient error against the truth, test
   deviance, Gini.
 
-The markdown goes to ``<runs>/pricing_report.md`` and into the README block between
-``<!-- BEGIN GENERATED pricing_report -->`` and ``<!-- END GENERATED pricing_report -->``.
+The markdown goes to ``<runs>/pricing_report.md`` and the PNG to ``<runs>/figures/``. With
+``--update-docs`` they also go into the committed copies: the README block between
+``<!-- BEGIN GENERATED pricing_report -->`` and ``<!-- END GENERATED pricing_report -->``, and figures/.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_common import (
-    FIGURES,
-    README,
     RUNS,
     ReportError,
+    add_output_arguments,
+    figures_dir,
     fmt,
     load_run,
+    readme_to_rewrite,
     relative_link,
     rewrite_block,
     run_label,
@@ -372,10 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder with the runs (default: %(default)s)")
     parser.add_argument("--frequency", type=Path, help="the frequency run (default: RUNS/pricing_frequency)")
     parser.add_argument("--severity", type=Path, help="the severity run (default: RUNS/pricing_severity)")
-    parser.add_argument("--readme", type=Path, default=README, help="README whose block is rewritten")
-    parser.add_argument("--figures", type=Path, default=FIGURES, help="where the PNG goes")
-    parser.add_argument("--no-readme", action="store_true", help="only write RUNS/pricing_report.md")
+    add_output_arguments(parser, figures=True)
     args = parser.parse_args(argv)
+    readme = readme_to_rewrite(args)
     try:
         freq = load_pricing_run(args.frequency or args.runs / "pricing_frequency", "claim_frequency",
                                 TRUE_FREQUENCY_COEFFICIENTS)
@@ -384,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         if set(freq.splits) != set(sev.splits):
             raise ReportError(f"the runs have different insurers: {sorted(freq.splits)} and {sorted(sev.splits)}")
         scores = premium_scores(freq, sev)
-        figure = args.figures / "pricing_lorenz.png"
+        figure = figures_dir(args) / "pricing_lorenz.png"
         lorenz_png(scores, figure)
-        markdown = build_markdown(freq, sev, scores, figure, args.readme)
         args.runs.mkdir(parents=True, exist_ok=True)
-        (args.runs / "pricing_report.md").write_text(markdown + "\n")
-        if not args.no_readme:
-            rewrite_block(args.readme, "pricing_report", markdown)
+        report = args.runs / "pricing_report.md"
+        markdown = build_markdown(freq, sev, scores, figure, readme or report)   # the figure's link from there
+        report.write_text(markdown + "\n")
+        if readme is not None:
+            rewrite_block(readme, "pricing_report", markdown)
     except ReportError as exc:
         print(f"pricing_report: {exc}", file=sys.stderr)
         return 2

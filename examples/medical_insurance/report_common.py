@@ -6,6 +6,7 @@ run's own config names. Nothing is typed in by hand.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -29,6 +30,33 @@ FIGURES = HERE / "figures"
 
 class ReportError(RuntimeError):
     """A run folder that is missing, or that does not match the data it names."""
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, figures: bool) -> None:
+    """The options that say where a report goes: under RUNS by default, the committed copies on request."""
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also rewrite the committed copies: this example's README block"
+                             + (" and figures/" if figures else ""))
+    parser.add_argument("--readme", type=Path,
+                        help="a README whose generated block is rewritten (with --update-docs: this example's)")
+    if figures:
+        parser.add_argument("--figures", type=Path,
+                            help="where the PNG goes (default: RUNS/figures; with --update-docs: this example's "
+                                 "figures/)")
+    # The default since reports stopped rewriting the README unasked; kept so that old command lines still work.
+    parser.add_argument("--no-readme", action="store_true", help=argparse.SUPPRESS)
+
+
+def readme_to_rewrite(args: argparse.Namespace) -> Path | None:
+    """The README whose block a report rewrites: ``--readme``, this example's with ``--update-docs``, or none."""
+    if args.no_readme:
+        return None
+    return args.readme or (README if args.update_docs else None)
+
+
+def figures_dir(args: argparse.Namespace) -> Path:
+    """Where a report's PNG goes: ``--figures``, this example's figures/ with ``--update-docs``, else RUNS/figures."""
+    return args.figures or (FIGURES if args.update_docs else args.runs / "figures")
 
 
 def load_run(folder: Path, task: str) -> tuple[dict[str, Any], Config]:

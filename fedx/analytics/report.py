@@ -14,6 +14,9 @@ from rich.text import Text
 
 NULL = "–"
 
+SCHEMA_VERSION = 1
+"""Version of the layout of stats.json, written as its ``schema_version`` key."""
+
 
 class Table(NamedTuple):
     """One table of the report: a title, column headers and rows of text."""
@@ -34,7 +37,8 @@ def write_stats(result: Mapping[str, Any], out_dir: str | Path, plots: bool = Tr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "stats.json", out / "stats.md"]
-    paths[0].write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    doc = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in result.items() if k != "schema_version"}}
+    paths[0].write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     paths[1].write_text(format_markdown(result), encoding="utf-8")
     if plots:
         paths += [_plot_histogram(result, col, out) for col in result.get("histograms", {})]

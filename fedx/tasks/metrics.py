@@ -114,7 +114,7 @@ def _read_stats(stats: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int,
 
 
 def _empty(names: tuple[str, ...], n: int) -> Metrics:
-    return {name: (float(n) if name == "n" else None) for name in names}
+    return {name: (int(n) if name == "n" else None) for name in names}
 
 
 # --------------------------------------------------------------------------- operating points
@@ -283,7 +283,7 @@ def _binary_report(n: int, total: float, total_pos: float, auprc: float | None, 
                    op: OperatingPoint, accuracy: float, brier: float, log_loss_: float,
                    ece: float | None) -> Metrics:
     both = 0 < total_pos < total
-    return {"n": float(n), "base_rate": total_pos / total, "auprc": auprc if both else None,
+    return {"n": int(n), "base_rate": total_pos / total, "auprc": auprc if both else None,
             "roc_auc": roc_auc if both else None, "recall_at_1pct_fpr": op.recall if both else None,
             "precision_at_1pct_fpr": op.precision if both else None, "accuracy": accuracy, "brier": brier,
             "log_loss": log_loss_, "ece": ece}
@@ -418,7 +418,7 @@ def _gini_from_groups(exposure_asc: np.ndarray, loss_asc: np.ndarray) -> float |
 def _glm_report(n: int, deviance: float, null_deviance: float, total: float, gini: float | None,
                 mae: float) -> Metrics:
     d2 = 1 - deviance * total / null_deviance if null_deviance > 0 else None
-    return {"n": float(n), "deviance": deviance, "d2": d2, "gini": gini, "mae": mae}
+    return {"n": int(n), "deviance": deviance, "d2": d2, "gini": gini, "mae": mae}
 
 
 def _log_rate(mu: np.ndarray, offset: np.ndarray | None) -> np.ndarray:

@@ -9,6 +9,7 @@ from rich.console import Console
 from stats_support import pooled_frame, run, split
 
 from fedx.analytics import print_stats, write_stats
+from fedx.analytics.report import SCHEMA_VERSION
 
 RESULT = run(split(pooled_frame()), min_cohort=20, columns=["x", "claim"], histograms={"age": [18, 30, 50, 70, 89]},
              quantiles={"x": [0.5, 0.9]}, correlation=["x", "y"], crosstabs=[["region", "product"]],
@@ -27,7 +28,11 @@ def test_stats_json_has_the_documented_keys_and_no_nan(tmp_path: Path) -> None:
     assert set(data["correlation"]) == {"columns", "matrix", "covariance", "n"}
     assert data["privacy"] == {"min_cohort": 20, "local_min_cohort": 1, "noise": "none"}
     assert "crosstabs.region x product[west, premium]" in data["suppressed"]
+    assert data.pop("schema_version") == SCHEMA_VERSION == 1
     assert data == json.loads(json.dumps(RESULT))
+    counts = [data["rows"], data["columns"]["x"]["count"], data["correlation"]["n"],
+              *[c for c in data["histograms"]["age"]["counts"] if c is not None]]
+    assert counts and all(type(c) is int for c in counts), counts   # JSON integers, not 1234.0
     assert (tmp_path / "hist_age.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

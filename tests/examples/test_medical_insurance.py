@@ -227,3 +227,16 @@ def test_disease_report_writes_calibration_tables(runs: Path, disease: dict, tmp
     assert observed == pytest.approx(disease["metrics"]["base_rate"], abs=5e-4)
     assert abs(mean_pred - observed) < 0.05
     assert float(fed_all[8]) == pytest.approx(mean_pred - observed, abs=1.5e-3)
+
+
+def test_reports_leave_the_committed_copies_alone_unless_asked(runs: Path, frequency: dict, severity: dict,
+                                                               disease: dict) -> None:
+    committed = [EXAMPLE / "README.md", EXAMPLE / "figures" / "pricing_lorenz.png"]
+    before = [p.read_bytes() for p in committed]
+    _script("pricing_report.py", "--runs", str(runs))
+    _script("disease_report.py", "--runs", str(runs), "--only", "disease_warning")
+    assert [p.read_bytes() for p in committed] == before
+    assert (runs / "figures" / "pricing_lorenz.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (runs / "pricing_report.md").read_text()
+    assert "](figures/pricing_lorenz.png)" in md          # linked from the report beside it
+    assert (runs / "disease_report.md").read_text().strip()

@@ -72,3 +72,35 @@ def test_glm_metrics_of_a_trained_model_beat_the_null() -> None:
     metrics = task.metrics(test, task.predict(model, test))
     assert metrics["d2"] is not None and metrics["d2"] > 0.1
     assert metrics["gini"] is not None and metrics["gini"] > 0.2
+
+
+def test_claim_frequency_without_exposure_is_a_plain_poisson_glm() -> None:
+    """No ``data.exposure``: every row has exposure 1 (offset 0), and the exact fit is statsmodels' Poisson."""
+    import pandas as pd
+
+    from fedx.aggregators.newton import GLMData, NewtonRule, newton_fit
+    from fedx.config import config_from_dict
+    from fedx.data.spec import schema_for
+    from fedx.institution import fit_preprocessor, tabular
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    df = pd.DataFrame({"insurer": rng.choice(["north", "south"], n), "age": rng.normal(45, 12, n),
+                       "region": rng.choice(["a", "b", "c"], n)})
+    eta = -1.0 + 0.02 * (df["age"] - 45) + df["region"].map({"a": 0.0, "b": 0.4, "c": -0.3})
+    df["claims"] = rng.poisson(np.exp(eta))
+    cfg = config_from_dict({"name": "t", "task": "claim_frequency", "model": {"kind": "glm"},
+                            "federation": {"aggregator": "newton"}, "security": {"encryption": "none"},
+                            "data": {"source": "x.csv", "split_by": "insurer", "target": "claims"}})
+    assert cfg.data.exposure is None
+    prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
+    parts = [tabular(cfg, prep, df[df["insurer"] == name]) for name in ("north", "south")]
+    task = get_task("claim_frequency")
+    for part in parts:
+        assert part.offset is None
+        task.check_data(part)
+    fit = newton_fit([GLMData(p.X, p.y) for p in parts], NewtonRule("poisson", feature_names=prep.feature_names))
+    weight, bias = fit.state.params
+    pooled = tabular(cfg, prep, df)
+    mle = sm.GLM(pooled.y.astype(float), sm.add_constant(pooled.X.astype(float)), family=sm.families.Poisson()).fit()
+    np.testing.assert_allclose(np.r_[bias, weight.ravel()], mle.params, rtol=1e-6, atol=1e-8)
