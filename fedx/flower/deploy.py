@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ __all__ = [
     "register_node",
     "start_supernode",
     "wait_supernode_ready",
+    "NodeTrouble",
+    "diagnose_supernode",
+    "probe_tls",
+    "list_nodes",
     "launch_run",
     "run_status",
     "wait_run",
@@ -100,6 +105,7 @@ _QUIET_ENV = {
 
 _RUNTIME_INSTALL_ENV = "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ANSI_BYTES = re.compile(rb"\x1b\[[0-9;]*m")
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 _EXIT_CODE = re.compile(r"Exit Code: (\d+)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -651,14 +657,29 @@ class FlowerProcess:
 
 def _spawn(role: str, argv: list[str], *, env: dict[str, str], log_path: Path,
            cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``argv`` in a session of its own, appending to ``log_path``; return it and the log's old size."""
+    """Start ``argv`` in a session of its own, appending its output to ``log_path`` as plain text.
+
+    Flower colours its log lines whatever the output is (``flwr.supercore.logger`` has no switch for
+    it), so the output goes through a pipe and a thread of this process that drops the ANSI colour
+    codes before writing each line to the file. Returns the process and the log's size before it.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as fh:
         offset = fh.tell()
-        log.debug("starting %s: %s", role, " ".join(argv))
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                 env=env, cwd=str(cwd), start_new_session=True)
+    log.debug("starting %s: %s", role, " ".join(argv))
+    popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=env, cwd=str(cwd), start_new_session=True)
+    assert popen.stdout is not None
+    threading.Thread(target=_copy_plain, args=(popen.stdout, log_path), name=f"fedx-{role}-{popen.pid}-log",
+                     daemon=True).start()
     return popen, offset
+
+
+def _copy_plain(stream: Any, log_path: Path) -> None:
+    """Copy ``stream`` line by line to ``log_path`` without ANSI colour codes, until every writer closed it."""
+    with stream, open(log_path, "ab", buffering=0) as fh:
+        for line in iter(stream.readline, b""):
+            fh.write(_ANSI_BYTES.sub(b"", line))
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -916,6 +937,17 @@ def start_supernode(
     return proc
 
 
+_HINTS = {
+    "key-not-registered": "The SuperLink refused this node's key: register its public key first (register_node).",
+    "key-invalid": "The private key is not an OpenSSH EC key (make one with make_node_keypair).",
+    "certificate-untrusted": "The SuperLink's certificate is not signed by the CA given as root_certificates.",
+    "certificate-wrong-host": "The SuperLink's certificate does not name the address dialled.",
+    "server-not-tls": "The SuperLink speaks plain HTTP (started with insecure=True); this node uses TLS.",
+    "tls-error": "The TLS handshake with the SuperLink failed.",
+    "server-unreachable": "The SuperLink did not answer within max_wait_time.",
+}
+
+
 def wait_supernode_ready(proc: FlowerProcess, timeout: float = 30.0) -> int:
     """Wait until the SuperNode logs the node id the SuperLink gave it; return that id.
 
@@ -938,12 +970,8 @@ def wait_supernode_ready(proc: FlowerProcess, timeout: float = 30.0) -> int:
             if found:
                 proc.node_id = int(found.group(1))
                 return proc.node_id
-            text = proc.log_text()
-            hint = ""
-            if "Failed to activate SuperNode" in text:
-                hint = " The SuperLink refused this node's key: register its public key first (register_node)."
-            elif "Unable to parse the private key" in text:
-                hint = " The private key is not an OpenSSH EC key (make one with make_node_keypair)."
+            trouble = diagnose_supernode(proc.log_text())
+            hint = f" {_HINTS[trouble.kind]}" if trouble is not None else ""
             raise DeploymentError(
                 f"the SuperNode exited with status {code} (Flower exit code {proc.flower_exit_code}) before "
                 f"joining {proc.extra.get('superlink')}.{hint} Log {proc.log_path}:\n{proc.log_tail()}"
@@ -952,6 +980,89 @@ def wait_supernode_ready(proc: FlowerProcess, timeout: float = 30.0) -> int:
             raise DeploymentError(f"the SuperNode did not join {proc.extra.get('superlink')} within {timeout:g} s "
                                   f"(log {proc.log_path}):\n{proc.log_tail()}")
         time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class NodeTrouble:
+    """Why a SuperNode could not join its SuperLink, read from its log (see :func:`diagnose_supernode`).
+
+    Attributes
+    ----------
+    kind : str
+        ``"key-not-registered"`` (the SuperLink does not know the node's public key: register it, then
+        the node may retry), ``"certificate-untrusted"`` (the server certificate is not signed by the
+        CA given with ``--root-certificates``), ``"certificate-wrong-host"`` (it is, but not for the
+        address dialled), ``"server-not-tls"`` (the SuperLink speaks plain HTTP: ``--insecure``),
+        ``"tls-error"`` (another TLS failure), ``"key-invalid"`` (the private key cannot be read) or
+        ``"server-unreachable"`` (Flower gave up reconnecting after ``--max-wait-time``).
+    detail : str
+        Flower's own words for it (one line), or ``""``.
+    """
+
+    kind: str
+    detail: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether starting the node again may succeed without a change at this node."""
+        return self.kind == "key-not-registered"
+
+
+_SSL_LINE = re.compile(r"\[SSL: [A-Z_]+\][^\n]*")
+
+
+def diagnose_supernode(log_text: str) -> NodeTrouble | None:
+    """Classify why a SuperNode stopped, from its log (Flower 1.42 exits with ``Exit Code: 305`` for all).
+
+    Returns None when the log names none of the known causes.
+    """
+    ssl_line = _SSL_LINE.search(log_text)
+    detail = ssl_line.group(0).strip() if ssl_line else ""
+    if "CERTIFICATE_VERIFY_FAILED" in log_text:
+        wrong_host = "mismatch" in detail or "not valid for" in detail
+        return NodeTrouble("certificate-wrong-host" if wrong_host else "certificate-untrusted", detail)
+    if "WRONG_VERSION_NUMBER" in log_text or "record layer failure" in log_text:
+        return NodeTrouble("server-not-tls", detail)
+    if "SSL/TLS handshake error" in log_text:
+        return NodeTrouble("tls-error", detail)
+    if "Failed to activate SuperNode" in log_text:
+        return NodeTrouble("key-not-registered", "Failed to activate SuperNode")
+    if "Unable to parse the private key" in log_text or "Exit Code: 302" in log_text:
+        return NodeTrouble("key-invalid")
+    if "Giving up reconnection" in log_text:
+        found = re.search(r"Giving up reconnection after [^\n]*", log_text)
+        return NodeTrouble("server-unreachable", found.group(0).strip() if found else "")
+    return None
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def probe_tls(address: str, timeout: float = 3.0) -> bool | None:
+    """Whether the server at ``host:port`` speaks TLS: None when nothing answers there.
+
+    The handshake is not verified: this only tells a TLS server from a plain one, to explain a
+    SuperNode that Flower keeps retrying without saying why.
+    """
+    import ssl
+
+    host, port = _split_address(address)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with context.wrap_socket(sock, server_hostname=host):
+            return True
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        sock.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1033,6 +1144,15 @@ def register_node(
             raise DeploymentError(f"register_node: the key {pub} is already registered with this SuperLink") from None
         raise
     return int(answer["node-id"])
+
+
+def list_nodes(connection: str, flwr_home: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The SuperNodes the SuperLink knows (``flwr supernode ls``): ``node-id`` (int) and ``status``.
+
+    ``status`` is ``registered`` (key known, never connected), ``online``, ``offline`` or ``unregistered``.
+    """
+    answer = _flwr(["supernode", "ls", connection], flwr_home, what="list_nodes")
+    return [{**row, "node-id": int(row["node-id"])} for row in answer.get("nodes") or []]
 
 
 def _read_app_config_keys(app_dir: Path) -> set[str] | None:
