@@ -14,9 +14,8 @@ checkpoint and result.json), ``fedx-public`` (public.fxk, when encryption is on)
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp

@@ -678,8 +678,7 @@ def _spawn(role: str, argv: list[str], *, env: dict[str, str], log_path: Path,
 def _copy_plain(stream: Any, log_path: Path) -> None:
     """Copy ``stream`` line by line to ``log_path`` without ANSI colour codes, until every writer closed it."""
     with stream, open(log_path, "ab", buffering=0) as fh:
-        for line in iter(stream.readline, b""):
-            fh.write(_ANSI_BYTES.sub(b"", line))
+        fh.writelines(_ANSI_BYTES.sub(b"", line) for line in iter(stream.readline, b""))
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -467,6 +467,9 @@ class NodeSupervisor:
                 deploy.stop(proc)
                 raise
             deploy.stop(proc)
+            if proc.node_id is not None:   # it had joined: a fresh window to rejoin, from now
+                delays = retry_delays()
+                deadline = None if self.retry_for == 0 else self.clock() + self.retry_for
             if outcome == "ended":
                 self.say(f"{name}: run {value} has ended; this node stops (start it with --keep-running to "
                          f"take part in further runs)")

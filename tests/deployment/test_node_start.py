@@ -153,6 +153,26 @@ def test_a_node_whose_key_is_never_registered_gives_up_after_retry_for(tmp_path,
     assert 3 <= len([line for line in said if "does not know this node's key yet" in line]) <= 6
 
 
+def test_a_node_that_had_joined_gets_a_fresh_window_when_its_supernode_stops(tmp_path, monkeypatch) -> None:
+    first = FakeSupernode([JOINED, ""], 1, tmp_path)          # joined, then stopped 700 s into the run
+    second = FakeSupernode([""], None, tmp_path)
+    sup, said, started = supervise(tmp_path, monkeypatch, [first, second], retry_for=600.0)
+    real_first, real_second = first.poll, second.poll
+
+    def later() -> int | None:
+        sup.clock.now += 700.0                                 # type: ignore[attr-defined]
+        return real_first()
+
+    def interrupted() -> int | None:
+        real_second()
+        raise KeyboardInterrupt
+
+    first.poll, second.poll = later, interrupted  # type: ignore[method-assign]
+    assert sup.run() == 130
+    assert len(started) == 2
+    assert any("SuperNode exited with status 1; starting it again in 2 s" in line for line in said)
+
+
 def test_once_gives_up_on_an_unregistered_key_at_once(tmp_path, monkeypatch) -> None:
     sup, _, _ = supervise(tmp_path, monkeypatch, [FakeSupernode([NOT_REGISTERED], 1, tmp_path)], once=True)
     with pytest.raises(DeploymentError, match=r"the server refused this node's key: the server operator"):
@@ -160,12 +180,12 @@ def test_once_gives_up_on_an_unregistered_key_at_once(tmp_path, monkeypatch) -> 
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    (WRONG_CA, r"does not verify against .*ca\.crt \(\[SSL: CERTIFICATE_VERIFY_FAILED\].*check "
-               r"superlink\.root_certificates in .*node\.yaml \(passed as --root-certificates .*ca\.crt\)"),
+    (WRONG_CA, (r"does not verify against .*ca\.crt \(\[SSL: CERTIFICATE_VERIFY_FAILED\].*check "
+                r"superlink\.root_certificates in .*node\.yaml \(passed as --root-certificates .*ca\.crt\)")),
     (PLAIN_SERVER, r"does not speak TLS .*WRONG_VERSION_NUMBER.*started with --insecure"),
 ])
 def test_a_tls_failure_names_the_file_to_check_and_ends_the_node(tmp_path, monkeypatch, text, expected) -> None:
-    sup, said, started = supervise(tmp_path, monkeypatch, [FakeSupernode([text], 1, tmp_path)])
+    sup, _, started = supervise(tmp_path, monkeypatch, [FakeSupernode([text], 1, tmp_path)])
     with pytest.raises(DeploymentError, match=expected) as info:
         sup.run()
     assert "refused this node's key" not in str(info.value)
