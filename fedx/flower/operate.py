@@ -143,12 +143,10 @@ def write_effective_config(cfg: Config, out: Path) -> Path:
 def _follow(run_id: int, home: Path, superlink: deploy.FlowerProcess, rounds: RoundWatcher, max_seconds: float,
             say: Callable[[str], None], waiting: NodeWaitReporter | None = None) -> dict[str, Any]:
     """Wait for the run, printing the institutions connected until round 1, then each completed round."""
-    deadline = time.monotonic() + max_seconds
     started = False
-    while True:
-        if superlink.poll() is not None:
-            raise DeploymentError(f"the SuperLink exited with status {superlink.poll()}:\n{superlink.log_tail()}")
-        record = deploy.run_status(run_id, CONNECTION, home)
+
+    def report(record: dict[str, Any]) -> None:
+        nonlocal started
         for row in rounds.new_rows():
             started = True
             say(round_line(row))
@@ -156,12 +154,9 @@ def _follow(run_id: int, home: Path, superlink: deploy.FlowerProcess, rounds: Ro
             line = waiting.update(deploy.list_nodes(CONNECTION, home))
             if line:
                 say(line)
-        if str(record.get("status", "")).startswith("finished"):
-            return record
-        if time.monotonic() > deadline:
-            raise DeploymentError(f"run {run_id} did not finish within {max_seconds:g} s "
-                                  f"(deployment.max_seconds)")
-        time.sleep(2.0)
+
+    return deploy.wait_run(run_id, CONNECTION, home, timeout=max_seconds, poll=2.0, superlink=superlink,
+                           on_poll=report, timeout_hint=" (deployment.max_seconds)")
 
 
 def _read_node_ids(out: Path) -> dict[int, str]:
@@ -508,9 +503,9 @@ class NodeSupervisor:
             text = proc.log_text()
             code = proc.poll()
             if joined is None:
-                found = deploy._NODE_ID.search(text)
-                if found:
-                    joined = proc.node_id = int(found.group(1))
+                joined = deploy.node_id_in_log(text)
+                if joined is not None:
+                    proc.node_id = joined
                     self.say(f"{name}: connected to the server as node {joined}; waiting for the run to reach "
                              f"this node")
             for run_id in map(int, _RUN_LINE.findall(text)):

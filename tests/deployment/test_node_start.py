@@ -259,7 +259,9 @@ def test_the_server_shows_who_is_connected_while_it_waits() -> None:
 def test_log_files_hold_plain_text(tmp_path: Path) -> None:
     log = tmp_path / "child.log"
     code = "import sys; print('\\x1b[92mINFO \\x1b[0m:      Starting Flower SuperNode'); sys.stdout.flush()"
-    popen, offset = deploy._spawn("supernode", [sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin"},
+    from fedx.flower.deploy.environment import _spawn
+
+    popen, offset = _spawn("supernode", [sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin"},
                                   log_path=log, cwd=tmp_path)
     assert popen.wait(timeout=30) == 0 and offset == 0
     deadline = time.monotonic() + 10
