@@ -11,7 +11,8 @@ waits for. A node started before the server knows its key retries with backoff f
 seconds; TLS failures end it at once with a message that names the file to check; a server that goes
 away mid-run is awaited for ``retry_for`` seconds (Flower's ``--max-wait-time``), so the node rejoins a
 restarted server and catches up. When the run it joined has ended (the ClientApp records it in
-``out_dir/run-ended.json`` on the run's final message) the node stops, unless ``keep_running``.
+``out_dir/run-ended.json`` on the run's final message) and the server has then closed, the node stops,
+unless ``keep_running``.
 """
 
 from __future__ import annotations
@@ -378,7 +379,9 @@ class NodeSupervisor:
     POLL = 0.5
     REPORT_EVERY = 60.0
     PROBE_EVERY = 10.0
-    SEND_GRACE = 30.0
+    #: Seconds a node whose run ended waits for its server to close (the SuperLink must still hand the
+    #: node's last reply to the ServerApp, and drops the replies of a node that has left).
+    END_GRACE = 600.0
 
     def __init__(self, node: NodeConfig, node_path: Path, out: Path, *, once: bool = False,
                  retry_for: float = DEFAULT_RETRY_FOR, keep_running: bool = False,
@@ -498,7 +501,8 @@ class NodeSupervisor:
         joined = reported_wait = last_probe = None
         runs: set[int] = set()
         ended: int | None = None
-        ended_at = sent_before = 0.0
+        ended_at = 0.0
+        failed_before = 0
         while True:
             text = proc.log_text()
             code = proc.poll()
@@ -517,12 +521,12 @@ class NodeSupervisor:
             if ended is None:
                 ended = self.ends.ended()
                 if ended is not None:
-                    ended_at, sent_before = self.clock(), text.count("Sent successfully")
+                    ended_at, failed_before = self.clock(), text.count("Connection attempt failed")
                     if self.keep_running:
                         self.say(f"{name}: run {ended} has ended; waiting for further runs (--keep-running)")
                         ended = None
-            elif text.count("Sent successfully") > sent_before or self.clock() - ended_at > self.SEND_GRACE:
-                return "ended", ended
+            elif text.count("Connection attempt failed") > failed_before or self.clock() - ended_at > self.END_GRACE:
+                return "ended", ended   # the server has closed (fedx server stops its SuperLink after the run)
             if joined is None and "Connection attempt failed" in text:
                 now = self.clock()
                 if last_probe is None or now - last_probe >= self.PROBE_EVERY:

@@ -217,15 +217,18 @@ def test_a_node_stops_when_its_run_has_ended(tmp_path, monkeypatch) -> None:
     sup, said, _ = supervise(tmp_path, monkeypatch, [proc])
     real_poll = proc.poll
 
-    def poll() -> int | None:                       # the ClientApp answers run 42's final message
-        if len(proc.chunks) == 200:
+    def poll() -> int | None:
+        if len(proc.chunks) == 200:                 # the ClientApp answers run 42's final message
             time.sleep(0.01)
             operate.record_run_end(out, 42)
             proc.text += "INFO :      Sending: evaluate message\nINFO :      Sent successfully\n"
+        if len(proc.chunks) == 150:                 # the server has taken the reply and closes
+            proc.text += "WARNING :   Connection attempt failed, retrying in 0.52 seconds\n"
         return real_poll()
 
     proc.poll = poll  # type: ignore[method-assign]
     assert sup.run() == 0
+    assert 140 < len(proc.chunks) < 150              # it left only once the server had closed
     assert any("taking part in run 42" in line for line in said)
     assert said[-1] == ("site: run 42 has ended; this node stops (start it with --keep-running to take part in "
                         "further runs)")
