@@ -115,7 +115,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     node = load_node_config(args.config, overrides=overrides)
     from .flower.operate import run_node
 
-    return run_node(node, args.config, once=args.once)
+    return run_node(node, args.config, once=args.once, retry_for=args.retry_for, keep_running=args.keep_running)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -204,11 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
     sv.set_defaults(func=cmd_server)
 
-    nd = sub.add_parser("node", help="run one institution's SuperNode (restarted when it stops)")
+    from .flower.operate import DEFAULT_RETRY_FOR
+
+    nd = sub.add_parser("node", help="run one institution's SuperNode until its run ends")
     nd.add_argument("--config", type=Path, required=True, help="the institution's node YAML")
     nd.add_argument("--set", action="append", metavar="KEY=VALUE")
     nd.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
-    nd.add_argument("--once", action="store_true", help="do not restart the SuperNode when it stops")
+    nd.add_argument("--once", action="store_true",
+                    help="start the SuperNode once: no retry when the server refuses its key")
+    nd.add_argument("--retry-for", type=float, default=DEFAULT_RETRY_FOR, metavar="SECONDS",
+                    help="keep trying to join the server (key not registered yet, server not up yet), and wait "
+                         f"for a server that went away, this long (default {DEFAULT_RETRY_FOR:g}; 0: no limit)")
+    nd.add_argument("--keep-running", action="store_true",
+                    help="stay after the run ends, for further runs (by default the node stops with its run)")
     nd.set_defaults(func=cmd_node)
 
     a = sub.add_parser(

@@ -1,15 +1,17 @@
-"""Flower runtime of fedx: the only package of fedx that imports flwr.
+"""fedx on Flower: the only package of fedx that imports ``flwr``.
 
-Everything Flower-specific lives here (ClientApp, ServerApp, the strategy adapter, simulation and
-deployment helpers), so a Flower API change touches this folder only. Two pieces drop into any user's
-own Message-API Flower app:
+Everything that speaks Flower lives here: the ClientApp and the ServerApp's orchestration on the Message
+API (``client_app``, ``server_app``, ``strategy``, ``records``, ``protocol``), the simulation runner
+(``simulation``), and the deployment engine's processes (``deploy``, ``operate``, ``apps``). The layers
+below (``fedx.he``, ``fedx.aggregators``, ``fedx.tasks``, ``fedx.data``) never import ``flwr``, so a Flower
+API change touches this folder only. Two pieces drop into any user's own Message-API Flower app:
 
 >>> from fedx.flower import EncryptedFedAvg, he_mod
 >>> app = ClientApp(mods=[he_mod("keys/")])                        # doctest: +SKIP
 >>> strategy = EncryptedFedAvg(keys_public)                        # doctest: +SKIP
 
 :func:`decrypt_arrays` reads the encrypted final model at an institution. The names load on first use,
-so that importing a submodule does not pull in the rest.
+so that importing a submodule (``fedx.flower.deploy`` needs no ``flwr``) does not pull in the rest.
 """
 
 from __future__ import annotations

@@ -14,15 +14,19 @@ checkpoint and result.json), ``fedx-public`` (public.fxk, when encryption is on)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from ..config import load_config, load_node_config
 from ..errors import DeploymentError
 from ..institution import LocalPolicy, NodeSpec
+from . import protocol as P
 from .client_app import make_client_app
+from .operate import record_run_end
+from .records import read_json
 from .server_app import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -75,5 +79,24 @@ def _server_main(grid: Grid, context: Context) -> None:
     log.info("fedx run finished: %s", out / "result.json")
 
 
+def note_run_end(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """ClientApp mod: once this node has answered a run's final message, record that the run ended.
+
+    ``fedx node`` reads the record (``out_dir/run-ended.json``) and stops its SuperNode, so the node
+    does not go on dialling the server's address after its run.
+    """
+    reply = call_next(msg, context)
+    try:
+        asked, answered = read_json(msg.content), read_json(reply.content)
+    except Exception:  # noqa: BLE001 - not a fedx message; nothing to record
+        return reply
+    if asked.get("phase") == P.FINAL and answered.get("status") == "ok":
+        try:
+            record_run_end(node_spec_from_context(context).out_dir, context.run_id)
+        except (OSError, DeploymentError) as exc:
+            log.error("cannot record the end of run %s: %s", context.run_id, exc)
+    return reply
+
+
 # Plain assignments: Flower finds a component only as a top-level name (not an annotated one).
-client_app = make_client_app(node_spec_from_context)
+client_app = make_client_app(node_spec_from_context, mods=[note_run_end])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -46,9 +46,9 @@ _PARAMS = "fedx-params"
 _OPT = "fedx-opt"
 
 
-def make_client_app(resolve_spec: Callable[[Context], NodeSpec]) -> ClientApp:
-    """A ClientApp whose institution settings come from ``resolve_spec(context)``."""
-    app = ClientApp()
+def make_client_app(resolve_spec: Callable[[Context], NodeSpec], mods: Sequence[Any] = ()) -> ClientApp:
+    """A ClientApp whose institution settings come from ``resolve_spec(context)``, wrapped in Flower ``mods``."""
+    app = ClientApp(mods=list(mods))
 
     def handle(msg: Message, context: Context) -> Message:
         return _handle(msg, context, resolve_spec)

@@ -6,18 +6,25 @@ launch the fedx run, follow it until it finishes, and stop the SuperLink. Run it
 the SuperLink comes back with its registrations, the nodes reconnect, and the run resumes from the
 server's checkpoint.
 
-``run_node`` (each institution): start a SuperNode for the institution's node file, and keep it
-running: when it stops (the server restarted, the network failed), start it again, so the node
-rejoins and catches up.
+``run_node`` (each institution): start a SuperNode for the institution's node file and say what it
+waits for. A node started before the server knows its key retries with backoff for ``retry_for``
+seconds; TLS failures end it at once with a message that names the file to check; a server that goes
+away mid-run is awaited for ``retry_for`` seconds (Flower's ``--max-wait-time``), so the node rejoins a
+restarted server and catches up. When the run it joined has ended (the ClientApp records it in
+``out_dir/run-ended.json`` on the run's final message) and the server has then closed, the node stops,
+unless ``keep_running``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,17 @@ from . import deploy
 log = logging.getLogger(__name__)
 
 CONNECTION = "fedx"
+_RUN_LINE = re.compile(r"\[RUN (\d+)")
 RUN_CONFIG_KEYS = ("fedx-config", "fedx-out", "fedx-public", "fedx-expected-nodes", "fedx-wait-seconds")
+
+#: Seconds a node keeps trying to join (or rejoin) its server before it gives up (``fedx node --retry-for``).
+DEFAULT_RETRY_FOR = 600.0
+
+#: Written by the ClientApp into the node's ``out_dir`` when it has answered a run's final message.
+RUN_END_FILE = "run-ended.json"
+
+#: The node ids `fedx server` got when registering each institution's key, in its ``out_dir``.
+NODE_IDS_FILE = "node-ids.json"
 
 
 def _say(msg: str) -> None:
@@ -81,14 +98,17 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
         deploy.write_connection(home, CONNECTION, address, root_certificates=None if tls is None else tls.ca_cert,
                                 insecure=dep.insecure)
         say(f"SuperLink listening on {dep.host}:{dep.port} (pid {superlink.pid}); log {superlink.log_path}")
+        names = _read_node_ids(out)
         for pub in pubs:
             try:
                 node_id = deploy.register_node(pub, CONNECTION, home, name=pub.stem)
+                names[node_id] = pub.stem
                 say(f"registered {pub.stem} (node {node_id})")
             except DeploymentError as exc:
                 if "already registered" not in str(exc):
                     raise
                 say(f"{pub.stem} was registered before")
+        _write_node_ids(out, names)
         app_dir = deploy.write_app_dir(out / "app", config={k: "" for k in RUN_CONFIG_KEYS})
         run_config = {"fedx-config": str(write_effective_config(cfg, out)), "fedx-out": str(out),
                       "fedx-public": str(public_path) if public_path else "",
@@ -96,7 +116,8 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
         rounds = RoundWatcher(out / "checkpoint" / "index.json")
         run_id = deploy.launch_run(app_dir, CONNECTION, run_config, home)
         say(f"run {run_id} launched; waiting for {expected} institution(s)")
-        record = _follow(run_id, home, superlink, rounds, dep.max_seconds, say)
+        waiting = NodeWaitReporter(expected, names, secure=not dep.insecure)
+        record = _follow(run_id, home, superlink, rounds, dep.max_seconds, say, waiting)
         if not str(record.get("status", "")).endswith("completed"):
             logs = deploy.run_logs(run_id, CONNECTION, home)
             raise DeploymentError(f"run {run_id} ended {record.get('status')}:\n" + "\n".join(logs.splitlines()[-25:]))
@@ -121,21 +142,74 @@ def write_effective_config(cfg: Config, out: Path) -> Path:
 
 
 def _follow(run_id: int, home: Path, superlink: deploy.FlowerProcess, rounds: RoundWatcher, max_seconds: float,
-            say: Callable[[str], None]) -> dict[str, Any]:
-    """Wait for the run, printing each completed round from the server's checkpoint."""
-    deadline = time.monotonic() + max_seconds
-    while True:
-        if superlink.poll() is not None:
-            raise DeploymentError(f"the SuperLink exited with status {superlink.poll()}:\n{superlink.log_tail()}")
-        record = deploy.run_status(run_id, CONNECTION, home)
+            say: Callable[[str], None], waiting: NodeWaitReporter | None = None) -> dict[str, Any]:
+    """Wait for the run, printing the institutions connected until round 1, then each completed round."""
+    started = False
+
+    def report(record: dict[str, Any]) -> None:
+        nonlocal started
         for row in rounds.new_rows():
+            started = True
             say(round_line(row))
-        if str(record.get("status", "")).startswith("finished"):
-            return record
-        if time.monotonic() > deadline:
-            raise DeploymentError(f"run {run_id} did not finish within {max_seconds:g} s "
-                                  f"(deployment.max_seconds)")
-        time.sleep(2.0)
+        if waiting is not None and not started and not str(record.get("status", "")).startswith("finished"):
+            line = waiting.update(deploy.list_nodes(CONNECTION, home))
+            if line:
+                say(line)
+
+    return deploy.wait_run(run_id, CONNECTION, home, timeout=max_seconds, poll=2.0, superlink=superlink,
+                           on_poll=report, timeout_hint=" (deployment.max_seconds)")
+
+
+def _read_node_ids(out: Path) -> dict[int, str]:
+    try:
+        return {int(k): str(v) for k, v in json.loads((out / NODE_IDS_FILE).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_node_ids(out: Path, names: dict[int, str]) -> None:
+    (out / NODE_IDS_FILE).write_text(json.dumps({str(k): v for k, v in sorted(names.items())}, indent=1))
+
+
+class NodeWaitReporter:
+    """The line `fedx server` prints while it waits for the institutions, each time the picture changes.
+
+    Parameters
+    ----------
+    expected : int
+        How many institutions the run waits for.
+    names : dict
+        ``{node id: institution}`` from the registrations.
+    secure : bool
+        Whether keys are registered (TLS with SuperNode authentication).
+    """
+
+    def __init__(self, expected: int, names: dict[int, str], *, secure: bool) -> None:
+        self.expected, self.names, self.secure = expected, dict(names), secure
+        self.last: str | None = None
+
+    def line(self, nodes: list[dict[str, Any]]) -> str:
+        """``institutions connected: 1/3 (east); waiting for north, south; keys registered: 3``."""
+        online = sorted(self.names.get(n["node-id"], f"node {n['node-id']}") for n in nodes
+                        if n.get("status") == "online")
+        text = f"institutions connected: {len(online)}/{self.expected}"
+        if online:
+            text += f" ({', '.join(online)})"
+        missing = sorted(set(self.names.values()) - set(online))
+        if missing and len(online) < self.expected:
+            text += f"; waiting for {', '.join(missing)}"
+        if self.secure:
+            known = [n for n in nodes if n.get("status") != "unregistered"]
+            text += f"; keys registered: {len(known)}"
+        return text
+
+    def update(self, nodes: list[dict[str, Any]]) -> str | None:
+        """The line, when it differs from the last one printed; else None."""
+        text = self.line(nodes)
+        if text == self.last:
+            return None
+        self.last = text
+        return text
 
 
 class RoundWatcher:
@@ -186,8 +260,9 @@ def round_line(row: dict[str, Any]) -> str:
     return f"round {row['round']}: {metrics}  ({row.get('seconds', 0):.1f} s, {len(row.get('clients', []))} institutions)"
 
 
-def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, say: Callable[[str], None] = _say) -> int:
-    """Run this institution's SuperNode until interrupted; restart it whenever it stops.
+def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, retry_for: float = DEFAULT_RETRY_FOR,
+             keep_running: bool = False, say: Callable[[str], None] = _say) -> int:
+    """Run this institution's SuperNode until its run ends (or until interrupted); return the exit status.
 
     Parameters
     ----------
@@ -196,12 +271,25 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, say: Call
     node_path : Path
         Its path (the ClientApp reads it again in each of its processes).
     once : bool
-        Do not restart: return the SuperNode's exit status when it stops.
+        Start the SuperNode once: no retry when the server refuses its key, and return its exit status
+        when it stops.
+    retry_for : float
+        Seconds to keep trying to join the server (its key not registered yet, nothing listening yet), and
+        to wait for a server that went away; 0 means no limit.
+    keep_running : bool
+        Stay after the run ends, for further runs.
+
+    Raises
+    ------
+    DeploymentError
+        A TLS failure, an unreadable key, or a server that did not accept the node within ``retry_for``.
     """
     if not node.data_path.exists():
         raise DeploymentError(f"{node_path}: data: {node.data_path} not found")
     if node.keys_path is not None and not node.keys_path.exists():
         raise DeploymentError(f"{node_path}: keys: {node.keys_path} not found (the secret.fxk from `fedx keygen`)")
+    if retry_for < 0:
+        raise DeploymentError(f"--retry-for must be >= 0 seconds (0: no limit), got {retry_for:g}")
     sl = node.superlink
     if sl.insecure:
         say(deploy.INSECURE_WARNING)
@@ -214,7 +302,8 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, say: Call
     out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return _supervise(node, node_path, out, once, say)
+        return NodeSupervisor(node, Path(node_path), out, once=once, retry_for=retry_for,
+                              keep_running=keep_running, say=say).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -237,24 +326,219 @@ def supernode_options(node: NodeConfig, node_path: Path, out: Path) -> dict[str,
             "log_path": out / "supernode.log", "workdir": out, "extra_env": {"OMP_NUM_THREADS": "1"}}
 
 
-def _supervise(node: NodeConfig, node_path: Path, out: Path, once: bool, say: Callable[[str], None]) -> int:
-    sl = node.superlink
-    backoff = 2.0
+def retry_delays(first: float = 2.0, factor: float = 2.0, cap: float = 60.0) -> Iterator[float]:
+    """Seconds between attempts: ``first``, then ``factor`` times longer each time, at most ``cap``."""
+    delay = first
     while True:
-        proc = deploy.start_supernode(**supernode_options(node, node_path, out), wait_ready=False)
-        say(f"{node.name}: SuperNode started (pid {proc.pid}), connecting to {sl.address}; log {proc.log_path}")
+        yield delay
+        delay = min(delay * factor, cap)
+
+
+def record_run_end(out_dir: str | os.PathLike[str], run_id: int) -> Path:
+    """Note in the node's ``out_dir`` that it has answered the final message of run ``run_id``."""
+    path = Path(out_dir) / RUN_END_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"run_id": int(run_id), "time": time.time()}))
+    os.replace(tmp, path)
+    return path
+
+
+class RunEndWatcher:
+    """The run ends recorded in a node's ``out_dir`` since this watcher was made (an older file is stale)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / RUN_END_FILE
+        self.stale = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
         try:
-            code = proc.popen.wait()
-        except KeyboardInterrupt:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def ended(self) -> int | None:
+        """The id of a run that ended since the last call, or None."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self.stale:
+            return None
+        self.stale = stamp
+        try:
+            return int(json.loads(self.path.read_text())["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+class NodeSupervisor:
+    """One institution's SuperNode, started, watched and explained (what :func:`run_node` runs).
+
+    ``clock``, ``sleep`` and ``poll`` are injectable for tests of the decisions (no real process).
+    """
+
+    POLL = 0.5
+    REPORT_EVERY = 60.0
+    PROBE_EVERY = 10.0
+    #: Seconds a node whose run ended waits for its server to close (the SuperLink must still hand the
+    #: node's last reply to the ServerApp, and drops the replies of a node that has left).
+    END_GRACE = 600.0
+
+    def __init__(self, node: NodeConfig, node_path: Path, out: Path, *, once: bool = False,
+                 retry_for: float = DEFAULT_RETRY_FOR, keep_running: bool = False,
+                 say: Callable[[str], None] = _say, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.node, self.node_path, self.out = node, node_path, out
+        self.once, self.retry_for, self.keep_running = once, retry_for, keep_running
+        self.say, self.clock, self.sleep = say, clock, sleep
+        self.ends = RunEndWatcher(out)
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _files(self) -> dict[str, Any]:
+        sl = self.node.superlink
+        key = self.node.resolve(sl.auth_key) if not sl.insecure else None
+        return {"name": self.node.name, "address": sl.address, "file": self.node_path,
+                "ca": None if sl.insecure else self.node.resolve(sl.root_certificates),
+                "key": key, "pub": None if key is None else Path(key).with_suffix(".pub")}
+
+    def explain(self, trouble: deploy.NodeTrouble) -> str:
+        """The one-line error for a SuperNode that could not join (names the file to check)."""
+        f = self._files()
+        detail = f" ({trouble.detail})" if trouble.detail else ""
+        host = str(f["address"]).rpartition(":")[0].strip("[]")
+        return {
+            "key-not-registered":
+                f"{f['name']}: the server refused this node's key"
+                f"{'' if self.once else f' for {self.retry_for:g} s (--retry-for)'}: the "
+                f"server operator must register its public key {f['pub']} (a NAME.pub in the server's "
+                f"deployment.nodes folder, registered when `fedx server` starts)",
+            "certificate-untrusted":
+                f"{f['name']}: the server's TLS certificate does not verify against {f['ca']}{detail}: check "
+                f"superlink.root_certificates in {f['file']} (passed as --root-certificates {f['ca']}); it "
+                f"must be the federation's ca.crt from the server operator",
+            "certificate-wrong-host":
+                f"{f['name']}: the server's TLS certificate is not valid for {host}{detail}: check "
+                f"superlink.address in {f['file']}, or ask the server operator for a certificate made with "
+                f"`fedx certs --host {host}`",
+            "server-not-tls":
+                f"{f['name']}: the server at {f['address']} does not speak TLS{detail}; was it started with "
+                f"--insecure? This node uses TLS (superlink.root_certificates {f['ca']} in {f['file']}): run "
+                f"both sides with TLS, or both with --insecure for a localhost demo",
+            "server-tls":
+                f"{f['name']}: the server at {f['address']} speaks TLS, but this node runs without it "
+                f"(--insecure, or superlink.insecure in {f['file']}): drop --insecure and set "
+                f"superlink.root_certificates in {f['file']} to the federation's ca.crt",
+            "tls-error":
+                f"{f['name']}: the TLS handshake with the server at {f['address']} failed{detail}: check "
+                f"superlink.root_certificates {f['ca']} in {f['file']}",
+            "key-invalid":
+                f"{f['name']}: superlink.auth_key {f['key']} in {f['file']} is not an OpenSSH EC private key "
+                f"(make one with `fedx node-keys`)",
+            "server-unreachable":
+                f"{f['name']}: the server at {f['address']} did not answer for {self.retry_for:g} s "
+                f"(--retry-for): check superlink.address in {f['file']} and that `fedx server` is running",
+        }.get(trouble.kind, f"{f['name']}: the SuperNode could not join the server at {f['address']}{detail}")
+
+    def _left(self, deadline: float | None) -> str:
+        return "no time limit" if deadline is None else f"giving up in {max(0.0, deadline - self.clock()):.0f} s"
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the SuperNode and watch it; return 0 when its run has ended (130 when interrupted)."""
+        delays = retry_delays()
+        deadline = None if self.retry_for == 0 else self.clock() + self.retry_for
+        options = supernode_options(self.node, self.node_path, self.out)
+        name = self.node.name
+        while True:
+            proc = deploy.start_supernode(**options, wait_ready=False,
+                                          max_wait_time=self.retry_for or None)
+            self.say(f"{name}: SuperNode started (pid {proc.pid}), connecting to {self.node.superlink.address}; "
+                     f"log {proc.log_path}")
+            try:
+                outcome, value = self._watch(proc, deadline)
+            except KeyboardInterrupt:
+                deploy.stop(proc)
+                self.say(f"{name}: stopped")
+                return 130
+            except BaseException:
+                deploy.stop(proc)
+                raise
             deploy.stop(proc)
-            say(f"{node.name}: stopped")
-            return 130
-        deploy.stop(proc)
-        if proc.flower_exit_code == 305:
-            raise DeploymentError(f"{node.name}: the server refused this node's key: the server operator must "
-                                  f"register its public key (the .pub beside {node.resolve(sl.auth_key)})")
-        if once:
-            return int(code)
-        say(f"{node.name}: SuperNode exited with status {code}; starting it again in {backoff:.0f} s")
-        time.sleep(backoff)
-        backoff = min(backoff * 2, 60.0)
+            if proc.node_id is not None:   # it had joined: a fresh window to rejoin, from now
+                delays = retry_delays()
+                deadline = None if self.retry_for == 0 else self.clock() + self.retry_for
+            if outcome == "ended":
+                self.say(f"{name}: run {value} has ended; this node stops (start it with --keep-running to "
+                         f"take part in further runs)")
+                return 0
+            code = int(value)
+            trouble = deploy.diagnose_supernode(proc.log_text())
+            if trouble is not None and trouble.kind == "server-unreachable" and self.keep_running \
+                    and proc.node_id is not None:
+                deadline = None if self.retry_for == 0 else self.clock() + self.retry_for
+                self.say(f"{name}: the server went away; waiting for it to come back ({self._left(deadline)}, "
+                         f"--retry-for)")
+                continue
+            if trouble is not None and not (trouble.retryable and not self.once):
+                raise DeploymentError(self.explain(trouble))
+            if trouble is None and self.once:
+                return code
+            wait = next(delays)
+            if deadline is not None and self.clock() + wait > deadline:
+                raise DeploymentError(self.explain(trouble or deploy.NodeTrouble("server-unreachable")))
+            if trouble is not None:   # a key not registered yet
+                self.say(f"{name}: the server does not know this node's key yet: waiting for the server operator "
+                         f"to register {self._files()['pub']}; retrying in {wait:.0f} s ({self._left(deadline)}, "
+                         f"--retry-for)")
+            else:
+                self.say(f"{name}: SuperNode exited with status {code}; starting it again in {wait:.0f} s")
+            self.sleep(wait)
+
+    def _watch(self, proc: deploy.FlowerProcess, deadline: float | None) -> tuple[str, int]:
+        """Follow one SuperNode: ``("ended", run id)`` once its run ended, or ``("exited", status)``."""
+        name, address = self.node.name, self.node.superlink.address
+        joined = reported_wait = last_probe = None
+        runs: set[int] = set()
+        ended: int | None = None
+        ended_at = 0.0
+        failed_before = 0
+        while True:
+            text = proc.log_text()
+            code = proc.poll()
+            if joined is None:
+                joined = deploy.node_id_in_log(text)
+                if joined is not None:
+                    proc.node_id = joined
+                    self.say(f"{name}: connected to the server as node {joined}; waiting for the run to reach "
+                             f"this node")
+            for run_id in map(int, _RUN_LINE.findall(text)):
+                if run_id not in runs:
+                    runs.add(run_id)
+                    self.say(f"{name}: taking part in run {run_id}")
+            if code is not None:
+                return "exited", code
+            if ended is None:
+                ended = self.ends.ended()
+                if ended is not None:
+                    ended_at, failed_before = self.clock(), text.count("Connection attempt failed")
+                    if self.keep_running:
+                        self.say(f"{name}: run {ended} has ended; waiting for further runs (--keep-running)")
+                        ended = None
+            elif text.count("Connection attempt failed") > failed_before or self.clock() - ended_at > self.END_GRACE:
+                return "ended", ended   # the server has closed (fedx server stops its SuperLink after the run)
+            if joined is None and "Connection attempt failed" in text:
+                now = self.clock()
+                if last_probe is None or now - last_probe >= self.PROBE_EVERY:
+                    last_probe = now
+                    tls = deploy.probe_tls(address)
+                    if tls and self.node.superlink.insecure:
+                        raise DeploymentError(self.explain(deploy.NodeTrouble("server-tls")))
+                    if reported_wait is None or now - reported_wait >= self.REPORT_EVERY:
+                        reported_wait = now
+                        why = "nothing answers there yet" if tls is None else "it does not accept the connection"
+                        self.say(f"{name}: waiting for the server at {address}: {why} ({self._left(deadline)}, "
+                                 f"--retry-for)")
+                if deadline is not None and now > deadline:
+                    raise DeploymentError(self.explain(deploy.NodeTrouble("server-unreachable")))
+            self.sleep(self.POLL)

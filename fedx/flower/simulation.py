@@ -28,8 +28,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: Ray resolves the node address 127.0.0.1 to the machine's outside address, and its gRPC servers
+#: (GCS, raylet, workers) then listen on every interface, unless this switch is off: then the node
+#: address stays the loopback one and every server binds to it (ray._private.services.get_node_ip_address).
+#: Ray reads it once, when it is first imported.
+_RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def quiet_environment() -> None:
-    """Telemetry off, and Ray kept on loopback with no usage stats and no dashboard."""
+    """Telemetry off, and Ray kept on loopback with no usage stats and no dashboard.
+
+    Call it before Ray is imported: Ray reads the loopback switch at import time.
+    """
+    os.environ[_RAY_LOOPBACK_ENV] = "0"
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -64,9 +75,10 @@ def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, ve
     -------
     What ``job`` returned. An error in ``job`` is raised here, in the caller's thread.
     """
+    quiet_environment()
     from flwr.simulation import run_simulation
 
-    quiet_environment()
+    _check_ray_on_loopback()
     outcome: dict[str, Any] = {}
     server = ServerApp()
 
@@ -104,6 +116,20 @@ def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, ve
     if "result" not in outcome:
         raise FederationError("the simulation ended without a result (see the log above)")
     return outcome["result"]
+
+
+def _check_ray_on_loopback() -> None:
+    """Keep Ray on loopback also when it was imported before :func:`quiet_environment` ran.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` into ``ray_constants.ENABLE_RAY_CLUSTER`` once, at
+    import, and ``get_node_ip_address`` reads that constant at each call; its child processes read the
+    environment variable set above.
+    """
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        log.debug("ray was imported before %s=0 was set; switching it off in the loaded module", _RAY_LOOPBACK_ENV)
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 _RAY_TMP_LOCK = threading.Lock()

@@ -1,5 +1,5 @@
 """fedx on Flower's deployment engine through the CLI: three institutions, encrypted, TLS, node
-authentication, audit ledgers, and an unregistered node refused. (Support: fedx_deploy_support.py.)
+authentication, audit ledgers, an unregistered node refused, and the nodes ending with their run. (Support: fedx_deploy_support.py.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_three_institutions_encrypted_tls_auth_audit_and_unregistered_node(tmp_p
     root = tmp_path / "dep"
     build_deployment(root, rounds=2, port=deploy.free_port(), extra_sites=("rogue",))
     server = processes.start("server", ["server", "--config", "server.yaml"], root)
-    wait_for(lambda: "launched" in (root / "server.out").read_text(), 60, "the run to launch")
+    wait_for(lambda: "launched" in (root / "server.out").read_text(), 180, "the run to launch")
     for name in SITES:
         processes.start(name, ["node", "--config", "node.yaml"], root / name)
     rogue = processes.start("rogue", ["node", "--config", "node.yaml", "--once"], root / "rogue")
@@ -38,6 +38,15 @@ def test_three_institutions_encrypted_tls_auth_audit_and_unregistered_node(tmp_p
     assert "refused this node's key" in (root / "rogue" / "rogue.out").read_text()
 
     assert server.wait(timeout=600) == 0, (root / "server.out").read_text()[-3000:]
+    # While it waited, the server said who had connected; each node stops once its run has ended, rather
+    # than redialling the server's address; the log files hold plain text.
+    assert "institutions connected: 3/3" in (root / "server.out").read_text()
+    for name in SITES:
+        said = root / name / f"{name}.out"
+        assert processes.procs[name].wait(timeout=120) == 0, said.read_text()[-2000:]
+        assert "has ended; this node stops" in said.read_text()
+    for log in [root / "server-out" / "superlink.log", *(root / name / "out" / "supernode.log" for name in SITES)]:
+        assert "\x1b[" not in log.read_text(), log
     result = json.loads((root / "server-out" / "result.json").read_text())
     assert [h["round"] for h in result["history"]] == [1, 2]
     assert set(result["per_institution"]) == set(SITES)

@@ -27,7 +27,7 @@ def test_node_dies_mid_run_and_server_restarts_from_checkpoint(tmp_path: Path, p
     root = tmp_path / "dep"
     build_deployment(root, rounds=3, port=deploy.free_port())
     processes.start("server", ["server", "--config", "server.yaml"], root)
-    wait_for(lambda: "launched" in (root / "server.out").read_text(), 60, "the run to launch")
+    wait_for(lambda: "launched" in (root / "server.out").read_text(), 180, "the run to launch")
     for name in SITES:
         processes.start(name, ["node", "--config", "node.yaml"], root / name)
 
