@@ -19,7 +19,7 @@ import yaml
 
 from fedx.config import load_node_config
 from fedx.flower import deploy, operate
-from fedx.flower.server_app import _atomic_write
+from fedx.atomic import write_atomic
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(120),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:typer")]
@@ -90,7 +90,7 @@ def test_round_watcher_skips_a_previous_runs_checkpoint(tmp_path: Path) -> None:
     index.parent.mkdir()
 
     def save(rounds: list[int]) -> None:   # as the server's checkpoint writes its index
-        _atomic_write(index, json.dumps({"history": [{"round": r, "metrics": {}, "train_loss": 0.5 / r}
+        write_atomic(index, json.dumps({"history": [{"round": r, "metrics": {}, "train_loss": 0.5 / r}
                                                      for r in rounds]}).encode())
 
     save([1, 2, 3, 4, 5])                              # a finished run left in the reused out_dir
