@@ -1,0 +1,201 @@
+"""Bin edges of every feature, and the federated quantile sketch that finds them without pooling rows.
+
+A feature's cut points ``c_0 < c_1 < ... < c_{m-1}`` give it ``m + 1`` bins: bin ``k`` holds the values
+with exactly ``k`` cut points at or below them (``x < c_0`` is bin 0), and a missing value (NaN) has a bin
+of its own after them. A split "at bin k" sends ``x < c_k`` left, so a model keeps raw thresholds.
+
+The cut points come from quantiles at probabilities ``1/B, ..., (B-1)/B``, found by the federated
+histogram refinement of :mod:`fedx.analytics.quantiles` (the same :class:`~fedx.analytics.quantiles.Target`
+search that ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts
+of values in the open brackets; every institution advances the same searches from the same sums. A
+quantile's cut is the upper end of its final bracket, so that every value of a discrete feature gets a bin
+of its own and quantiles that fall on the same value give one cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..analytics.quantiles import SEARCH_BINS, Target, derived_range, inverted_cdf_rank, search_edges
+from ..errors import DataError, FederationError
+from .params import MAX_BINS
+
+#: A sketch that has not converged after this many counting stages is stopped with an error.
+MAX_STAGES = 64
+
+
+@dataclass(frozen=True)
+class BinEdges:
+    """The cut points of every feature (each strictly increasing; at most ``MAX_BINS - 1`` of them).
+
+    Attributes
+    ----------
+    cuts : tuple of np.ndarray
+        Cut points of each feature, float64.
+    """
+
+    cuts: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        for f, c in enumerate(self.cuts):
+            if c.ndim != 1 or len(c) > MAX_BINS - 1 or not np.all(np.isfinite(c)) or np.any(np.diff(c) <= 0):
+                raise DataError(f"bin edges of feature {f}: expected at most {MAX_BINS - 1} finite, strictly "
+                                f"increasing cut points")
+
+    @property
+    def n_features(self) -> int:
+        """Number of features."""
+        return len(self.cuts)
+
+    @property
+    def n_bins(self) -> np.ndarray:
+        """Bins of each feature, the missing-value bin included (``len(cuts) + 2``)."""
+        return np.array([len(c) + 2 for c in self.cuts], dtype=np.int64)
+
+    def bin(self, X: np.ndarray) -> np.ndarray:
+        """Bin index of every value, shape ``(n, F)`` uint16; NaN goes to the feature's last (missing) bin."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(f"expected a matrix of {self.n_features} feature columns, got shape {X.shape}")
+        out = np.empty(X.shape, dtype=np.uint16)
+        for f, c in enumerate(self.cuts):
+            col = X[:, f]
+            idx = np.searchsorted(c, col, side="right")
+            idx[np.isnan(col)] = len(c) + 1
+            out[:, f] = idx
+        return out
+
+    def threshold(self, feature: int, bin_index: int) -> float:
+        """The raw threshold of a split at ``bin_index``: values below it go left."""
+        return float(self.cuts[feature][bin_index])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {"cuts": [c.tolist() for c in self.cuts]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BinEdges:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(np.asarray(c, dtype=np.float64).reshape(-1) for c in d["cuts"]))
+
+    @classmethod
+    def from_quantiles(cls, X: np.ndarray, max_bins: int) -> BinEdges:
+        """Edges from the exact quantiles of one table: the same rule as the federated sketch, on pooled rows.
+
+        For tests and baselines only (a federation uses :class:`QuantileSketch`): the cut of a quantile is
+        the smallest value above it, so that every distinct value below it falls left.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        probs = sketch_probabilities(max_bins)
+        cuts = []
+        for f in range(X.shape[1]):
+            col = np.sort(X[:, f][~np.isnan(X[:, f])])
+            if col.size == 0:
+                cuts.append(np.zeros(0))
+                continue
+            ranks = np.array([inverted_cdf_rank(col.size, p) for p in probs])
+            values = np.unique(col[ranks - 1])
+            above = np.searchsorted(col, values, side="right")
+            cuts.append(np.unique(np.where(above < col.size, col[np.minimum(above, col.size - 1)],
+                                           np.nextafter(values, np.inf))))
+        return cls(tuple(cuts))
+
+
+def sketch_probabilities(max_bins: int) -> np.ndarray:
+    """The probabilities whose quantiles cut a feature into at most ``max_bins`` bins: ``k / max_bins``."""
+    return np.arange(1, max_bins) / max_bins
+
+
+def local_moments(X: np.ndarray) -> np.ndarray:
+    """Count, sum and sum of squares of each feature's present values, flat ``(3F,)`` (summed over institutions)."""
+    X = np.asarray(X, dtype=np.float64)
+    present = ~np.isnan(X)
+    Z = np.where(present, X, 0.0)
+    return np.concatenate([present.sum(axis=0).astype(np.float64), Z.sum(axis=0), (Z * Z).sum(axis=0)])
+
+
+class SortedColumns:
+    """One institution's feature columns, each sorted once, NaN dropped: counts per bracket by binary search."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        self.columns = [np.sort(X[:, f][~np.isnan(X[:, f])]) for f in range(X.shape[1])]
+
+    def counts(self, brackets: Sequence[tuple[int, float, float]]) -> np.ndarray:
+        """``[below, bin_0 .. bin_{K-1}, at or above]`` of each bracket (feature, lo, hi), concatenated."""
+        out = np.empty((len(brackets), SEARCH_BINS + 2))
+        for i, (f, lo, hi) in enumerate(brackets):
+            col = self.columns[f]
+            below = np.searchsorted(col, search_edges(lo, hi), side="left")
+            out[i] = np.diff(np.concatenate([[0], below, [col.size]]))
+        return out.ravel()
+
+
+class QuantileSketch:
+    """The federated search for the cut points of every feature (the same state at every institution).
+
+    >>> sketch = QuantileSketch(n_features, max_bins, total_of(local_moments(X_i)))    # doctest: +SKIP
+    >>> while not sketch.done:                                                           # doctest: +SKIP
+    ...     sketch.advance(total_of(SortedColumns(X_i).counts(sketch.brackets())))
+    >>> edges = sketch.edges()                                                           # doctest: +SKIP
+    """
+
+    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray) -> None:
+        m = np.asarray(moments, dtype=np.float64).reshape(3, n_features)
+        counts = np.rint(m[0])
+        if np.any(np.abs(m[0] - counts) > 0.25):
+            raise FederationError("quantile sketch: the summed counts of values are not whole numbers")
+        self.n_features = n_features
+        self.stages = 0
+        self.targets: list[Target] = []
+        for f in range(n_features):
+            n = int(counts[f])
+            for p in sketch_probabilities(max_bins):
+                t = Target(block=None, column=str(f), p=float(p))
+                if n == 0:
+                    self.targets.append(dataclasses.replace(t, status="empty"))
+                    continue
+                mean = m[1, f] / n
+                std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
+                t = dataclasses.replace(t, rank=inverted_cdf_rank(n, float(p)))
+                self.targets.append(t.start(*derived_range(mean, std), None))
+
+    @property
+    def done(self) -> bool:
+        """Whether every search has converged."""
+        return not any(t.counting for t in self.targets)
+
+    def brackets(self) -> list[tuple[int, float, float]]:
+        """The distinct open brackets (feature, lo, hi) to count at this stage, in a fixed order."""
+        keys = dict.fromkeys((int(t.column), float(t.lo), float(t.hi)) for t in self.targets  # type: ignore[arg-type]
+                             if t.counting)
+        return list(keys)
+
+    def advance(self, total: np.ndarray) -> None:
+        """Advance every open search from the summed counts of :meth:`brackets`."""
+        brackets = self.brackets()
+        counts = np.asarray(total, dtype=np.float64).reshape(len(brackets), SEARCH_BINS + 2)
+        whole = np.rint(counts)
+        if np.any(np.abs(counts - whole) > 0.25):
+            raise FederationError("quantile sketch: the summed bracket counts are not whole numbers")
+        by_key = {k: whole[i] for i, k in enumerate(brackets)}
+        self.targets = [t.advance(by_key[(int(t.column), float(t.lo), float(t.hi))])  # type: ignore[arg-type]
+                        if t.counting else t for t in self.targets]
+        self.stages += 1
+        if not self.done and self.stages >= MAX_STAGES:
+            raise FederationError(f"quantile sketch: not converged after {MAX_STAGES} stages")
+
+    def edges(self) -> BinEdges:
+        """The cut points: the upper end of each quantile's final bracket, deduplicated."""
+        if not self.done:
+            raise FederationError("quantile sketch: edges asked for before every search converged")
+        cuts: list[list[float]] = [[] for _ in range(self.n_features)]
+        for t in self.targets:
+            if t.status == "done":
+                cuts[int(t.column)].append(float(t.hi))  # type: ignore[arg-type]
+        return BinEdges(tuple(np.unique(np.asarray(c, dtype=np.float64)) for c in cuts))
