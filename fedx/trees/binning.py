@@ -71,8 +71,14 @@ class BinEdges:
         return out
 
     def threshold(self, feature: int, bin_index: int) -> float:
-        """The raw threshold of a split at ``bin_index``: values below it go left."""
-        return float(self.cuts[feature][bin_index])
+        """The raw threshold of a split at ``bin_index``: values below it go left.
+
+        ``-inf`` for ``bin_index = -1`` (no present value goes left), ``+inf`` for the last value bin.
+        """
+        cuts = self.cuts[feature]
+        if bin_index < 0:
+            return -np.inf
+        return float(cuts[bin_index]) if bin_index < len(cuts) else np.inf
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""

@@ -12,8 +12,9 @@ derives the same choice from the same decrypted sums. Gradients and hessians are
 multiples of ``2**-quantum_bits``, so every sum (in any order, and the subtraction) is exact in float64;
 the federated trees are then bit-identical to the trees grown on the pooled rows.
 
-Determinism: splits are ranked by gain; among equal gains the lowest feature, then the lowest bin, then
-missing values going left wins (``np.argmax`` keeps the first maximum of a fixed candidate order).
+Determinism: splits are ranked by gain; among equal gains the first in a fixed candidate order wins
+(``np.argmax`` keeps the first maximum): the lowest feature, then missing values right by increasing bin,
+then missing values left by decreasing bin, which is the order in which XGBoost's ``hist`` prefers them.
 
 Missing values are handled as XGBoost does: every feature has a bin for them, and each split learns the
 default direction that gains most.
@@ -236,23 +237,32 @@ class TreeBuilder:
         weight = 0.0 if n.H < p.min_child_weight or n.H <= 0 else -n.G / (n.H + p.reg_lambda)
         self.arrays.value[node] = weight * p.learning_rate
 
-    def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Candidate flat positions (a threshold after each bin but a feature's last), with feature and bin."""
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every split of every covered feature, in XGBoost's order of preference among equal gains.
+
+        Per feature (lowest first): missing values right with bins ``<= b`` left for ``b = 0 .. m-1``
+        (``b = m-1``: every present value left, missing right), then missing values left for
+        ``b = m-2 .. -1`` (``b = -1``: only the missing values left); ``m`` is the number of value bins.
+        Returns the flat position whose cumulative sum is the left side (-1: nothing), the covered
+        feature's index, the bin, whether missing values go left, and the feature's missing-bin position.
+        """
         offsets = self.layout.offsets
-        pos, feat, bins, miss = [], [], [], []
+        pos, feat, bins, left, miss = [], [], [], [], []
         for i, nb in enumerate(self.layout.n_bins):
-            k = int(nb) - 2  # thresholds after bins 0 .. nb-3 (nb-1 is the missing bin)
-            pos.append(offsets[i] + np.arange(k))
-            feat.append(np.full(k, i))
-            bins.append(np.arange(k))
-            miss.append(np.full(k, offsets[i] + int(nb) - 1))
+            m = int(nb) - 1
+            b = np.concatenate([np.arange(m), np.arange(m - 2, -2, -1)])
+            pos.append(np.where(b >= 0, offsets[i] + b, -1))
+            feat.append(np.full(b.size, i))
+            bins.append(b)
+            left.append(np.arange(b.size) >= m)
+            miss.append(np.full(b.size, offsets[i] + m))
         cat = np.concatenate
         return (cat(pos).astype(np.int64), cat(feat).astype(np.int64), cat(bins).astype(np.int64),
-                cat(miss).astype(np.int64))
+                cat(left).astype(bool), cat(miss).astype(np.int64))
 
     def _best_splits(self, nodes: list[int]) -> list[Split]:
         p = self.params
-        pos, feat, bins, miss = self._cand
+        pos, feat, bins, miss_left, miss = self._cand
         if not nodes or pos.size == 0:
             return []
         hist = np.stack([self._nodes[n].hist for n in nodes])          # (k, size, 2)
@@ -260,33 +270,28 @@ class TreeBuilder:
         H = np.array([self._nodes[n].H for n in nodes])[:, None]
         cum = np.cumsum(hist, axis=1)
         starts = self.layout.offsets[:-1][feat]                        # first bin of each candidate's feature
-        before = np.where(starts[None, :, None] > 0, cum[:, np.maximum(starts - 1, 0)], 0.0)
-        left = cum[:, pos] - before                                    # (k, c, 2), missing excluded
-        m = hist[:, miss]
+        before = np.where((starts > 0)[None, :, None], cum[:, np.maximum(starts - 1, 0)], 0.0)
+        left = np.where((pos >= 0)[None, :, None], cum[:, np.maximum(pos, 0)] - before, 0.0)
+        left = left + np.where(miss_left[None, :, None], hist[:, miss], 0.0)
         lam, mcw = p.reg_lambda, p.min_child_weight
-        parent = G[:, 0] ** 2 / (H[:, 0] + lam)
-        gains = []
-        for lg, lh in ((left[..., 0] + m[..., 0], left[..., 1] + m[..., 1]), (left[..., 0], left[..., 1])):
-            rg, rh = G - lg, H - lh
-            gain = lg * lg / (lh + lam) + rg * rg / (rh + lam) - parent[:, None]
-            ok = (lh >= mcw) & (rh >= mcw) & (lh > 0) & (rh > 0)
-            gains.append(np.where(ok, gain, -np.inf))
-        both = np.stack(gains, axis=2).reshape(len(nodes), -1)         # order: (candidate, default left first)
+        lg, lh = left[..., 0], left[..., 1]
+        rg, rh = G - lg, H - lh
+        gain = lg * lg / (lh + lam) + rg * rg / (rh + lam) - (G * G / (H + lam))
+        ok = (lh >= mcw) & (rh >= mcw) & (lh > 0) & (rh > 0)
+        both = np.where(ok, gain, -np.inf)
         best = np.argmax(both, axis=1)
         splits = []
         for i, node in enumerate(nodes):
-            g = float(both[i, best[i]])
+            c = int(best[i])
+            g = float(both[i, c])
             if not (g > MIN_GAIN and g >= p.gamma):
                 continue
-            c, direction = divmod(int(best[i]), 2)
-            default_left = direction == 0
-            lg = float(left[i, c, 0] + (m[i, c, 0] if default_left else 0.0))
-            lh = float(left[i, c, 1] + (m[i, c, 1] if default_left else 0.0))
+            lg_, lh_ = float(lg[i, c]), float(lh[i, c])
             depth = self._nodes[node].depth + 1
-            ln = self.arrays.add(lh)
-            self._nodes[ln] = _Node(depth=depth, G=lg, H=lh)
-            rn = self.arrays.add(float(H[i, 0]) - lh)
-            self._nodes[rn] = _Node(depth=depth, G=float(G[i, 0]) - lg, H=float(H[i, 0]) - lh)
+            ln = self.arrays.add(lh_)
+            self._nodes[ln] = _Node(depth=depth, G=lg_, H=lh_)
+            rn = self.arrays.add(float(H[i, 0]) - lh_)
+            self._nodes[rn] = _Node(depth=depth, G=float(G[i, 0]) - lg_, H=float(H[i, 0]) - lh_)
             splits.append(Split(node=node, feature=int(self.layout.features[feat[c]]), bin=int(bins[c]),
-                                default_left=default_left, gain=g, left=ln, right=rn))
+                                default_left=bool(miss_left[c]), gain=g, left=ln, right=rn))
         return splits

@@ -74,9 +74,9 @@ class Tree:
         return self.value[self.leaves(X)]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON (floats round-trip exactly; NaN thresholds of leaves become null)."""
+        """Plain data for strict JSON (floats round-trip exactly; a leaf's threshold is null, infinite ones "inf")."""
         return {"feature": self.feature.tolist(), "bin": self.bin.tolist(),
-                "threshold": [None if np.isnan(t) else float(t) for t in self.threshold],
+                "threshold": [_number(t) for t in self.threshold],
                 "default_left": self.default_left.tolist(), "left": self.left.tolist(),
                 "right": self.right.tolist(), "value": self.value.tolist(), "gain": self.gain.tolist(),
                 "cover": self.cover.tolist()}
@@ -85,7 +85,7 @@ class Tree:
     def from_dict(cls, d: dict[str, Any]) -> Tree:
         """Inverse of :meth:`to_dict`."""
         ints = {k: np.asarray(d[k], dtype=np.int64) for k in ("feature", "bin", "left", "right")}
-        return cls(threshold=np.array([np.nan if t is None else t for t in d["threshold"]], dtype=np.float64),
+        return cls(threshold=np.array([_unnumber(t) for t in d["threshold"]], dtype=np.float64),
                    default_left=np.asarray(d["default_left"], dtype=bool),
                    value=np.asarray(d["value"], dtype=np.float64), gain=np.asarray(d["gain"], dtype=np.float64),
                    cover=np.asarray(d["cover"], dtype=np.float64), **ints)
@@ -201,3 +201,15 @@ class GBDTModel:
                        GBDTParams.from_dict(d["params"]), d["feature_names"], edges)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed fedx GBDT model: {exc}") from None
+
+
+def _number(t: float) -> float | str | None:
+    if np.isnan(t):
+        return None
+    return ("inf" if t > 0 else "-inf") if np.isinf(t) else float(t)
+
+
+def _unnumber(t: float | str | None) -> float:
+    if t is None:
+        return np.nan
+    return float(t)
