@@ -9,7 +9,8 @@ histogram refinement of :mod:`fedx.analytics.quantiles` (the same :class:`~fedx.
 search that ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts
 of values in the open brackets; every institution advances the same searches from the same sums. A
 quantile's cut is the upper end of its final bracket, so that every value of a discrete feature gets a bin
-of its own and quantiles that fall on the same value give one cut.
+of its own and quantiles that fall on the same value give one cut; bins left unused by such piles are spent on further
+searches in the rest of the feature's range (:class:`QuantileSketch`).
 """
 
 from __future__ import annotations
@@ -145,35 +146,56 @@ class SortedColumns:
 class QuantileSketch:
     """The federated search for the cut points of every feature (the same state at every institution).
 
+    Round 1 searches the quantiles at ``k / max_bins``. A feature whose values pile up on a few points
+    (a count, a flag, a risk score that is mostly 0) gets fewer distinct cuts than bins; each later round
+    spends the unused bins on new searches at ranks spread evenly over the ranks that no cut's final bracket
+    covers yet (the tails around the piles), until every bin is used, a round finds no new cut, or
+    ``max_rounds`` is reached. So a feature with at most ``max_bins - 1`` distinct values ends with a cut
+    above each of them, as XGBoost's own sketch gives it.
+
     >>> sketch = QuantileSketch(n_features, max_bins, total_of(local_moments(X_i)))    # doctest: +SKIP
     >>> while not sketch.done:                                                           # doctest: +SKIP
     ...     sketch.advance(total_of(SortedColumns(X_i).counts(sketch.brackets())))
     >>> edges = sketch.edges()                                                           # doctest: +SKIP
     """
 
-    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray) -> None:
+    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray, max_rounds: int = 4) -> None:
         m = np.asarray(moments, dtype=np.float64).reshape(3, n_features)
         counts = np.rint(m[0])
         if np.any(np.abs(m[0] - counts) > 0.25):
             raise FederationError("quantile sketch: the summed counts of values are not whole numbers")
         self.n_features = n_features
+        self.max_bins = max_bins
+        self.max_rounds = max_rounds
         self.stages = 0
+        self.rounds = 1
+        self._n = counts.astype(np.int64)
+        self._range: list[tuple[float, float] | None] = []
         self.targets: list[Target] = []
+        self._covered: list[tuple[int, int] | None] = []
+        self._active = np.ones(n_features, dtype=bool)
+        self._found: dict[int, int] = {}   # distinct cuts of each feature when its last round started
         for f in range(n_features):
-            n = int(counts[f])
-            for p in sketch_probabilities(max_bins):
-                t = Target(block=None, column=str(f), p=float(p))
-                if n == 0:
-                    self.targets.append(dataclasses.replace(t, status="empty"))
-                    continue
-                mean = m[1, f] / n
-                std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
-                t = dataclasses.replace(t, rank=inverted_cdf_rank(n, float(p)))
-                self.targets.append(t.start(*derived_range(mean, std), None))
+            n = int(self._n[f])
+            if n == 0:
+                self._range.append(None)
+                self._active[f] = False
+                continue
+            mean = m[1, f] / n
+            std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
+            self._range.append(derived_range(mean, std))
+            self._add(f, [inverted_cdf_rank(n, float(p)) for p in sketch_probabilities(max_bins)])
+
+    def _add(self, feature: int, ranks: Sequence[int]) -> None:
+        lo, hi = self._range[feature]  # type: ignore[misc]
+        for r in ranks:
+            t = Target(block=None, column=str(feature), p=float(r) / float(self._n[feature]), rank=int(r))
+            self.targets.append(t.start(lo, hi, None))
+            self._covered.append(None)
 
     @property
     def done(self) -> bool:
-        """Whether every search has converged."""
+        """Whether every search has converged and no further round is due."""
         return not any(t.counting for t in self.targets)
 
     def brackets(self) -> list[tuple[int, float, float]]:
@@ -183,18 +205,57 @@ class QuantileSketch:
         return list(keys)
 
     def advance(self, total: np.ndarray) -> None:
-        """Advance every open search from the summed counts of :meth:`brackets`."""
+        """Advance every open search from the summed counts of :meth:`brackets` (and start the next round)."""
         brackets = self.brackets()
         counts = np.asarray(total, dtype=np.float64).reshape(len(brackets), SEARCH_BINS + 2)
         whole = np.rint(counts)
         if np.any(np.abs(counts - whole) > 0.25):
             raise FederationError("quantile sketch: the summed bracket counts are not whole numbers")
         by_key = {k: whole[i] for i, k in enumerate(brackets)}
-        self.targets = [t.advance(by_key[(int(t.column), float(t.lo), float(t.hi))])  # type: ignore[arg-type]
-                        if t.counting else t for t in self.targets]
+        for i, t in enumerate(self.targets):
+            if not t.counting:
+                continue
+            c = by_key[(int(t.column), float(t.lo), float(t.hi))]  # type: ignore[arg-type]
+            new = t.advance(c)
+            if new.status == "done":
+                cum = np.cumsum(c)
+                cell = int(np.searchsorted(cum, t.rank, side="left"))
+                self._covered[i] = (int(cum[cell - 1]), int(cum[cell]))
+            self.targets[i] = new
         self.stages += 1
+        if self.done and self.rounds < self.max_rounds:
+            self._refine()
         if not self.done and self.stages >= MAX_STAGES:
             raise FederationError(f"quantile sketch: not converged after {MAX_STAGES} stages")
+
+    def _refine(self) -> None:
+        """Start the next round: unused bins go to the ranks that no final bracket covers yet."""
+        self.rounds += 1
+        for f in np.flatnonzero(self._active):
+            mine = [i for i, t in enumerate(self.targets) if int(t.column) == f and t.status == "done"]
+            distinct = {float(self.targets[i].hi) for i in mine}  # type: ignore[arg-type]
+            budget = self.max_bins - 1 - len(distinct)
+            if budget <= 0 or self._found.get(int(f)) == len(distinct):
+                self._active[f] = False
+                continue
+            self._found[int(f)] = len(distinct)
+            spans = sorted({self._covered[i] for i in mine if self._covered[i] is not None})  # (below, upto]
+            gaps, start = [], 0
+            for below, upto in spans:
+                if below > start:
+                    gaps.append((start, below))
+                start = max(start, upto)
+            if start < self._n[f]:
+                gaps.append((start, int(self._n[f])))
+            total = sum(b - a for a, b in gaps)
+            if total == 0:
+                self._active[f] = False
+                continue
+            ranks: list[int] = []
+            for a, b in gaps:
+                k = min(b - a, max(1, int(budget * (b - a) / total)))
+                ranks += sorted({a + 1 + int((j + 0.5) * (b - a) / k) for j in range(k)})
+            self._add(int(f), [r for r in ranks[:budget] if r <= self._n[f]])
 
     def edges(self) -> BinEdges:
         """The cut points: the upper end of each quantile's final bracket, deduplicated."""

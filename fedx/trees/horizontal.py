@@ -157,7 +157,7 @@ def federated_edges(parties: Mapping[str, HorizontalParty], max_bins: int, combi
                     ) -> tuple[BinEdges, int]:
     """The bin edges from the federated quantile sketch; also the number of counting stages."""
     first = next(iter(parties.values()))
-    sketch = QuantileSketch(first.X.shape[1], max_bins, combine([p.moments() for p in parties.values()]))
+    sketch = QuantileSketch(first.X.shape[1], max_bins, combine([p.moments() for p in parties.values()], exact=False))
     while not sketch.done:
         sketch.advance(combine([p.sketch_counts(sketch) for p in parties.values()]))
     return sketch.edges(), sketch.stages
@@ -215,7 +215,7 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
     if params.base_score is not None:
         score = params.base_score
     else:
-        y_sum, exposure_sum = combine([p.totals() for p in parties.values()])
+        y_sum, exposure_sum = combine([p.totals() for p in parties.values()], exact=False)
         report.rounds += 1
         score = objective.base_score(float(y_sum), float(exposure_sum))
     base_margin = objective.base_margin(score)

@@ -15,10 +15,13 @@ import numpy as np
 from ..errors import HEError
 from .engine import quantize
 
-Combine = Callable[[Sequence[np.ndarray]], np.ndarray]
+#: ``combine(vectors, exact=True)``: the sum of the institutions' vectors. ``exact`` says that every vector is
+#: on the ``2**-quantum_bits`` grid (counts, histograms), so that the sum must come back exact; the moments
+#: of the sketch are not, and need only float precision.
+Combine = Callable[..., np.ndarray]
 
 
-def plain_sum(vectors: Sequence[np.ndarray]) -> np.ndarray:
+def plain_sum(vectors: Sequence[np.ndarray], exact: bool = True) -> np.ndarray:
     """The plaintext sum (exact for vectors on a common ``2**-bits`` grid)."""
     return np.sum(np.stack([np.asarray(v, dtype=np.float64) for v in vectors]), axis=0)
 
@@ -54,7 +57,7 @@ class EncryptedSum:
         self.bytes_down = 0
         self.max_error = 0.0
 
-    def __call__(self, vectors: Sequence[np.ndarray]) -> np.ndarray:
+    def __call__(self, vectors: Sequence[np.ndarray], exact: bool = True) -> np.ndarray:
         from .. import he
 
         blobs = [he.encrypt(self.keys.secret, [np.asarray(v, dtype=np.float64)], kind="sum") for v in vectors]
@@ -63,6 +66,8 @@ class EncryptedSum:
         self.bytes_down += len(total) * len(blobs)
         arrays, _ = he.decrypt(self.keys.secret, total)
         out = np.asarray(arrays[0], dtype=np.float64)
+        if not exact:
+            return out
         snapped = quantize(out, self.quantum_bits)
         error = float(np.max(np.abs(out - snapped))) if out.size else 0.0
         self.max_error = max(self.max_error, error)
