@@ -183,7 +183,7 @@ class QuantileSketch:
                 continue
             mean = m[1, f] / n
             std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
-            self._range.append(derived_range(mean, std))
+            self._range.append(_first_bracket(mean, std))
             self._add(f, [inverted_cdf_rank(n, float(p)) for p in sketch_probabilities(max_bins)])
 
     def _add(self, feature: int, ranks: Sequence[int]) -> None:
@@ -266,3 +266,15 @@ class QuantileSketch:
             if t.status == "done":
                 cuts[int(t.column)].append(float(t.hi))  # type: ignore[arg-type]
         return BinEdges(tuple(np.unique(np.asarray(c, dtype=np.float64)) for c in cuts))
+
+
+def _first_bracket(mean: float, std: float) -> tuple[float, float]:
+    """The first bracket of a feature's searches: mean +/- 4 std, rounded to 6 significant digits.
+
+    :func:`~fedx.analytics.quantiles.derived_range` rounds to 10 digits; the moments of a feature summed under
+    HE differ from the plaintext ones by about 1e-10 relative (bfv-compact's 2^-24 fixed point, CKKS noise),
+    so a coarser rounding keeps every run, encrypted or not, on the same brackets (and so the same cuts).
+    """
+    lo, hi = derived_range(mean, std)
+    coarse = float(f"{lo:.6g}"), float(f"{hi:.6g}")
+    return coarse if coarse[0] < coarse[1] else (lo, hi)
