@@ -12,9 +12,22 @@
 
 from __future__ import annotations
 
-from .binning import BinEdges, QuantileSketch, SortedColumns, local_moments, sketch_probabilities
+from .binning import (
+    BinEdges,
+    QuantileSketch,
+    SortedColumns,
+    local_moments,
+    sketch_probabilities,
+)
 from .engine import HistogramLayout, Split, TreeBuilder, node_histograms, quantize
-from .horizontal import FitReport, HorizontalParty, federated_edges, fit_horizontal, fit_pooled, tree_features
+from .horizontal import (
+    FitReport,
+    HorizontalParty,
+    federated_edges,
+    fit_horizontal,
+    fit_pooled,
+    tree_features,
+)
 from .model import GBDTModel, Tree
 from .objectives import LossObjective, get_objective
 from .params import MAX_BINS, OBJECTIVES, GBDTParams

@@ -15,14 +15,19 @@ searches in the rest of the feature's range (:class:`QuantileSketch`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..analytics.quantiles import SEARCH_BINS, Target, derived_range, inverted_cdf_rank, search_edges
+from ..analytics.quantiles import (
+    SEARCH_BINS,
+    Target,
+    derived_range,
+    inverted_cdf_rank,
+    search_edges,
+)
 from ..errors import DataError, FederationError
 from .params import MAX_BINS
 

@@ -167,7 +167,7 @@ def tree_features(params: GBDTParams, n_features: int, tree_index: int) -> np.nd
     """The column sample of a tree (the same at every institution: seeded by the run and the tree)."""
     if params.colsample >= 1.0:
         return np.arange(n_features)
-    k = max(1, int(round(params.colsample * n_features)))
+    k = max(1, round(params.colsample * n_features))
     rng = np.random.default_rng([params.seed, tree_index, 0xC01])
     return np.sort(rng.choice(n_features, size=k, replace=False))
 

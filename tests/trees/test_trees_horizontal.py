@@ -7,8 +7,16 @@ import pytest
 from trees_support import NAMES6, classification, keys, split_rows
 
 from fedx.errors import HEError
-from fedx.trees import (BinEdges, EncryptedSum, FitReport, GBDTParams, HorizontalParty, federated_edges,
-                        fit_horizontal, fit_pooled)
+from fedx.trees import (
+    BinEdges,
+    EncryptedSum,
+    FitReport,
+    GBDTParams,
+    HorizontalParty,
+    federated_edges,
+    fit_horizontal,
+    fit_pooled,
+)
 
 PARAMS = GBDTParams(trees=12, max_depth=4, learning_rate=0.3, reg_lambda=1.0, min_child_weight=1.0, max_bins=32)
 

@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
-
-from fedx.trees import BinEdges, GBDTParams, HorizontalParty, federated_edges, fit_horizontal, fit_pooled
-
 from trees_support import NAMES6, classification, counts, split_rows
+
+from fedx.trees import (
+    BinEdges,
+    GBDTParams,
+    HorizontalParty,
+    federated_edges,
+    fit_horizontal,
+    fit_pooled,
+)
 
 
 def _prebinned(edges: BinEdges, X: np.ndarray) -> np.ndarray:
@@ -26,11 +32,12 @@ def _prebinned(edges: BinEdges, X: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("settings", [
-    dict(max_depth=4, learning_rate=0.3, reg_lambda=1.0, min_child_weight=1.0, gamma=0.0, missing=0.0),
-    dict(max_depth=5, learning_rate=0.3, reg_lambda=2.0, min_child_weight=3.0, gamma=0.0, missing=0.15),
-    dict(max_depth=5, learning_rate=0.2, reg_lambda=0.5, min_child_weight=2.0, gamma=2.0, missing=0.15),
+    {"max_depth": 4, "learning_rate": 0.3, "reg_lambda": 1.0, "min_child_weight": 1.0, "gamma": 0.0, "missing": 0.0},
+    {"max_depth": 5, "learning_rate": 0.3, "reg_lambda": 2.0, "min_child_weight": 3.0, "gamma": 0.0, "missing": 0.15},
+    {"max_depth": 5, "learning_rate": 0.2, "reg_lambda": 0.5, "min_child_weight": 2.0, "gamma": 2.0, "missing": 0.15},
 ], ids=["plain", "missing", "gamma"])
 def test_logistic_matches_xgboost_hist_on_the_same_bins(settings: dict) -> None:
+    settings = dict(settings)
     missing = settings.pop("missing")
     X, y = classification(n=3000, missing=missing)
     params = GBDTParams(trees=15, max_bins=32, **settings)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 
-import fedx.he as he
+from fedx import he
 
 
 @functools.cache
@@ -40,8 +41,8 @@ def counts(n: int = 4000, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.nda
 def split_rows(n: int, shares: tuple[float, ...] = (0.5, 0.3, 0.2), seed: int = 3) -> list[np.ndarray]:
     """Row indices of institutions of unequal sizes (shuffled, so each holds a mix)."""
     order = np.random.default_rng(seed).permutation(n)
-    bounds = np.cumsum([0, *[int(round(s * n)) for s in shares[:-1]], n - sum(int(round(s * n)) for s in shares[:-1])])
-    return [np.sort(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-
+    sizes = [round(s * n) for s in shares[:-1]]
+    bounds = np.cumsum([0, *sizes, n - sum(sizes)])
+    return [np.sort(order[a:b]) for a, b in itertools.pairwise(bounds)]
 
 NAMES6 = [f"x{i}" for i in range(6)]
