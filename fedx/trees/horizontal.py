@@ -64,6 +64,8 @@ class HorizontalParty:
         self.offset = np.zeros(len(self.y)) if offset is None else np.asarray(offset, dtype=np.float64).reshape(-1)
         self.bins: np.ndarray | None = None
         self.margin: np.ndarray | None = None
+        self._sorted: SortedColumns | None = None
+        self._missing_bin = np.zeros(0, dtype=np.int64)
         self._g = self._h = self._node = self._flat = None
 
     # ------------------------------------------------------------------ setup
@@ -73,7 +75,7 @@ class HorizontalParty:
 
     def sketch_counts(self, sketch: QuantileSketch) -> np.ndarray:
         """This institution's counts of the sketch's open brackets."""
-        if not hasattr(self, "_sorted"):
+        if self._sorted is None:
             self._sorted = SortedColumns(self.X)
         return self._sorted.counts(sketch.brackets())
 
@@ -84,6 +86,7 @@ class HorizontalParty:
     def start(self, edges: BinEdges, base_margin: float) -> None:
         """Bin the rows with the shared edges and set every margin to the base margin plus the offset."""
         self.bins = edges.bin(self.X)
+        self._missing_bin = edges.n_bins - 1
         self.margin = base_margin + self.offset
 
     # ------------------------------------------------------------------ one tree
@@ -137,10 +140,6 @@ class HorizontalParty:
         """Add the tree's leaf values to this institution's margins (every row sits in a leaf now)."""
         assert self.margin is not None and self._node is not None
         self.margin = self.margin + tree.value[self._node]
-
-    def set_missing_bins(self, edges: BinEdges) -> None:
-        """Remember each feature's missing-value bin."""
-        self._missing_bin = edges.n_bins - 1
 
 
 @dataclass
@@ -221,7 +220,6 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
     base_margin = objective.base_margin(score)
     for p in parties.values():
         p.start(edges, base_margin)
-        p.set_missing_bins(edges)
     all_bins = edges.n_bins
     trees: list[Tree] = []
     t1 = time.perf_counter()
