@@ -74,3 +74,11 @@ class DeploymentError(FedxError):
 
 class AuditError(FedxError):
     """An audit ledger is unreadable or its hash chain is broken."""
+
+
+class VerticalError(FedxError):
+    """A vertical run (parties holding different columns of the same people) cannot proceed."""
+
+
+class PSIError(VerticalError, ValueError):
+    """Private set intersection refused: bad ids at a party, too small an intersection, or a bad message."""
