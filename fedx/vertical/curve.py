@@ -12,6 +12,7 @@ processes when ``workers > 1``.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from ..errors import PSIError
 POINT = 32
 BACKENDS = ("nacl", "cryptography")
 _MIN_CHUNK = 4096
+_POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
 def available_backends() -> list[str]:
@@ -89,6 +91,22 @@ def _mul_chunk(backend: str, scalar: bytes, data: bytes) -> bytes:
         raise PSIError("a blinded value is a low-order point (a malformed or hostile message)") from exc
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The worker processes for blinding (started on first use, kept for later batches)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers,
+                                                     mp_context=multiprocessing.get_context("spawn"))
+    return pool
+
+
+@atexit.register
+def shutdown_workers() -> None:
+    """Stop the blinding worker processes (also done at interpreter exit)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True)
+
+
 def scalar_mult(scalar: bytes, points: bytes, *, backend: str = "auto", workers: int = 1) -> bytes:
     """``X25519(scalar, u)`` for every 32-byte ``u`` in ``points``, concatenated in the same order.
 
@@ -112,9 +130,7 @@ def scalar_mult(scalar: bytes, points: bytes, *, backend: str = "auto", workers:
     parts = max(workers * 4, 1)
     step = max(_MIN_CHUNK, -(-n // parts)) * POINT
     chunks = [points[i:i + step] for i in range(0, len(points), step)]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        out = list(pool.map(_mul_chunk, [name] * len(chunks), [scalar] * len(chunks), chunks))
+    out = _pool(workers).map(_mul_chunk, [name] * len(chunks), [scalar] * len(chunks), chunks)
     return b"".join(out)
 
 
