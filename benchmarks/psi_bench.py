@@ -82,8 +82,8 @@ def run_fedx(a: np.ndarray, b: np.ndarray, truth: np.ndarray, backend: str, work
     ids_a = normalise_ids(pd.DataFrame({"person_id": a}), "person_id", party="insurer")
     ids_b = normalise_ids(pd.DataFrame({"person_id": b}), "person_id", party="hospital")
     t_norm = time.perf_counter() - t0
-    common = dict(label_party="insurer", parties=["insurer", "hospital"], run_id="bench", backend=backend,
-                  workers=workers)
+    common: dict = {"label_party": "insurer", "parties": ["insurer", "hospital"], "run_id": "bench",
+                    "backend": backend, "workers": workers}
     parties = [PSIParty("insurer", ids_a, **common), PSIParty("hospital", ids_b, **common)]
     out = run_psi(parties, observe=observe)
     shutdown_workers()  # so that the workers' CPU time is counted, and each run starts its own (as a node would)

@@ -82,7 +82,10 @@ def _mul_chunk(backend: str, scalar: bytes, data: bytes) -> bytes:
             from nacl.bindings import crypto_scalarmult
 
             return b"".join([crypto_scalarmult(scalar, data[i:i + POINT]) for i in range(0, n * POINT, POINT)])
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+        from cryptography.hazmat.primitives.asymmetric.x25519 import (
+            X25519PrivateKey,
+            X25519PublicKey,
+        )
 
         key = X25519PrivateKey.from_private_bytes(scalar)
         load = X25519PublicKey.from_public_bytes

@@ -37,7 +37,15 @@ import numpy as np
 
 from ..errors import ConfigError, PSIError
 from .channel import Channel, route
-from .curve import POINT, as_rows, hash_to_u, keyed_hashes, new_scalar, scalar_mult, truncate
+from .curve import (
+    POINT,
+    as_rows,
+    hash_to_u,
+    keyed_hashes,
+    new_scalar,
+    scalar_mult,
+    truncate,
+)
 from .ids import IdSpec, PartyIds, check_compatible
 
 if TYPE_CHECKING:
@@ -174,7 +182,7 @@ def select_test_rows(ids: PartyIds, rows: np.ndarray, secret: bytes, test_fracti
     if not 0.0 <= float(test_fraction) < 1.0:
         raise ConfigError(f"data.test_fraction is {test_fraction!r}; expected a number in [0, 1)")
     rows = np.asarray(rows, dtype=np.int64)
-    k = int(round(float(test_fraction) * len(rows)))
+    k = round(float(test_fraction) * len(rows))
     mask = np.zeros(len(rows), dtype=bool)
     if k:
         keys = order_keys(ids, rows, secret, purpose="test-split")
@@ -320,6 +328,8 @@ class PSIParty:
 
     # ------------------------------------------------------------------ label party
     def _on_spec(self, peer: str, meta: dict[str, Any], payload: bytes) -> list[bytes]:
+        if peer in self._peer_specs:
+            raise PSIError(f"party {peer!r} sent its spec twice")
         self._peer_specs[peer] = self._check_peer(peer, meta)
         self._peer_sizes[peer] = int(meta["rows"])
         if len(self._peer_specs) < len(self.features):
@@ -334,6 +344,8 @@ class PSIParty:
         return self._send([self._channels[p].seal("blinded", body, x) for p in self.features])
 
     def _on_reply(self, peer: str, meta: dict[str, Any], payload: bytes) -> list[bytes]:
+        if peer in self._replies or peer not in self._peer_sizes:
+            raise PSIError(f"party {peer!r} sent a reply out of turn")
         n_l, n_f = len(self.ids), self._peer_sizes[peer]
         if int(meta["rows"]) != n_f or len(payload) != n_f * POINT + n_l * MATCH_BYTES:
             raise PSIError(f"the reply of party {peer!r} has {len(payload)} bytes; expected "
@@ -390,6 +402,8 @@ class PSIParty:
 
     # ------------------------------------------------------------------ feature party
     def _on_blinded(self, peer: str, meta: dict[str, Any], payload: bytes) -> list[bytes]:
+        if self._secret is not None:
+            raise PSIError(f"party {peer!r} sent its blinded ids twice")
         self._check_peer(peer, meta)
         self._secret = bytes.fromhex(meta["secret"])
         n_f = len(self.ids)
