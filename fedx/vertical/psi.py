@@ -96,6 +96,7 @@ class PSIPolicy:
         return self.reveal == "all" or self.count_to == "all"
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as every party sends and compares them."""
         return {"reveal": self.reveal, "count_to": self.count_to, "min_intersection": self.min_intersection}
 
 
@@ -155,9 +156,15 @@ def common_order(ids: PartyIds, rows: np.ndarray, secret: bytes) -> np.ndarray:
     secret : bytes
         The run secret agreed in the PSI.
     """
+    return _ordered(ids, rows, secret)[0]
+
+
+def _ordered(ids: PartyIds, rows: np.ndarray, secret: bytes) -> tuple[np.ndarray, str]:
+    """The rows in the common order, and a digest of that order (equal at parties holding the same people)."""
     rows = np.asarray(rows, dtype=np.int64)
     keys = order_keys(ids, rows, secret)
-    return rows[np.argsort(keys, kind="stable")]
+    perm = np.argsort(keys, kind="stable")
+    return rows[perm], hashlib.sha256(keys[perm].tobytes()).hexdigest()
 
 
 def select_test_rows(ids: PartyIds, rows: np.ndarray, secret: bytes, test_fraction: float) -> np.ndarray:
@@ -188,10 +195,6 @@ def select_test_rows(ids: PartyIds, rows: np.ndarray, secret: bytes, test_fracti
         keys = order_keys(ids, rows, secret, purpose="test-split")
         mask[np.argsort(keys, kind="stable")[:k]] = True
     return mask
-
-
-def _digest(keys: np.ndarray) -> str:
-    return hashlib.sha256(keys.tobytes()).hexdigest()
 
 
 class PSIParty:
@@ -379,8 +382,7 @@ class PSIParty:
             log.warning("party %s: intersection of %d rows is below min_intersection=%d; refused",
                         self.name, n, pol.min_intersection)
             return self._send([self._channels[p].seal("result", meta) for p in self.features])
-        rows = common_order(self.ids, shared, self.secret)
-        digest = _digest(order_keys(self.ids, rows, self.secret))
+        rows, digest = _ordered(self.ids, shared, self.secret)
         peer_positions = {p: self._replies[p][rows] for p in self.features}
         out = []
         for p in self.features:
@@ -439,8 +441,8 @@ class PSIParty:
             assert self._wire_order is not None
             n_f = len(self.ids)
             bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=n_f).astype(bool)
-            rows = common_order(self.ids, self._wire_order[bits], self.secret)
-            if len(rows) != int(n) or _digest(order_keys(self.ids, rows, self.secret)) != meta.get("digest"):
+            rows, digest = _ordered(self.ids, self._wire_order[bits], self.secret)
+            if len(rows) != int(n) or digest != meta.get("digest"):
                 self._error = PSIError(f"party {self.name!r}: the shared rows told by {peer!r} do not give the "
                                        "label party's common order (a different id normalisation, or a bad message)")
                 return []

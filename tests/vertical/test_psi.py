@@ -122,7 +122,7 @@ def test_relay_sees_only_routing_headers_and_sealed_bodies(tables, two_default):
     kinds = [route(m).kind for m in seen]
     assert kinds == ["hello", "hello", "spec", "blinded", "reply", "result"]
     assert all(route(m).sealed for m in seen if route(m).kind != "hello")
-    ids = np.concatenate([tables[n]["person_id"].to_numpy()[:150] for n in ("insurer", "hospital")])
+    ids = np.unique(np.concatenate([tables[n]["person_id"].to_numpy()[:150] for n in ("insurer", "hospital")]))
     canonical = normalise_ids(pd.DataFrame({"c": ids}), "c", party="x").keys
     needles = set()
     for v, canon in zip(ids.tolist(), canonical):
