@@ -83,6 +83,8 @@ def test_three_parties_reveal_all_common_order_is_identical(tables, three_all):
     assert np.array_equal(ordered["insurer"], ordered["hospital"])
     assert np.array_equal(ordered["insurer"], ordered["lab"])
     assert all(out[n].n_shared == len(truth) for n in out)
+    for n in ("hospital", "lab"):  # the label party's alignment for each feature party, through its shuffle
+        assert np.array_equal(cols[n][out[n].wire_order[out["insurer"].peer_positions[n]]], ordered["insurer"])
     # The order is the keyed hash's, not the ids' own order.
     assert not np.array_equal(ordered["insurer"], np.sort(ordered["insurer"]))
     # Each party's function yields the same order from its own ids.
