@@ -86,3 +86,11 @@ class MaskingRefused(MaskingError):
 
 class TooFewSurvivors(MaskingError, FederationError):
     """Fewer institutions than the threshold are left, so no mask can be removed and nothing is decrypted."""
+
+
+class VerticalError(FedxError):
+    """A vertical run (parties holding different columns of the same people) cannot proceed."""
+
+
+class PSIError(VerticalError, ValueError):
+    """Private set intersection refused: bad ids at a party, too small an intersection, or a bad message."""
