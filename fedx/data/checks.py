@@ -128,7 +128,7 @@ def _not_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _numbers_with_typos(n_bad: int, n_present: int) -> bool:
-    return 0 < n_bad <= (1.0 - NUMERIC_SHARE) * n_present
+    return n_bad > 0 and n_present - n_bad >= NUMERIC_SHARE * n_present - 1e-9
 
 
 def _refuse_typos(where: str, name: str, present: pd.Series, bad: np.ndarray) -> None:
