@@ -80,8 +80,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
     folder = RunFolder.plan(cfg, target, "result.json", resume=resume, force=force)
     task = get_task(cfg.task)
     # Everything that can be checked is checked before anything is written or Ray starts.
-    checked = _checked_tables(cfg, tables, task.target_kind)
     given_keys = _given_keys(cfg)
+    checked = _checked_tables(cfg, tables, task.target_kind)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, \
                 RunProgress(task.primary_metric, enabled=progress) as bar:
@@ -139,8 +139,8 @@ def stats(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = Tr
         raise ConfigError(f"{cfg.source}: stats: missing section (the statistics to compute)")
     target = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "stats.json", resume=False, force=force, resumable=False)
-    checked = _checked_tables(cfg, None, None)
     given_keys = _given_keys(cfg)
+    checked = _checked_tables(cfg, None, None)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, RunProgress("", enabled=progress) as bar:
             result = run_on_simulation(

@@ -281,7 +281,7 @@ def test_force_replaces_a_finished_run_only_once_the_new_one_has_finished(federa
     (out / "stale.txt").write_text("from the old run")
     assert main(["run", str(cfg_path), "--out", str(out), "--force", "--quiet", "--set", "federation.rounds=1"]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert len(result["history"]) == 1 and "auprc" in result["metrics"]
+    assert len(result["history"]) == 1 and "roc_auc" in result["metrics"]
     assert not (out / "stale.txt").exists() and (out / "institutions" / "north" / "model.pt").read_bytes() != b"\x00model"
     for path in result["model"]["paths"].values():
         assert Path(path).is_file() and Path(path).resolve().is_relative_to(out.resolve())
