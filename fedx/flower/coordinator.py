@@ -56,7 +56,7 @@ def log_event(kind: str, info: Mapping[str, Any]) -> None:
 #: down are what ``federation.min_clients`` allows for).
 _STOPPING_ERRORS = ("DataError", "SchemaError", "ConfigError")
 #: How Ray reports a worker killed for lack of memory (its OutOfMemoryError, or the memory monitor).
-_OOM_SIGNS = ("OutOfMemoryError", "out of memory", "running low on memory", "memory monitor")
+_OOM_SIGNS = ("OutOfMemoryError", "out of memory", "out_of_memory", "running low on memory", "memory monitor")
 
 
 def stops_the_run(phase: str, doc: Mapping[str, Any]) -> bool:
