@@ -510,7 +510,7 @@ def load_yaml(text: str, source: str) -> Any:
         Naming ``source``, the line and the problem; for a repeated key, the key and both lines.
     """
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except _DuplicateKey as exc:
         raise DuplicateKeyError(f"{source}: key {exc.key!r} appears twice in one mapping (lines {exc.first} "
                                 f"and {exc.second}); YAML would silently keep the second, remove one of them"

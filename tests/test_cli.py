@@ -236,21 +236,21 @@ def _ids(df: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("change, data, expected", [
-    (_nan_label, {}, "north (data.csv): column 'label', row 4: the label is NaN (missing); the column must be "
-                     "complete"),
+    (_nan_label, {}, ("north (data.csv): column 'label', row 4: the label is NaN (missing); the column must be "
+                      "complete")),
     (_inf_feature, {}, "south (data.csv): column 'x', row 131: the value is inf; expected a finite number"),
-    (_sixty, {}, "north (data.csv): column 'x' holds numbers except for 2 of 120 value(s): 'sixty' (row 6), "
-                 "'seventy' (row 10); fix them, list them in data.na_values.x if they mean missing, or declare the "
-                 "column in data.features"),
+    (_sixty, {}, ("north (data.csv): column 'x' holds numbers except for 2 of 120 value(s): 'sixty' (row 6), "
+                  "'seventy' (row 10); fix them, list them in data.na_values.x if they mean missing, or declare the "
+                  "column in data.features")),
     (_sixty, {"features": {"x": "numeric", "cat": "categorical"}},
      "north (data.csv): column 'x', row 6: the value is 'sixty', not a number (1 more row(s) like it)"),
-    (None, {"target": "num"}, "east (data.csv): data.target: column 'num' is not in the data (columns: site, x, "
-                              "cat, label)"),
-    (None, {"na_values": {"chol": [0]}}, "east (data.csv): data.na_values.chol: column 'chol' is not in the data "
-                                         "(columns: site, x, cat, label)"),
-    (_ids, {}, "east (data.csv): column 'tx_id' is categorical with 60 levels (more than half of its 60 values): "
-               "each level becomes a column of the model's input, and an identifier teaches it nothing. Add it to "
-               "data.drop, or declare data.features (numeric, or categorical with data.levels)"),
+    (None, {"target": "num"}, ("east (data.csv): data.target: column 'num' is not in the data (columns: site, x, "
+                               "cat, label)")),
+    (None, {"na_values": {"chol": [0]}}, ("east (data.csv): data.na_values.chol: column 'chol' is not in the data "
+                                          "(columns: site, x, cat, label)")),
+    (_ids, {}, ("east (data.csv): column 'tx_id' is categorical with 60 levels (more than half of its 60 values): "
+                "each level becomes a column of the model's input, and an identifier teaches it nothing. Add it to "
+                "data.drop, or declare data.features (numeric, or categorical with data.levels)")),
 ])
 def test_bad_data_stops_the_run_before_it_starts_with_one_line(
         federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], change, data: dict, expected: str) -> None:
