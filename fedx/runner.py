@@ -1,5 +1,7 @@
 """``fedx.run(cfg)`` and ``fedx.stats(cfg)``: simulated federated jobs, from config to result files.
 
+0. The config, the keys, the run folder (:mod:`fedx.run_folder`) and every institution's table
+   (:mod:`fedx.data.checks`) are checked; nothing is written and Ray does not start before that.
 1. Each institution's table is written to its own file, as if it were that institution's database.
 2. With encryption on, keys come from ``security.keys``, or are generated into the run folder.
 3. The job runs on Flower's simulation engine (:mod:`fedx.flower.simulation`).
@@ -55,9 +57,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
     progress : bool
         Show a progress bar and print the final table.
     resume : bool
-        Continue from the checkpoint in ``out_dir`` (after a crash, or with more rounds).
+        Continue from the checkpoint in ``out_dir`` (after a crash, or with more rounds), under the
+        checkpoint's own config: only :data:`fedx.run_folder.RESUMABLE_KEYS` may differ.
     force : bool
-        Replace a finished run in ``out_dir`` (without it, a finished run is never overwritten).
+        Replace a finished run in ``out_dir`` (without it, a finished run is never overwritten). The new
+        run is written beside the old one and replaces it only once it has finished.
     verbose : bool
         Show Flower's and Ray's logs.
     tables : mapping of str to pandas.DataFrame, optional
@@ -67,6 +71,13 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    ConfigError, DataError
+        Before anything is written or Ray starts: a bad config or keys, a finished run without
+        ``force``, a resume under another config, or an institution's table that does not fit the config
+        (:func:`fedx.data.checks.check_tables`).
     """
     from .flower.server_app import Orchestrator
     from .flower.simulation import run_on_simulation
