@@ -243,8 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .run_folder import cli_spelling
+
     try:
-        return int(args.func(args) or 0)
+        with cli_spelling():
+            return int(args.func(args) or 0)
     except FedxError as exc:
         print(f"fedx: error: {_one_line(exc)}", file=sys.stderr)
         return 2

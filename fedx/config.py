@@ -534,18 +534,63 @@ def _read_yaml(path: str | Path) -> tuple[dict[str, Any], Path]:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: malformed YAML{where}: {problem}") from None
+    raw = load_yaml(text, str(p))
     if raw is None:
         raise ConfigError(f"{p}: the config file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections at the top, got {type(raw).__name__}")
     return raw, p
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"key {key!r} appears twice")
+        self.key, self.first, self.second = key, first, second
+
+
+class DuplicateKeyError(ConfigError):
+    """A YAML mapping repeats a key (YAML itself would keep the last value and say nothing)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue   # `<<: *base` merges keys that the mapping may then replace, on purpose
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:   # an unhashable key: SafeLoader itself refuses it below
+                    break
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML text as fedx reads every YAML file: safely, and refusing duplicated keys.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, the line and the problem; for a repeated key, the key and both lines.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except _DuplicateKey as exc:
+        raise DuplicateKeyError(f"{source}: key {exc.key!r} appears twice in one mapping (lines {exc.first} "
+                                f"and {exc.second}); YAML would silently keep the second, remove one of them"
+                                ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
@@ -572,18 +617,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text}: the key path is empty")
+    if not value.strip():
+        return key, None
     try:
-        return key, yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        return key, value
+        return key, load_yaml(value, f"--set {key}")
+    except DuplicateKeyError:
+        raise
+    except ConfigError:
+        return key, value  # not YAML: the text itself
 
 
 def _apply_override(data: dict[str, Any], key: str, value: Any, source: str) -> None:
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            pass
+            value = load_yaml(value, f"{source}: override {key}") if value.strip() else None
+        except DuplicateKeyError:
+            raise
+        except ConfigError:
+            pass  # not YAML: the text itself
+
     parts = key.split(".")
     node = data
     for depth, part in enumerate(parts[:-1]):

@@ -160,6 +160,7 @@ class Institution:
         out: dict[str, Any] = {"name": self.spec.name, "n_rows": len(self.table),
                                "fingerprint": self._secret.fingerprint if self._secret is not None else "",
                                "version": __version__}
+        self.check_data()
         if self.task is None:
             return out
         train, test = self.split()
@@ -169,6 +170,19 @@ class Institution:
         else:
             self.schema.validate(self.table, source=str(self.spec.data), target_kind=self.task.target_kind)
         return out
+
+    def check_data(self) -> None:
+        """Check this institution's table against the run's config (:func:`fedx.data.checks.check_table`).
+
+        Raises
+        ------
+        DataError
+            Naming this institution, its file, the column, the row and the value.
+        """
+        from .data.checks import check_table, table_label
+
+        check_table(load_local_table(self._path()), self.cfg, table_label(self.spec.name, Path(self.spec.data).name),
+                    self.task.target_kind if self.task is not None else None)
 
     def levels(self) -> dict[str, list[str]]:
         """The names (no counts) of the levels of undeclared categorical features in the training rows."""
@@ -455,22 +469,16 @@ class Institution:
         return self._secret
 
 
-def column_kinds(df: pd.DataFrame, cfg: Config) -> dict[str, str]:
-    """Kind of each candidate feature column of ``df``: "numeric", "categorical" or "empty"."""
+def column_kinds(df: pd.DataFrame, cfg: Config, where: str = "the table") -> dict[str, str]:
+    """Kind of each candidate feature column of ``df``: "numeric", "categorical" or "empty".
+
+    See :func:`fedx.data.checks.column_kind`: a text column of numbers with a few typos is refused.
+    """
+    from .data.checks import column_kind
+
     d = cfg.data
     skip = {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
-    out: dict[str, str] = {}
-    for col in df.columns:
-        if col in skip:
-            continue
-        s = df[col]
-        if s.isna().all():
-            out[str(col)] = "empty"
-        elif pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
-            out[str(col)] = "categorical"
-        else:
-            out[str(col)] = "numeric"
-    return out
+    return {str(col): column_kind(df[col], where) for col in df.columns if col not in skip}
 
 
 def merge_column_kinds(parts: list[Mapping[str, str]]) -> dict[str, str]:

@@ -177,3 +177,30 @@ def test_a_choice_that_yaml_reads_as_a_boolean_says_to_quote_it() -> None:
     with pytest.raises(ConfigError, match=r"security.encryption: expected one of none, ckks, bfv-compact, got "
                                           r"false \(YAML reads .* as booleans: quote the value\)"):
         config_from_dict({**BASE, "security": {"encryption": False}})
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("name: a\nseed: 1\nname: b\ntask: fraud\n", "name", (1, 3)),
+    ("name: a\ndata:\n  source: x.csv\n  target: y\n  target: z\n", "target", (4, 5)),
+    ("name: a\nfederation: {rounds: 2, rounds: 3}\n", "rounds", (2, 2)),
+])
+def test_a_duplicated_yaml_key_is_refused_naming_the_key_and_both_lines(tmp_path: Path, text: str, key: str,
+                                                                       lines: tuple[int, int]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"c\.yaml: key '{key}' appears twice in one mapping "
+                                          rf"\(lines {lines[0]} and {lines[1]}\)"):
+        load_config(path)
+
+
+def test_duplicated_keys_are_refused_in_node_files_and_overrides_too(tmp_path: Path) -> None:
+    from fedx.config import load_node_config
+
+    node = write(tmp_path, "name: bank_a\ndata: a.csv\nname: bank_b\nsuperlink: {insecure: true}\n", "node.yaml")
+    with pytest.raises(ConfigError, match=r"node\.yaml: key 'name' appears twice in one mapping \(lines 1 and 3\)"):
+        load_node_config(node)
+    with pytest.raises(ConfigError, match=r"--set data\.features: key 'a' appears twice"):
+        parse_override("data.features={a: numeric, a: categorical}")
+    # A YAML merge key may be overridden on purpose: that is not a duplicate.
+    from fedx.config import load_yaml
+
+    assert load_yaml("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n", "m.yaml")["c"] == {"x": 3, "y": 2}

@@ -121,42 +121,75 @@ class Schema:
         roles = [(spec.name, "feature") for spec in self.features] + [(self.target, "target")]
         roles += [(col, role) for col, role in ((self.exposure, "exposure"), (self.weight, "weight"),
                                                 (self.split_by, "split_by")) if col is not None]
-        missing = [f"{col} ({role})" for col, role in roles if col not in df.columns]
+        missing = [f"{col!r} ({role})" for col, role in roles if col not in df.columns]
         if missing:
             shown = ", ".join(map(str, list(df.columns)[:20])) + (", ..." if len(df.columns) > 20 else "")
             raise SchemaError(f"{source}: missing column(s) {', '.join(missing)}; the table has: {shown}")
         for spec in self.features:
             if spec.kind == "numeric":
-                _numbers(df[spec.name], source, spec.name, allow_missing=True)
+                numbers(df[spec.name], source, "the value", allow_missing=True)
             elif spec.levels is not None:
                 _check_levels(df[spec.name], source, spec)
         rows = np.ones(len(df), dtype=bool)
         if self.weight is not None:
-            w = _numbers(df[self.weight], source, f"{self.weight} (weight)", allow_missing=False)
-            _require(w >= 0, w, df, source, f"{self.weight} (weight)", "non-negative numbers")
+            w = numbers(df[self.weight], source, "the weight", allow_missing=False)
+            _require(w >= 0, w, df[self.weight], source, "the weight", "non-negative numbers")
             rows = w > 0
-        y = _numbers(df[self.target][rows], source, f"{self.target} (target)", allow_missing=False)
-        target_rows = df[rows]
+        target = df[self.target][rows]
+        y = numbers(target, source, "the label", allow_missing=False)
         if target_kind == "binary":
-            _require((y == 0) | (y == 1), y, target_rows, source, f"{self.target} (target)", _TARGET_RULES["binary"])
+            _require((y == 0) | (y == 1), y, target, source, "the label", _TARGET_RULES["binary"])
         elif target_kind == "count":
-            _require((y >= 0) & (y == np.floor(y)), y, target_rows, source, f"{self.target} (target)",
-                     _TARGET_RULES["count"])
+            _require((y >= 0) & (y == np.floor(y)), y, target, source, "the label", _TARGET_RULES["count"])
         elif target_kind == "positive":
-            _require(y > 0, y, target_rows, source, f"{self.target} (target)", _TARGET_RULES["positive"])
+            _require(y > 0, y, target, source, "the label", _TARGET_RULES["positive"])
         if self.exposure is not None:
-            e = _numbers(df[self.exposure], source, f"{self.exposure} (exposure)", allow_missing=False)
-            _require(e > 0, e, df, source, f"{self.exposure} (exposure)", "positive numbers")
+            e = numbers(df[self.exposure], source, "the exposure", allow_missing=False)
+            _require(e > 0, e, df[self.exposure], source, "the exposure", "positive numbers")
         if self.split_by is not None:
             gaps = df[self.split_by].isna().to_numpy()
             if gaps.any():
-                raise SchemaError(f"{source}: column {self.split_by} (split_by) has {int(gaps.sum())} missing "
-                                  f"cell(s), first at row {df.index[int(np.argmax(gaps))]!r}; every row must "
-                                  f"name its institution")
+                raise SchemaError(f"{_at(source, df[self.split_by], int(np.argmax(gaps)))}: the institution's "
+                                  f"name (split_by) is missing{_more(int(gaps.sum()))}; every row must name its "
+                                  f"institution")
 
 
-def _numbers(col: pd.Series, source: str, what: str, *, allow_missing: bool) -> np.ndarray:
-    """The column as float64, or SchemaError naming a non-numeric, missing or infinite cell."""
+def row_number(index: pd.Index, i: int) -> str:
+    """How errors name the row at position ``i``: ``row N``, counted from 1 over the data rows.
+
+    A table read from a file (and every part split from it) keeps the file's row positions as its
+    index, so ``row N`` is the N-th data row of the file: the header is not counted, and in a CSV
+    file it is line N + 1. An index that is not a position (labels of a caller's DataFrame) is named
+    as it is.
+    """
+    label = index[i]
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        return f"row {int(label) + 1}"
+    return f"row {label!r}"
+
+
+def _at(source: str, col: pd.Series, i: int) -> str:
+    return f"{source}: column {str(col.name)!r}, {row_number(col.index, i)}"
+
+
+def _more(count: int) -> str:
+    return f" ({count - 1} more row(s) like it)" if count > 1 else ""
+
+
+def numbers(col: pd.Series, source: str, what: str = "the value", *, allow_missing: bool) -> np.ndarray:
+    """The column as float64, or SchemaError naming the first cell that is not a number, missing or infinite.
+
+    Parameters
+    ----------
+    col : pandas.Series
+        The column (its name and index name the column and row in errors).
+    source : str
+        The table's origin, for example ``"Cleveland (heart.csv)"``.
+    what : str
+        What a cell is, in errors: ``"the label"``, ``"the exposure"``, ``"the value"``.
+    allow_missing : bool
+        Whether missing cells are allowed (features) or not (targets, exposure, weights).
+    """
     if pd.api.types.is_bool_dtype(col):
         x = col.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -164,27 +197,27 @@ def _numbers(col: pd.Series, source: str, what: str, *, allow_missing: bool) -> 
         bad = (parsed.isna() & col.notna()).to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
-            raise SchemaError(f"{source}: column {what} must hold numbers; {int(bad.sum())} cell(s) do not, "
-                              f"first {col.iloc[i]!r} at row {col.index[i]!r}")
+            raise SchemaError(f"{_at(source, col, i)}: {what} is {col.iloc[i]!r}, not a number{_more(int(bad.sum()))}")
         x = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
     if not allow_missing:
         gaps = np.isnan(x)
         if gaps.any():
             i = int(np.argmax(gaps))
-            raise SchemaError(f"{source}: column {what} has {int(gaps.sum())} missing cell(s), first at row "
-                              f"{col.index[i]!r}; it must be complete")
+            raise SchemaError(f"{_at(source, col, i)}: {what} is NaN (missing){_more(int(gaps.sum()))}; "
+                              f"the column must be complete")
     infinite = np.isinf(x)
     if infinite.any():
         i = int(np.argmax(infinite))
-        raise SchemaError(f"{source}: column {what} holds an infinite value at row {col.index[i]!r}")
+        raise SchemaError(f"{_at(source, col, i)}: {what} is {x[i]:g}{_more(int(infinite.sum()))}; "
+                          f"expected a finite number")
     return x
 
 
-def _require(ok: np.ndarray, values: np.ndarray, df: pd.DataFrame, source: str, what: str, expected: str) -> None:
+def _require(ok: np.ndarray, values: np.ndarray, col: pd.Series, source: str, what: str, expected: str) -> None:
     if not ok.all():
         i = int(np.argmin(ok))
-        raise SchemaError(f"{source}: column {what} must hold {expected}; {int((~ok).sum())} row(s) do not, "
-                          f"first {values[i]:g} at row {df.index[i]!r}")
+        raise SchemaError(f"{_at(source, col, i)}: {what} is {values[i]:g}, expected {expected}"
+                          f"{_more(int((~ok).sum()))}")
 
 
 def _check_levels(col: pd.Series, source: str, spec: FeatureSpec) -> None:
@@ -194,6 +227,6 @@ def _check_levels(col: pd.Series, source: str, spec: FeatureSpec) -> None:
     if unknown.any():
         i = int(np.argmax(unknown))
         others = sorted(set(text[unknown]))
-        raise SchemaError(f"{source}: column {spec.name} has level(s) {', '.join(map(repr, others[:5]))}"
-                          f"{' ...' if len(others) > 5 else ''} that are not declared (first at row "
-                          f"{present.index[i]!r}); declared: {', '.join(spec.levels or ())}")
+        raise SchemaError(f"{_at(source, present, i)}: level {text.iloc[i]!r} is not declared (undeclared: "
+                          f"{', '.join(map(repr, others[:5]))}{' ...' if len(others) > 5 else ''}); declared: "
+                          f"{', '.join(spec.levels or ())}")

@@ -67,20 +67,24 @@ def _handle(msg: Message, context: Context, resolve_spec: Callable[[Context], No
         spec = resolve_spec(context)
         content = _run_phase(req, msg.content, context, spec)
     except FedxError as exc:
-        content = _error(req, exc)
+        if spec is not None and req.get("phase") == P.HELLO:
+            log.error("%s refuses the run: %s", spec.name, exc)
+        content = _error(req, exc, spec)
     except Exception as exc:  # noqa: BLE001 - an institution must answer, not crash the federation
         log.error("unexpected error at the institution:\n%s", traceback.format_exc())
-        content = _error(req, exc)
+        content = _error(req, exc, spec)
     if spec is not None:
         _audit(spec, context, req, content)
     return Message(content, reply_to=msg)
 
 
-def _error(req: dict[str, Any], exc: BaseException) -> RecordDict:
+def _error(req: dict[str, Any], exc: BaseException, spec: NodeSpec | None = None) -> RecordDict:
     reason = str(exc) if isinstance(exc, FedxError) else f"{type(exc).__name__}: {exc}"
-    return RecordDict({"fedx": json_record({"phase": req.get("phase"), "round": req.get("round", 0),
-                                            "status": "error", "reason": reason,
-                                            "error_type": type(exc).__name__})})
+    doc = {"phase": req.get("phase"), "round": req.get("round", 0), "status": "error", "reason": reason,
+           "error_type": type(exc).__name__}
+    if spec is not None:
+        doc["name"] = spec.name
+    return RecordDict({"fedx": json_record(doc)})
 
 
 def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec: NodeSpec) -> RecordDict:

@@ -52,6 +52,24 @@ def log_event(kind: str, info: Mapping[str, Any]) -> None:
         log.info("round %d: %s (%.1f s)", info["round"], info["metrics"], info["seconds"])
 
 
+#: Refusals of these kinds stop the run: its data or config is wrong, and the node is up (nodes that are
+#: down are what ``federation.min_clients`` allows for).
+_STOPPING_ERRORS = ("DataError", "SchemaError", "ConfigError")
+#: How Ray reports a worker killed for lack of memory (its OutOfMemoryError, or the memory monitor).
+_OOM_SIGNS = ("OutOfMemoryError", "out of memory", "out_of_memory", "running low on memory", "memory monitor")
+
+
+def stops_the_run(phase: str, doc: Mapping[str, Any]) -> bool:
+    """Whether an institution's refusal stops the run: any refusal to join (``hello``), or bad data later."""
+    return phase == P.HELLO or doc.get("error_type") in _STOPPING_ERRORS
+
+
+def out_of_memory(reason: str | None) -> bool:
+    """Whether an error a worker reported (a Flower error reason) means that it ran out of memory."""
+    text = (reason or "").lower()
+    return any(sign.lower() in text for sign in _OOM_SIGNS)
+
+
 class Coordinator:
     """Finds the institutions and exchanges phases with them.
 
@@ -172,6 +190,7 @@ class Coordinator:
         """
         msgs = [self.request(self.nodes[nid], phase, doc, records=records) for nid, doc in docs.items()]
         out: dict[int, Any] = {}
+        refusals: list[str] = []
         for msg in self.exchange(msgs, what):
             nid = self.sender(msg)
             name = (self.nodes[nid].name if nid in self.nodes else "") or f"node {nid}"
@@ -185,8 +204,14 @@ class Coordinator:
                 continue
             if doc.get("status") != "ok":
                 log.warning("%s: %s refused: %s", name, what, doc.get("reason"))
+                if stops_the_run(phase, doc):
+                    refusals.append(f"institution {doc.get('name') or name!r} refused the run ({what}): "
+                                    f"{doc.get('reason')}")
                 continue
             out[nid] = (doc, msg.content) if want_content else doc
+        if refusals:
+            more = f" (and {len(refusals) - 1} more institution(s) refused: see the log)" if len(refusals) > 1 else ""
+            raise FederationError(refusals[0] + more)
         needed = self.cfg.federation.min_clients if required is None else required
         if len(out) < needed:
             raise FederationError(f"{what}: only {len(out)} institution(s) answered; federation.min_clients is "
@@ -194,7 +219,26 @@ class Coordinator:
         return out
 
     def exchange(self, messages: Sequence[Message], what: str) -> list[Message]:
-        """Push messages and pull replies until all arrive or ``federation.timeout`` passes."""
+        """Push messages and pull replies until all arrive or ``federation.timeout`` passes.
+
+        Raises
+        ------
+        FederationError
+            When a node's worker ran out of memory (:func:`out_of_memory`): the federation cannot go on
+            as configured, and waiting for the others would only repeat it.
+        """
+        replies = self._exchange(messages, what)
+        for msg in replies:
+            if msg.has_error() and out_of_memory(msg.error.reason):
+                nid = self.sender(msg)
+                name = (self.nodes[nid].name if nid in self.nodes else "") or f"node {nid}"
+                raise FederationError(
+                    f"{name}: the worker that runs this institution ran out of memory during {what}. Its table or "
+                    f"model is too large for this machine: drop identifier columns (data.drop), declare "
+                    f"data.features, or use fewer rows or institutions")
+        return replies
+
+    def _exchange(self, messages: Sequence[Message], what: str) -> list[Message]:
         messages = list(messages)
         ids = list(self.grid.push_messages(messages))
         for mid, msg in zip(ids, messages):

@@ -25,8 +25,10 @@ from flwr.serverapp import Grid
 from ..aggregators import ModelState, make_rule
 from ..atomic import atomic_file, write_atomic
 from ..config import Config
+from ..data.checks import check_levels
 from ..data.preprocess import merge_levels
 from ..errors import FederationError
+from ..run_folder import config_digest, legacy_config_digest
 from . import protocol as P
 from .coordinator import Coordinator, Event, NodeView
 from .records import content_bytes, payload_record, read_payload, read_stats
@@ -168,6 +170,8 @@ class Orchestrator(Coordinator):
     def _setup(self) -> None:
         ids = list(self.nodes)
         levels = merge_levels([doc["levels"] for doc in self.ask(P.LEVELS, {n: {} for n in ids}, "levels").values()])
+        for column, found in levels.items():
+            check_levels(column, len(found), None, "the federation")   # the union: no institution sees it alone
         docs = {n: {"levels": levels} for n in ids}
         moment_replies = self.ask(P.MOMENTS, docs, "moments", want_content=True)
         payloads = [read_payload(c.array_records["payload"]) for _, c in moment_replies.values()]
@@ -336,7 +340,9 @@ class Checkpoint:
 
     def __init__(self, folder: Path, cfg: Config) -> None:
         self.folder = Path(folder)
-        self.config_digest = _config_digest(cfg)
+        self.config = cfg.to_dict()
+        self.config_digest = config_digest(cfg)
+        self._accepted = {self.config_digest, legacy_config_digest(cfg)}
 
     def save(self, strategy: FedxStrategy, summary: FederationSummary, accountant: Any = None) -> None:
         """Write the checkpoint (a new file set, then an atomic rename of its index)."""
@@ -361,6 +367,7 @@ class Checkpoint:
                 np.savez(fh, **arrays)
         index = {
             "config_digest": self.config_digest,
+            "config": self.config,
             "round": strategy.round,
             "setup": strategy.setup_doc,
             "setup_payload": setup_ref,
@@ -389,7 +396,7 @@ class Checkpoint:
         if not path.exists():
             return None
         index = json.loads(path.read_text())
-        if index.get("config_digest") != self.config_digest:
+        if index.get("config_digest") not in self._accepted:
             log.warning("checkpoint %s belongs to another config; starting afresh", self.folder)
             return None
         if index["round"] < 0 or not index.get("setup"):
@@ -418,12 +425,6 @@ class Checkpoint:
         return index
 
 
-def _config_digest(cfg: Config) -> str:
-    import hashlib
-
-    doc = cfg.to_dict()
-    doc.get("federation", {}).pop("rounds", None)  # more rounds may be asked for on resume
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _json_default(value: Any) -> Any:

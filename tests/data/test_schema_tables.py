@@ -28,19 +28,22 @@ def test_valid_table_passes_with_missing_feature_cells() -> None:
     SCHEMA.validate(frame(), source="t.csv", target_kind="count")
 
 
+# Rows are counted from 1 over the data rows (the header is not counted): index 1 is row 2.
 @pytest.mark.parametrize("changes, kind, message", [
-    ({"age": None}, "count", r"t\.csv: missing column\(s\) age \(feature\)"),
-    ({"age": ["30", "old", "50"]}, "count", r"t\.csv: column age must hold numbers; .*'old' at row 1"),
-    ({"region": ["north", "east", "south"]}, "count", r"t\.csv: column region has level\(s\) 'east'.*row 1"),
-    ({"y": [0, 1, 2]}, "binary", r"column y \(target\) must hold 0 or 1; 1 row\(s\) do not, first 2 at row 2"),
-    ({"y": [0, -1, 2]}, "count", r"column y \(target\) must hold non-negative whole numbers.*-1 at row 1"),
-    ({"y": [0.5, 1, 2]}, "count", r"non-negative whole numbers.*0\.5 at row 0"),
-    ({"y": [1.0, 0.0, 2.0]}, "positive", r"must hold positive numbers.*0 at row 1"),
-    ({"y": [0, np.nan, 1]}, "count", r"column y \(target\) has 1 missing cell\(s\), first at row 1"),
-    ({"y": [0, np.inf, 1]}, "any", r"column y \(target\) holds an infinite value at row 1"),
-    ({"exposure": [1.0, 0.0, 1.0]}, "count", r"exposure \(exposure\) must hold positive numbers.*row 1"),
-    ({"exposure": [1.0, np.nan, 1.0]}, "count", r"exposure \(exposure\) has 1 missing"),
-    ({"site": ["a", None, "b"]}, "count", r"site \(split_by\) has 1 missing cell\(s\), first at row 1"),
+    ({"age": None}, "count", r"t\.csv: missing column\(s\) 'age' \(feature\)"),
+    ({"age": ["30", "old", "50"]}, "count", r"t\.csv: column 'age', row 2: the value is 'old', not a number"),
+    ({"region": ["north", "east", "south"]}, "count", r"t\.csv: column 'region', row 2: level 'east' is not declared"),
+    ({"y": [0, 1, 2]}, "binary", r"t\.csv: column 'y', row 3: the label is 2, expected 0 or 1$"),
+    ({"y": [0, -1, 2]}, "count", r"column 'y', row 2: the label is -1, expected non-negative whole numbers"),
+    ({"y": [0.5, 1, 2]}, "count", r"column 'y', row 1: the label is 0\.5, expected non-negative whole numbers"),
+    ({"y": [1.0, 0.0, 2.0]}, "positive", r"column 'y', row 2: the label is 0, expected positive numbers"),
+    ({"y": [0, np.nan, 1]}, "count", r"column 'y', row 2: the label is NaN \(missing\); the column must be complete"),
+    ({"y": [np.nan, np.nan, 1]}, "count", r"column 'y', row 1: the label is NaN \(missing\) \(1 more row"),
+    ({"y": [0, np.inf, 1]}, "any", r"column 'y', row 2: the label is inf; expected a finite number"),
+    ({"y": [0, "yes", 1]}, "binary", r"column 'y', row 2: the label is 'yes', not a number"),
+    ({"exposure": [1.0, 0.0, 1.0]}, "count", r"column 'exposure', row 2: the exposure is 0, expected positive"),
+    ({"exposure": [1.0, np.nan, 1.0]}, "count", r"column 'exposure', row 2: the exposure is NaN"),
+    ({"site": ["a", None, "b"]}, "count", r"column 'site', row 2: the institution's name \(split_by\) is missing"),
 ])
 def test_each_bad_table_names_source_column_and_value(changes: dict, kind: str, message: str) -> None:
     df = frame()
@@ -57,9 +60,9 @@ def test_rows_of_zero_weight_need_no_target() -> None:
     schema = Schema(features=(FeatureSpec("age", "numeric"),), target="severity", weight="n")
     df = pd.DataFrame({"age": [1.0, 2.0], "severity": [np.nan, 100.0], "n": [0, 2]})
     schema.validate(df, source="p.csv", target_kind="positive")
-    with pytest.raises(SchemaError, match=r"n \(weight\) must hold non-negative numbers"):
+    with pytest.raises(SchemaError, match=r"column 'n', row 1: the weight is -1, expected non-negative"):
         schema.validate(df.assign(n=[-1, 2]), source="p.csv", target_kind="positive")
-    with pytest.raises(SchemaError, match=r"severity \(target\) has 1 missing"):
+    with pytest.raises(SchemaError, match=r"column 'severity', row 1: the label is NaN"):
         schema.validate(df.assign(n=[1, 2]), source="p.csv", target_kind="positive")
 
 

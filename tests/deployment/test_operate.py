@@ -129,7 +129,7 @@ deployment: {host: 127.0.0.1, port: 9092, certificates: certs, nodes: nodekeys, 
 
 def test_the_serverapp_reads_the_config_with_the_command_line_overrides(tmp_path: Path) -> None:
     from fedx.config import load_config
-    from fedx.flower.server_app import _config_digest
+    from fedx.run_folder import config_digest as _config_digest
 
     (tmp_path / "server.yaml").write_text(SERVER_YAML)
     out = tmp_path / "server-out"

@@ -7,7 +7,7 @@ import pytest
 
 from fedx.config import config_from_dict
 from fedx.errors import ConfigError
-from fedx.runner import _simulated_sites
+from fedx.runner import _checked_tables, _simulated_sites
 
 
 def _cfg(tmp_path):
@@ -18,7 +18,9 @@ def _cfg(tmp_path):
 def test_each_institution_gets_its_own_table_in_a_file_of_its_own(tmp_path) -> None:
     a = pd.DataFrame({"x": [1.0, 2.0, 3.0], "label": [0, 1, 0]})
     b = pd.DataFrame({"x": [4.0, 5.0], "label": [1, 1]})
-    with _simulated_sites(_cfg(tmp_path), tmp_path, {"bank a": a, "b": b}) as sites:
+    cfg = _cfg(tmp_path)
+    tables = _checked_tables(cfg, {"bank a": a, "b": b}, "binary")
+    with _simulated_sites(cfg, tmp_path, tables, None) as sites:
         assert set(sites.tables) == {"bank a", "b"}
         files = {s.name: s.data for s in sites.specs}
         assert files["bank a"] != files["b"]
@@ -35,5 +37,5 @@ def test_each_institution_gets_its_own_table_in_a_file_of_its_own(tmp_path) -> N
     ({"": pd.DataFrame({"x": [1]})}, "non-empty strings"),
 ])
 def test_bad_tables_are_refused(tmp_path, tables, match) -> None:
-    with pytest.raises(ConfigError, match=match), _simulated_sites(_cfg(tmp_path), tmp_path, tables):
-        pass
+    with pytest.raises(ConfigError, match=match):
+        _checked_tables(_cfg(tmp_path), tables, "binary")

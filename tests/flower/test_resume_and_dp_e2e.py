@@ -60,3 +60,16 @@ def test_client_dp_reports_epsilon_and_stops_at_the_budget(small_csv: Path, smal
     assert result.privacy["noise_multiplier"] == 1.0 and result.privacy["delta"] == 1e-5
     # Under client-level DP the unnoised training loss stays at the institutions.
     assert all(h["train_loss"] is None for h in result.history)
+
+
+def test_client_dp_under_a_clip_range_sized_for_plaintext_updates_keeps_every_update(
+        small_csv: Path, small_config, tmp_path: Path) -> None:
+    # security.he.clip 0.5 suits plaintext updates; the noised ones need 0.5 + 6 * 1.0 * 0.5 / sqrt(3) = 2.23.
+    # The run makes its keys with that range, so no institution's update is dropped.
+    doc = small_config(small_csv, federation={"rounds": 2}, report={"baselines": []},
+                       security={"encryption": "bfv-compact", "he": {"clip": 0.5},
+                                 "dp": {"clip": 0.5, "noise_multiplier": 1.0}})
+    result = fedx.run(config_from_dict(doc), tmp_path / "dp-he", progress=False)
+    assert [sorted(h["clients"]) for h in result.history] == [["east", "north", "south"]] * 2
+    assert all(not h["dropped"] for h in result.history)
+    assert result.privacy["preset"]["clip"] == pytest.approx(0.5 + 6 * 0.5 / np.sqrt(3))
