@@ -179,9 +179,17 @@ class Institution:
         DataError
             Naming this institution, its file, the column, the row and the value.
         """
+        import dataclasses
+
         from .data.checks import check_table, table_label
 
-        check_table(load_local_table(self._path()), self.cfg, table_label(self.spec.name, Path(self.spec.data).name),
+        table = load_local_table(self._path())
+        cfg = self.cfg
+        if cfg.data.split_by is not None and cfg.data.split_by not in table.columns:
+            # A node's own table holds this institution alone: the column that names the institution is
+            # needed to split a pooled source, not here.
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_by=None))
+        check_table(table, cfg, table_label(self.spec.name, Path(self.spec.data).name),
                     self.task.target_kind if self.task is not None else None)
 
     def levels(self) -> dict[str, list[str]]:

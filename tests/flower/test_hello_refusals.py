@@ -104,3 +104,18 @@ def test_a_refusal_reply_carries_the_institution_name(tmp_path: Path) -> None:
     content = _error({"phase": "hello"}, DataError("bad"), NodeSpec(name="bank_a", data=tmp_path, out_dir=tmp_path))
     doc = _reply_doc(content)
     assert doc["name"] == "bank_a" and doc["status"] == "error" and doc["error_type"] == "DataError"
+
+
+def test_a_deployed_node_table_needs_no_institution_column(tmp_path: Path) -> None:
+    # data.split_by names the column that splits a pooled source; a node's own file holds one institution and
+    # does not carry it. Its table is checked, and a real fault in it is still found.
+    cfg = config_from_dict({**CFG, "data": {"target": "y", "split_by": "bank"}})
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=40), "y": rng.integers(0, 2, 40)})
+    path = tmp_path / "own.csv"
+    df.to_csv(path, index=False)
+    Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out"), cfg).check_data()
+    df.loc[3, "x"] = np.inf
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"bank_a \(own.csv\): column 'x', row 4"):
+        Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out2"), cfg).check_data()
