@@ -31,8 +31,9 @@ from typing import Any
 from fedx.baselines import centralized
 from fedx.config import Config, config_from_dict, load_config
 from fedx.data.institutions import institution_tables
+from fedx.data.local import derive_seed
 from fedx.inprocess import Federation, federation, train_rounds
-from fedx.institution import derive_seed, model_config
+from fedx.institution import model_config
 from fedx.tasks import get_task
 
 DEFAULT_CONFIG = "examples/finance_antifraud/fedx.yaml"

@@ -9,7 +9,7 @@ The horizontal part of issue 19's speed and accuracy goals, measured side by sid
 - each bank's own XGBoost on its own training rows (goal: the federated GBDT beats it at every bank).
 
 Every model is scored on each bank's own test split (AUPRC and ROC-AUC), and on all test splits
-together. The splits and the design matrix are fedx's own: :func:`fedx.institution.local_split` (the
+together. The splits and the design matrix are fedx's own: :func:`fedx.data.local_split` (the
 train/test split every part of fedx computes) and a :class:`~fedx.data.preprocess.Preprocessor` fitted
 with :func:`fedx.institution.fit_preprocessor` on the pooled training rows, which is the preprocessor the
 federation fits from its summed moments (trees do not depend on the scaling). Everything runs in one
@@ -40,8 +40,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from fedx import he
 from fedx.config import load_config
 from fedx.data.institutions import institution_tables
+from fedx.data.local import local_split
 from fedx.data.spec import schema_for
-from fedx.institution import fit_preprocessor, local_split, tabular
+from fedx.institution import fit_preprocessor, tabular
 from fedx.tasks import get_task
 from fedx.trees import (
     EncryptedSum,

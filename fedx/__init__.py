@@ -20,9 +20,11 @@ from .errors import FedxError
 
 if TYPE_CHECKING:
     from . import he
+    from .data.local import local_split
     from .report import RunResult
 
-__all__ = ["__version__", "Config", "FedxError", "RunResult", "he", "load_config", "run", "stats", "load_model"]
+__all__ = ["__version__", "Config", "FedxError", "RunResult", "he", "load_config", "local_split", "run", "stats",
+           "load_model"]
 
 
 def run(cfg: Config, out_dir: Any = None, **kwargs: Any) -> RunResult:
@@ -48,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from .model import FedxEstimator
 
         return FedxEstimator.load
+    if name == "local_split":
+        from .data.local import local_split
+
+        return local_split
     raise AttributeError(f"module 'fedx' has no attribute {name!r}")

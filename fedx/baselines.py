@@ -17,8 +17,9 @@ import torch
 
 from .aggregators import make_rule
 from .config import Config
+from .data.local import local_split
 from .data.spec import schema_for
-from .institution import fit_model, fit_preprocessor, local_split, tabular
+from .institution import fit_model, fit_preprocessor, tabular
 from .tasks import get_task
 
 

@@ -26,12 +26,12 @@ import pandas as pd
 
 from .aggregators import ModelState, make_rule
 from .config import Config
+from .data.local import local_split
 from .data.preprocess import Preprocessor
 from .data.spec import schema_for
 from .errors import ConfigError
 from .institution import (
     fit_preprocessor,
-    local_split,
     model_config,
     tabular,
     train_options,

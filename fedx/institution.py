@@ -9,8 +9,6 @@ docs/security.md and recorded in the node's audit ledger.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,11 +24,10 @@ from ._version import __version__
 from .aggregators import ModelState, UpdateRule, make_rule
 from .analytics import moments_plan
 from .config import Config
-from .data.partition import train_test_split_local
+from .data.local import derive_seed, prepared_cached, read_cached, split_cached
 from .data.preprocess import Preprocessor, with_levels
 from .data.schema import Schema
 from .data.spec import schema_for
-from .data.tables import mask_na_codes, read_table
 from .errors import ConfigError, DataError, FederationError, StateDivergedError
 from .privacy.policy import Policy
 from .tasks import TabularData, TrainOptions, get_task
@@ -69,25 +66,6 @@ class NodeState:
     model: ModelState | None = None
     report: dict[str, Any] | None = None
     dp_history: list[list[float]] = field(default_factory=list)
-
-
-def derive_seed(*parts: object) -> int:
-    """A 31-bit seed derived from the given parts (stable across processes and machines)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-@lru_cache(maxsize=16)
-def _read_cached(path: str, mtime: float) -> pd.DataFrame:
-    return read_table(path)
-
-
-def load_local_table(path: Path) -> pd.DataFrame:
-    """The institution's table, read once per process (re-read when the file changes)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file not found: {p}")
-    return _read_cached(str(p.resolve()), p.stat().st_mtime)
 
 
 class Institution:
@@ -129,14 +107,11 @@ class Institution:
     @property
     def table(self) -> pd.DataFrame:
         """This institution's full table, cleaned as the config says (``data.na_values``, ``data.target_above``)."""
-        p = self._path()
-        return _prepared_cached(str(p.resolve()), p.stat().st_mtime, _prep_key(self.cfg))
+        return prepared_cached(self._path(), self.cfg)
 
     def split(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The local train/test split: deterministic for the run's seed and this institution's name."""
-        p, c = self._path(), self.cfg
-        return _split_cached(str(p.resolve()), p.stat().st_mtime, _prep_key(c), self.spec.name, c.seed,
-                             c.data.test_fraction, c.data.target, c.data.weight, self.task.name, self.task.target_kind)
+        return split_cached(self._path(), self.cfg, self.spec.name, self.task)
 
     def _path(self) -> Path:
         p = Path(self.spec.data)
@@ -183,7 +158,7 @@ class Institution:
 
         from .data.checks import check_table, table_label
 
-        table = load_local_table(self._path())
+        table = read_cached(self._path())
         cfg = self.cfg
         if cfg.data.split_by is not None and cfg.data.split_by not in table.columns:
             # A node's own table holds this institution alone: the column that names the institution is
@@ -572,67 +547,6 @@ def tabular(cfg: Config, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
     offset = np.log(df[d.exposure].to_numpy(dtype=np.float64)).astype(np.float32) if d.exposure else None
     weight = df[d.weight].to_numpy(dtype=np.float32) if d.weight else None
     return TabularData(prep.transform(df), y, offset=offset, weight=weight, feature_names=prep.feature_names)
-
-
-def prepare_table(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """An institution's raw table, cleaned as the config says.
-
-    ``data.na_values`` marks codes that mean "missing" (for example a cholesterol of 0); with
-    ``data.target_above`` the target becomes 1 where it exceeds that value and 0 elsewhere.
-    """
-    return _clean(df, cfg.data.na_values, cfg.data.target, cfg.data.target_above)
-
-
-def _clean(df: pd.DataFrame, na_values: Mapping[str, list[Any]], target: str | None,
-           target_above: float | None) -> pd.DataFrame:
-    missing = [col for col in na_values if col not in df.columns]
-    if missing:
-        raise DataError(f"data.na_values: column {missing[0]!r} is not in the data")
-    df = mask_na_codes(df, na_values)
-    if target_above is not None and target in df.columns:
-        y = pd.to_numeric(df[target], errors="coerce")
-        if y.isna().any():
-            raise DataError(f"data.target_above: column {target!r} holds values that are not numbers")
-        df = df.assign(**{target: (y > target_above).astype(np.int64)})
-    return df
-
-
-def local_split(df: pd.DataFrame, cfg: Config, name: str, task: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One institution's train/test split of its raw table, as every part of fedx computes it.
-
-    The table is cleaned first (:func:`prepare_table`). Deterministic for the run's seed and the
-    institution's name; stratified on a binary target. For claim severity only the rows with claims
-    (positive weight) carry information and are kept.
-    """
-    d = cfg.data
-    return _split(prepare_table(df, cfg), name, cfg.seed, d.test_fraction, d.target, d.weight, task.name,
-                  task.target_kind)
-
-
-def _split(df: pd.DataFrame, name: str, seed: int, test_fraction: float, target: str, weight: str | None,
-           task_name: str, target_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if task_name == "claim_severity" and weight is not None:
-        df = df[df[weight] > 0]
-    stratify = target if target_kind == "binary" else None
-    return train_test_split_local(df, test_fraction, seed=derive_seed(seed, name, "split"), stratify=stratify)
-
-
-def _prep_key(cfg: Config) -> str:
-    d = cfg.data
-    return json.dumps({"na": d.na_values, "above": d.target_above, "target": d.target}, sort_keys=True, default=str)
-
-
-@lru_cache(maxsize=16)
-def _prepared_cached(path: str, mtime: float, prep_key: str) -> pd.DataFrame:
-    spec = json.loads(prep_key)
-    return _clean(_read_cached(path, mtime), spec["na"], spec["target"], spec["above"])
-
-
-@lru_cache(maxsize=64)
-def _split_cached(path: str, mtime: float, prep_key: str, name: str, seed: int, test_fraction: float, target: str,
-                  weight: str | None, task_name: str, target_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return _split(_prepared_cached(path, mtime, prep_key), name, seed, test_fraction, target, weight, task_name,
-                  target_kind)
 
 
 def _load_secret(spec: NodeSpec) -> Any:

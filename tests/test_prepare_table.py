@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from fedx.config import config_from_dict
+from fedx.data.local import prepare_table
 from fedx.errors import DataError
-from fedx.institution import fit_preprocessor, prepare_table
+from fedx.institution import fit_preprocessor
 
 
 def _cfg(**data):

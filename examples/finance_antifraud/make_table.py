@@ -120,7 +120,7 @@ def scenario_table(tables: dict[str, Any]) -> str:
 def operating_points(r: dict[str, Any], run_dir: Path, tables: dict[str, Any]) -> str:
     """Precision and recall at each bank's alert budget, computed at the bank from its own rows."""
     import fedx
-    from fedx.institution import local_split
+    from fedx.data.local import local_split
     from fedx.tasks import get_task
 
     cfg = _config(r)

@@ -42,14 +42,9 @@ from report_common import (
 from fedx.aggregators import make_rule
 from fedx.config import Config
 from fedx.data.institutions import institution_tables
+from fedx.data.local import derive_seed, local_split
 from fedx.data.spec import schema_for
-from fedx.institution import (
-    derive_seed,
-    fit_model,
-    fit_preprocessor,
-    local_split,
-    tabular,
-)
+from fedx.institution import fit_model, fit_preprocessor, tabular
 from fedx.model import FedxModel
 from fedx.tasks import get_task
 

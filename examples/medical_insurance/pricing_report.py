@@ -51,12 +51,13 @@ from fedx.aggregators.glm_results import GLMResults
 from fedx.aggregators.newton import GLMData, newton_fit
 from fedx.config import Config
 from fedx.data.institutions import institution_tables
+from fedx.data.local import local_split
 from fedx.data.spec import schema_for
 from fedx.data.synthetic.policies import (
     TRUE_FREQUENCY_COEFFICIENTS,
     TRUE_SEVERITY_COEFFICIENTS,
 )
-from fedx.institution import fit_preprocessor, local_split, tabular
+from fedx.institution import fit_preprocessor, tabular
 from fedx.tasks import get_task
 from fedx.tasks.metrics import glm_metrics
 

@@ -26,11 +26,11 @@ from scipy import stats as scipy_stats
 import fedx
 from fedx.config import config_from_dict
 from fedx.data.institutions import institution_tables
+from fedx.data.local import local_split
 from fedx.data.synthetic.policies import (
     TRUE_FREQUENCY_COEFFICIENTS,
     TRUE_SEVERITY_COEFFICIENTS,
 )
-from fedx.institution import local_split
 from fedx.tasks import get_task
 
 pytestmark = pytest.mark.slow

@@ -85,7 +85,8 @@ def test_fedavg_one_full_batch_step_equals_one_centralized_step(small_csv: Path,
     fed = FedxModel.load(result.out_dir / "institutions" / "north" / "model.pt")
 
     from fedx.data.institutions import institution_tables
-    from fedx.institution import local_split, tabular
+    from fedx.data.local import local_split
+    from fedx.institution import tabular
     from fedx.tasks import TrainOptions, get_task
 
     task = get_task("disease_risk")

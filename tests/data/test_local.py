@@ -1,0 +1,59 @@
+"""``fedx.local_split``: an institution rebuilds the rows its run held out, and scores them itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+import fedx
+from fedx.data import read_table
+from fedx.institution import Institution, NodeSpec
+from fedx.tasks import get_task
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "medical_insurance"
+
+
+@pytest.fixture
+def cleveland(tmp_path: Path) -> tuple[fedx.Config, pd.DataFrame, Path]:
+    """The disease-warning config in plaintext, and Cleveland's raw table in its own file (as a node holds it)."""
+    cfg = fedx.load_config(EXAMPLE / "disease_warning.yaml", overrides={"security.encryption": "none"})
+    heart = read_table(EXAMPLE / "data" / "heart_disease_uci.csv")
+    path = tmp_path / "cleveland.csv"
+    heart[heart["dataset"] == "Cleveland"].to_csv(path, index=False)
+    return cfg, read_table(path), path
+
+
+def test_local_split_is_the_split_the_institution_trains_and_scores_on(cleveland, tmp_path: Path) -> None:
+    cfg, raw, path = cleveland
+    task = get_task(cfg.task)
+    node = Institution(NodeSpec("Cleveland", path, tmp_path / "out"), cfg)
+    train, test = fedx.local_split(raw, cfg, "Cleveland", task)
+    node_train, node_test = node.split()
+    pd.testing.assert_frame_equal(test, node_test)
+    pd.testing.assert_frame_equal(train, node_train)
+    # The table is cleaned as the run cleans it: chol 0 is missing, the target is 0/1.
+    assert set(test["num"]) == {0, 1} and not (test["chol"] == 0).any()
+    assert len(test) == round(cfg.data.test_fraction * len(raw))
+    assert sorted([*train.index, *test.index]) == list(raw.index)
+    # Another institution's name draws other rows: the split depends on the name.
+    assert not test.index.equals(fedx.local_split(raw, cfg, "Hungary", task)[1].index)
+
+
+def test_an_institution_scores_its_held_out_rows_as_the_run_did(cleveland, tmp_path: Path) -> None:
+    cfg, raw, path = cleveland
+    node = Institution(NodeSpec("Cleveland", path, tmp_path / "out"), cfg)
+    levels = node.levels()
+    reply = node.setup(levels, node.moments(levels))
+    rng = np.random.default_rng(3)
+    node.sync(1, params=[rng.normal(0, 0.5, (1, int(reply["n_features"]))), rng.normal(0, 0.5, (1,))])
+    metrics, _ = node.evaluate()
+    model = fedx.load_model(node.save_model())
+
+    _, test = fedx.local_split(raw, cfg, "Cleveland", get_task(cfg.task))
+    p = model.predict_proba(test)[:, 1]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(test["num"], p), abs=1e-12)
+    assert metrics["brier"] == pytest.approx(brier_score_loss(test["num"], p), abs=1e-6)
