@@ -26,8 +26,8 @@ from .analytics import moments_plan
 from .config import Config
 from .data.local import derive_seed, prepared_cached, read_cached, split_cached
 from .data.preprocess import Preprocessor, with_levels
-from .data.schema import Schema
-from .data.spec import schema_for
+from .data.schema import Schema, column_kinds
+from .data.spec import non_feature_columns, schema_for
 from .errors import ConfigError, DataError, FederationError, StateDivergedError
 from .privacy.policy import Policy
 from .tasks import TabularData, TrainOptions, get_task
@@ -141,7 +141,7 @@ class Institution:
         train, test = self.split()
         out.update(n_train=len(train), n_test=len(test))
         if self.cfg.data.features is None:
-            out["features"] = column_kinds(self.table, self.cfg)
+            out["features"] = column_kinds(self.table, non_feature_columns(self.cfg))
         else:
             self.schema.validate(self.table, source=str(self.spec.data), target_kind=self.task.target_kind)
         return out
@@ -450,33 +450,6 @@ class Institution:
             raise FederationError(f"{self.spec.name}: received ciphertext, but this run has no encryption "
                                   f"configured at this institution")
         return self._secret
-
-
-def column_kinds(df: pd.DataFrame, cfg: Config, where: str = "the table") -> dict[str, str]:
-    """Kind of each candidate feature column of ``df``: "numeric", "categorical" or "empty".
-
-    See :func:`fedx.data.checks.column_kind`: a text column of numbers with a few typos is refused.
-    """
-    from .data.checks import column_kind
-
-    d = cfg.data
-    skip = {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
-    return {str(col): column_kind(df[col], where) for col in df.columns if col not in skip}
-
-
-def merge_column_kinds(parts: list[Mapping[str, str]]) -> dict[str, str]:
-    """One schema from every institution's column kinds: categorical wins, all-empty columns drop out."""
-    merged: dict[str, str] = {}
-    for part in parts:
-        for col, kind in part.items():
-            prev = merged.get(col, "empty")
-            if kind == "categorical" or prev == "categorical":
-                merged[col] = "categorical"
-            elif kind == "numeric" or prev == "numeric":
-                merged[col] = "numeric"
-            else:
-                merged[col] = "empty"
-    return {c: k for c, k in merged.items() if k != "empty"}
 
 
 def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preprocessor:

@@ -34,8 +34,8 @@ import pandas as pd
 
 from ..config import Config
 from ..errors import SchemaError
-from .schema import numbers, row_number
-from .spec import schema_for
+from .schema import ColumnKind, kind_of, numbers, row_number
+from .spec import non_feature_columns, schema_for
 from .tables import mask_na_codes
 
 #: Share of a text column's non-missing values that must parse as numbers for it to count as numeric
@@ -89,7 +89,7 @@ def check_table(df: pd.DataFrame, cfg: Config, where: str, target_kind: str | No
         numbers(df[d.target], where, "the label", allow_missing=False)
         df = df.assign(**{d.target: (pd.to_numeric(df[d.target]) > d.target_above).astype(np.int64)})
     if d.features is None:
-        skip = {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
+        skip = non_feature_columns(cfg)
         for col in df.columns:
             if col not in skip:
                 column_kind(df[col], where)
@@ -101,24 +101,24 @@ def check_table(df: pd.DataFrame, cfg: Config, where: str, target_kind: str | No
                          int(df[spec.name].notna().sum()), where)
 
 
-def column_kind(col: pd.Series, where: str) -> str:
-    """The kind of an undeclared feature column: ``"numeric"``, ``"categorical"`` or ``"empty"``.
+def column_kind(col: pd.Series, where: str) -> ColumnKind:
+    """The kind of an undeclared feature column (:func:`fedx.data.schema.kind_of`), checked.
 
     Raises
     ------
     SchemaError
         For a text column whose values are numbers but for a few (see :data:`NUMERIC_SHARE`).
     """
-    if col.isna().all():
-        return "empty"
-    if pd.api.types.is_bool_dtype(col):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(col):
-        return "numeric"
-    present, bad = _not_numbers(col)
-    if _numbers_with_typos(int(bad.sum()), len(present)):
-        _refuse_typos(where, str(col.name), present, bad)
-    return "categorical"
+    if _is_text(col):
+        present, bad = _not_numbers(col)
+        if _numbers_with_typos(int(bad.sum()), len(present)):
+            _refuse_typos(where, str(col.name), present, bad)
+    return kind_of(col)
+
+
+def _is_text(col: pd.Series) -> bool:
+    """Whether the column holds values other than missing, numbers and booleans (text or categories)."""
+    return kind_of(col) == "categorical" and not pd.api.types.is_bool_dtype(col)
 
 
 def _not_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -188,14 +188,14 @@ def check_tables(cfg: Config, tables: Mapping[str, pd.DataFrame], sources: Mappi
 def _check_typos_across(cfg: Config, tables: Mapping[str, pd.DataFrame], sources: Mapping[str, str]) -> None:
     """:data:`NUMERIC_SHARE` counted over every institution: numbers with a few typos at one of them."""
     d = cfg.data
-    skip = {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
+    skip = non_feature_columns(cfg)
     counts: dict[str, list[int]] = {}
     first: dict[str, tuple[str, pd.Series, np.ndarray]] = {}
     for name, df in tables.items():
         df = mask_na_codes(df, d.na_values)
         for col in df.columns:
             s = df[col]
-            if col in skip or s.isna().all() or pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            if col in skip or not _is_text(s):
                 continue
             present, bad = _not_numbers(s)
             total = counts.setdefault(str(col), [0, 0])

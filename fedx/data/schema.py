@@ -1,9 +1,14 @@
 """Declared schemas of tabular data: which columns are features (numeric or categorical), which is
-the target, and which hold exposure, weights or the institution's name."""
+the target, and which hold exposure, weights or the institution's name.
+
+When a config declares no features, each column's kind is inferred from its type
+(:func:`kind_of`): from one table by :meth:`Schema.infer`, or at every institution by
+:func:`column_kinds`, whose answers the server merges into one schema (:func:`merge_column_kinds`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +18,7 @@ import pandas as pd
 from ..errors import SchemaError
 
 TargetKind = Literal["binary", "count", "positive", "any"]
+ColumnKind = Literal["numeric", "categorical", "empty"]
 _TARGET_RULES: dict[str, str] = {
     "binary": "0 or 1",
     "count": "non-negative whole numbers",
@@ -91,7 +97,7 @@ class Schema:
             if name in skip:
                 continue
             col = df[name]
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            if _encoding(col) == "numeric":
                 features.append(FeatureSpec(str(name), "numeric"))
             else:
                 levels = tuple(sorted({str(v) for v in col.dropna().unique()}))
@@ -152,6 +158,48 @@ class Schema:
                 raise SchemaError(f"{_at(source, df[self.split_by], int(np.argmax(gaps)))}: the institution's "
                                   f"name (split_by) is missing{_more(int(gaps.sum()))}; every row must name its "
                                   f"institution")
+
+
+def kind_of(col: pd.Series) -> ColumnKind:
+    """How an undeclared feature column is encoded, from its type alone.
+
+    ``"numeric"`` for a numeric column (booleans excepted), ``"categorical"`` for text, boolean and
+    categorical columns, ``"empty"`` when every cell is missing (the column says nothing of its kind).
+    :func:`fedx.data.checks.column_kind` adds the check that a text column is not numbers with typos.
+    """
+    if col.isna().all():
+        return "empty"
+    return _encoding(col)
+
+
+def _encoding(col: pd.Series) -> Literal["numeric", "categorical"]:
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return "numeric"
+    return "categorical"
+
+
+def column_kinds(df: pd.DataFrame, exclude: Iterable[str] = ()) -> dict[str, ColumnKind]:
+    """The kind (:func:`kind_of`) of every column of ``df`` but the ``exclude`` ones, by name.
+
+    An institution sends these (names and kinds, no values) when the config declares no features.
+    """
+    skip = set(exclude)
+    return {str(col): kind_of(df[col]) for col in df.columns if col not in skip}
+
+
+def merge_column_kinds(parts: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """One schema from every institution's :func:`column_kinds`: categorical wins, all-empty columns drop out."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for col, kind in part.items():
+            prev = merged.get(col, "empty")
+            if kind == "categorical" or prev == "categorical":
+                merged[col] = "categorical"
+            elif kind == "numeric" or prev == "numeric":
+                merged[col] = "numeric"
+            else:
+                merged[col] = "empty"
+    return {c: k for c, k in merged.items() if k != "empty"}
 
 
 def row_number(index: pd.Index, i: int) -> str:

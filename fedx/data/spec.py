@@ -8,6 +8,12 @@ from ..config import Config
 from .schema import FeatureSpec, Schema
 
 
+def non_feature_columns(cfg: Config) -> set[str]:
+    """The columns that are never features: the target, exposure, weight and split_by columns, and ``data.drop``."""
+    d = cfg.data
+    return {c for c in (d.target, d.exposure, d.weight, d.split_by) if c} | set(d.drop)
+
+
 def schema_for(cfg: Config, df: pd.DataFrame | None = None) -> Schema:
     """The run's schema.
 
@@ -23,8 +29,7 @@ def schema_for(cfg: Config, df: pd.DataFrame | None = None) -> Schema:
     else:
         if df is None:
             raise ValueError("schema_for: data.features is not declared, so a table is needed to infer it")
-        exclude = [c for c in (d.target, d.exposure, d.weight, d.split_by) if c] + list(d.drop)
-        inferred = Schema.infer(df, target=d.target, exclude=exclude)
+        inferred = Schema.infer(df, target=d.target, exclude=non_feature_columns(cfg))
         feats = tuple(FeatureSpec(f.name, f.kind, tuple(str(v) for v in d.levels[f.name])
                                   if f.name in d.levels else None) for f in inferred.features)
     return Schema(features=feats, target=d.target, exposure=d.exposure, weight=d.weight, split_by=d.split_by)

@@ -23,8 +23,8 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from ..config import Config
+from ..data.schema import merge_column_kinds
 from ..errors import FederationError, FedxError
-from ..institution import merge_column_kinds
 from ..privacy.audit import AuditLedger, entries, head_from
 from . import protocol as P
 from .records import json_record, payload_parts, read_json

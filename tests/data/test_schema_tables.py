@@ -76,6 +76,24 @@ def test_infer_kinds_and_sorted_levels() -> None:
     assert schema.target == "y" and schema.feature_names == ("x", "n", "flag", "city", "cat")
 
 
+def test_each_institution_names_its_column_kinds_and_the_server_merges_them() -> None:
+    from fedx.data.schema import column_kinds, merge_column_kinds
+
+    a = pd.DataFrame({"x": [1.5, 2.0], "flag": [True, False], "code": ["1", "2"], "gap": [np.nan, np.nan],
+                      "mixed": [1, 2], "y": [0, 1]})
+    b = pd.DataFrame({"x": [np.nan, np.nan], "flag": [False, False], "code": [None, None], "gap": [None, None],
+                      "mixed": ["low", "high"], "y": [1, 0]})
+    kinds_a, kinds_b = column_kinds(a, exclude={"y"}), column_kinds(b, exclude={"y"})
+    assert kinds_a == {"x": "numeric", "flag": "categorical", "code": "categorical", "gap": "empty", "mixed": "numeric"}
+    assert kinds_b == {"x": "empty", "flag": "categorical", "code": "empty", "gap": "empty", "mixed": "categorical"}
+    # Categorical wins over numeric, a kind seen anywhere wins over empty, and a column empty everywhere drops out.
+    assert merge_column_kinds([kinds_a, kinds_b]) == {"x": "numeric", "flag": "categorical", "code": "categorical",
+                                                      "mixed": "categorical"}
+    # Schema.infer reads the same kinds from one table.
+    inferred = {f.name: f.kind for f in Schema.infer(a.drop(columns="gap"), target="y").features}
+    assert inferred == {c: k for c, k in kinds_a.items() if k != "empty"}
+
+
 def test_feature_spec_rejects_bad_kind() -> None:
     with pytest.raises(SchemaError, match="kind must be numeric or categorical"):
         FeatureSpec("x", "text")  # type: ignore[arg-type]

@@ -119,3 +119,19 @@ def test_a_deployed_node_table_needs_no_institution_column(tmp_path: Path) -> No
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"bank_a \(own.csv\): column 'x', row 4"):
         Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out2"), cfg).check_data()
+
+
+def test_hello_names_the_kind_of_each_undeclared_column_and_refuses_numbers_with_typos(tmp_path: Path) -> None:
+    # The server settles one schema from these kinds; a text column of numbers with a typo is refused first.
+    df = pd.DataFrame({"age": np.arange(20.0), "region": ["n", "s"] * 10, "note": [None] * 20, "y": [0, 1] * 10,
+                       "id": np.arange(20)})
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    cfg = config_from_dict({**CFG, "data": {"target": "y", "drop": ["id"]}})
+    doc = Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out"), cfg).hello()
+    assert doc["features"] == {"age": "numeric", "region": "categorical", "note": "empty"}
+    df["age"] = df["age"].astype(object)
+    df.loc[4, "age"] = "sixty"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"^bank_a \(t\.csv\): column 'age' holds numbers except for 1 of 20"):
+        Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out2"), cfg).hello()
