@@ -42,8 +42,8 @@ from fedx.config import load_config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import local_split
 from fedx.data.spec import schema_for
-from fedx.institution import fit_preprocessor, tabular
-from fedx.tasks import get_task
+from fedx.institution import fit_preprocessor
+from fedx.tasks import TabularData, get_task
 from fedx.trees import (
     EncryptedSum,
     FitReport,
@@ -66,7 +66,7 @@ def bank_data(config: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.n
     prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
     out = {}
     for name, (train, test) in splits.items():
-        a, b = tabular(cfg, prep, train), tabular(cfg, prep, test)
+        a, b = TabularData.from_frame(cfg, prep, train), TabularData.from_frame(cfg, prep, test)
         out[name] = (a.X.astype(np.float64), a.y.astype(np.float64), b.X.astype(np.float64), b.y.astype(np.float64))
     return out, list(prep.feature_names)
 

@@ -19,8 +19,8 @@ from .aggregators import make_rule
 from .config import Config
 from .data.local import local_split
 from .data.spec import schema_for
-from .institution import fit_model, fit_preprocessor, tabular
-from .tasks import get_task
+from .institution import fit_model, fit_preprocessor
+from .tasks import TabularData, get_task
 
 
 @contextmanager
@@ -59,11 +59,12 @@ def centralized(cfg: Config, tables: Mapping[str, pd.DataFrame], features: Mappi
     prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
     epochs = cfg.federation.rounds * cfg.federation.local_epochs
     with _one_thread():
-        model = fit_model(cfg, task, make_rule(cfg), prep, tabular(cfg, prep, pooled), epochs, seed=cfg.seed)
+        model = fit_model(cfg, task, make_rule(cfg), prep, TabularData.from_frame(cfg, prep, pooled), epochs,
+                          seed=cfg.seed)
     per_inst: dict[str, dict[str, Any]] = {}
     stats = []
     for name, (_, test) in splits.items():
-        data = tabular(cfg, prep, test)
+        data = TabularData.from_frame(cfg, prep, test)
         pred = task.predict(model, data)
         per_inst[name] = task.metrics(data, pred)
         stats.append(task.eval_stats(data, pred))

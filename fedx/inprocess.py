@@ -33,7 +33,6 @@ from .errors import ConfigError
 from .institution import (
     fit_preprocessor,
     model_config,
-    tabular,
     train_options,
 )
 from .tasks import TabularData, get_task
@@ -70,7 +69,8 @@ def federation(cfg: Config, tables: Mapping[str, pd.DataFrame] | None = None) ->
     splits = {n: local_split(df, cfg, n, task) for n, df in tables.items()}
     pooled = pd.concat([train for train, _ in splits.values()], ignore_index=True)
     prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
-    return Federation({n: (tabular(cfg, prep, tr), tabular(cfg, prep, te)) for n, (tr, te) in splits.items()}, prep)
+    return Federation({n: (TabularData.from_frame(cfg, prep, tr), TabularData.from_frame(cfg, prep, te))
+                       for n, (tr, te) in splits.items()}, prep)
 
 
 def pooled_metrics(task: Any, model: Any, fed: Federation) -> dict[str, float]:

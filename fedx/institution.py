@@ -121,7 +121,7 @@ class Institution:
 
     def tabular(self, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
         """The design matrix and targets of ``df`` under ``prep``."""
-        return tabular(self.cfg, prep, df)
+        return TabularData.from_frame(self.cfg, prep, df)
 
     # ------------------------------------------------------------------ phases
 
@@ -511,15 +511,6 @@ def model_config(cfg: Config) -> dict[str, Any]:
     """The ``model:`` section as the task's model factory takes it."""
     m = cfg.model
     return {"kind": m.kind, "hidden": list(m.hidden), "dropout": m.dropout}
-
-
-def tabular(cfg: Config, prep: Preprocessor, df: pd.DataFrame) -> TabularData:
-    """Design matrix, target, offset (log exposure) and weights of ``df`` under ``prep``."""
-    d = cfg.data
-    y = df[d.target].to_numpy(dtype=np.float32)
-    offset = np.log(df[d.exposure].to_numpy(dtype=np.float64)).astype(np.float32) if d.exposure else None
-    weight = df[d.weight].to_numpy(dtype=np.float32) if d.weight else None
-    return TabularData(prep.transform(df), y, offset=offset, weight=weight, feature_names=prep.feature_names)
 
 
 def _load_secret(spec: NodeSpec) -> Any:

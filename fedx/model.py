@@ -111,9 +111,7 @@ class FedxModel(nn.Module):
         model was fitted with one, else 1. Claim severity takes no exposure.
         """
         offset = self._offset(df, exposure)
-        x = self.design_matrix(df)
-        data = TabularData(x, np.zeros(len(df), dtype=np.float32), offset=offset,
-                           feature_names=self.feature_names)
+        data = TabularData.from_frame(None, self.preprocessor, mask_na_codes(df, self.na_values), offset=offset)
         with torch.no_grad():
             return get_task(self.task_name).predict(self.net, data)
 

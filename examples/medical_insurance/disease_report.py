@@ -44,9 +44,9 @@ from fedx.config import Config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import derive_seed, local_split
 from fedx.data.spec import schema_for
-from fedx.institution import fit_model, fit_preprocessor, tabular
+from fedx.institution import fit_model, fit_preprocessor
 from fedx.model import FedxModel
-from fedx.tasks import get_task
+from fedx.tasks import TabularData, get_task
 
 RUN_NAMES = {"disease_warning": "logistic regression (exact Newton, CKKS)",
              "disease_warning_mlp": "MLP (FedProx, bfv-compact)"}
@@ -91,15 +91,16 @@ def rescore(folder: Path) -> tuple[dict[str, Any], Config, dict[str, dict[str, d
     ys: dict[str, np.ndarray] = {}
     pooled = pd.concat([train for train, _ in splits.values()], ignore_index=True)
     prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)
-    pooled_model = fit_model(cfg, task, rule, prep, tabular(cfg, prep, pooled), epochs, seed=cfg.seed)
+    pooled_model = fit_model(cfg, task, rule, prep, TabularData.from_frame(cfg, prep, pooled), epochs,
+                             seed=cfg.seed)
     for name, (train, test) in splits.items():
         ys[name] = test[cfg.data.target].to_numpy(dtype=np.float64)
         preds["federated"][name] = fed_models[name].predict(test)
-        preds["pooled"][name] = task.predict(pooled_model, tabular(cfg, prep, test))
+        preds["pooled"][name] = task.predict(pooled_model, TabularData.from_frame(cfg, prep, test))
         own = fit_preprocessor(cfg, schema_for(cfg, train), train)
-        model = fit_model(cfg, task, rule, own, tabular(cfg, own, train), epochs,
+        model = fit_model(cfg, task, rule, own, TabularData.from_frame(cfg, own, train), epochs,
                           seed=derive_seed(cfg.seed, name, "local"))
-        preds["local"][name] = task.predict(model, tabular(cfg, own, test))
+        preds["local"][name] = task.predict(model, TabularData.from_frame(cfg, own, test))
 
     reported = {"local": doc["baselines"]["local"], "federated": doc["per_institution"],
                 "pooled": {name: doc["comparison"][name]["centralized"] for name in splits}}
@@ -108,7 +109,8 @@ def rescore(folder: Path) -> tuple[dict[str, Any], Config, dict[str, dict[str, d
     scores: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in MODELS}
     for m in MODELS:
         for name in splits:
-            mine = task.metrics(tabular(cfg, prep, splits[name][1]), preds[m][name])   # only its y counts
+            held_out = TabularData.from_frame(cfg, prep, splits[name][1])
+            mine = task.metrics(held_out, preds[m][name])   # only its y counts
             for key in ("brier", "roc_auc"):
                 if mine[key] is not None and abs(mine[key] - reported[m][name][key]) > TOLERANCE:
                     raise ReportError(f"{folder}: {name} {m} {key} is {mine[key]:.6f} re-scored and "

@@ -57,8 +57,8 @@ from fedx.data.synthetic.policies import (
     TRUE_FREQUENCY_COEFFICIENTS,
     TRUE_SEVERITY_COEFFICIENTS,
 )
-from fedx.institution import fit_preprocessor, tabular
-from fedx.tasks import get_task
+from fedx.institution import fit_preprocessor
+from fedx.tasks import TabularData, get_task
 from fedx.tasks.metrics import glm_metrics
 
 Z95 = 1.959963984540054
@@ -166,7 +166,7 @@ def load_pricing_run(folder: Path, task: str, true_coefficients: Mapping[str, fl
     for name, (train, _) in splits.items():
         # The run's `local` baseline: preprocessing and exact GLM on this insurer's training rows alone.
         prep = fit_preprocessor(cfg, schema_for(cfg), train)
-        data = tabular(cfg, prep, train)
+        data = TabularData.from_frame(cfg, prep, train)
         fit = newton_fit([GLMData(data.X, data.y, data.offset, data.weight)], rule,
                          max_rounds=max(cfg.federation.rounds, 50))
         own[name] = Coefficients.from_report(GLMResults.from_newton(fit.total, fit.state, rule, list(prep.feature_names)).to_dict())

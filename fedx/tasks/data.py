@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..config import Config
+    from ..data.preprocess import Preprocessor
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,35 @@ class TabularData:
         object.__setattr__(self, "offset", None if self.offset is None else _vector("offset", self.offset, n))
         object.__setattr__(self, "weight", weight)
         object.__setattr__(self, "feature_names", names)
+
+    @classmethod
+    def from_frame(cls, cfg: Config | None, prep: Preprocessor, df: pd.DataFrame, *,
+                   offset: np.ndarray | None = None) -> TabularData:
+        """The design matrix of the table ``df`` under the preprocessing ``prep``, with its targets.
+
+        Parameters
+        ----------
+        cfg : Config or None
+            The run's config: the target is column ``data.target``, the offset is the log of column
+            ``data.exposure`` and the weights are column ``data.weight`` (each when declared). None for
+            rows to score, whose target is unknown: the target is then zeros, and there are no weights.
+        prep : Preprocessor
+            The fitted preprocessing; it names the columns of ``X``.
+        df : pandas.DataFrame
+            The cleaned table (:func:`fedx.data.local.prepare_table`).
+        offset : np.ndarray, optional
+            The offset of each row, in place of the log exposure.
+        """
+        weight = None
+        if cfg is None:
+            y = np.zeros(len(df), dtype=np.float32)
+        else:
+            d = cfg.data
+            y = df[d.target].to_numpy(dtype=np.float32)
+            if offset is None and d.exposure:
+                offset = np.log(df[d.exposure].to_numpy(dtype=np.float64)).astype(np.float32)
+            weight = df[d.weight].to_numpy(dtype=np.float32) if d.weight else None
+        return cls(prep.transform(df), y, offset=offset, weight=weight, feature_names=prep.feature_names)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])

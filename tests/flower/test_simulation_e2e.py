@@ -86,15 +86,14 @@ def test_fedavg_one_full_batch_step_equals_one_centralized_step(small_csv: Path,
 
     from fedx.data.institutions import institution_tables
     from fedx.data.local import local_split
-    from fedx.institution import tabular
-    from fedx.tasks import TrainOptions, get_task
+    from fedx.tasks import TabularData, TrainOptions, get_task
 
     task = get_task("disease_risk")
     tables = institution_tables(cfg)
     train = pd.concat([local_split(df, cfg, name, task)[0] for name, df in tables.items()], ignore_index=True)
     prep = fed.preprocessor                  # fitted from summed moments = the pooled rows' moments
     model = task.build_model(len(prep.feature_names), {"kind": "logistic"}, seed=cfg.seed)
-    task.train(model, tabular(cfg, prep, train),
+    task.train(model, TabularData.from_frame(cfg, prep, train),
                TrainOptions(epochs=1, optimizer="sgd", full_batch=True, lr=0.5, pos_weight=1.0))
     moved = False
     for p_fed, p_central in zip(fed.net.state_dict().values(), model.state_dict().values()):

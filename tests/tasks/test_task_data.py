@@ -56,3 +56,27 @@ def test_tasks_check_their_target_before_training() -> None:
         task.check_data(TabularData(np.ones((2, 1)), np.array([0.0, 1.0])))
     with pytest.raises(DataError, match="offset"):
         task.check_data(TabularData(np.ones((2, 1)), np.array([1.0, 1.0]), offset=np.zeros(2)))
+
+
+def test_from_frame_reads_the_target_exposure_and_weight_columns_the_config_names() -> None:
+    import pandas as pd
+
+    from fedx.config import config_from_dict
+    from fedx.data.spec import schema_for
+    from fedx.institution import fit_preprocessor
+
+    df = pd.DataFrame({"age": [20.0, 40.0, 60.0], "region": ["a", "b", "a"], "claims": [0, 2, 1],
+                       "years": [0.5, 1.0, 2.0], "n": [1.0, 3.0, 0.0]})
+    cfg = config_from_dict({"name": "t", "task": "claim_frequency",
+                            "data": {"target": "claims", "exposure": "years", "weight": "n", "standardize": False}})
+    prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
+    data = TabularData.from_frame(cfg, prep, df)
+    np.testing.assert_array_equal(data.X, prep.transform(df))
+    np.testing.assert_array_equal(data.y, [0, 2, 1])
+    np.testing.assert_allclose(data.offset, np.log([0.5, 1.0, 2.0]), rtol=1e-7)
+    np.testing.assert_array_equal(data.weight, [1.0, 3.0, 0.0])
+    assert data.feature_names == prep.feature_names == ("age", "region[T.b]")
+    # Rows to score: no target or weights, and the offset as given.
+    scoring = TabularData.from_frame(None, prep, df.drop(columns=["claims", "n"]), offset=np.zeros(3))
+    np.testing.assert_array_equal(scoring.y, np.zeros(3))
+    assert scoring.weight is None and np.array_equal(scoring.offset, np.zeros(3))

@@ -81,7 +81,7 @@ def test_claim_frequency_without_exposure_is_a_plain_poisson_glm() -> None:
     from fedx.aggregators.newton import GLMData, NewtonRule, newton_fit
     from fedx.config import config_from_dict
     from fedx.data.spec import schema_for
-    from fedx.institution import fit_preprocessor, tabular
+    from fedx.institution import fit_preprocessor
 
     rng = np.random.default_rng(3)
     n = 1200
@@ -94,13 +94,13 @@ def test_claim_frequency_without_exposure_is_a_plain_poisson_glm() -> None:
                             "data": {"source": "x.csv", "split_by": "insurer", "target": "claims"}})
     assert cfg.data.exposure is None
     prep = fit_preprocessor(cfg, schema_for(cfg, df), df)
-    parts = [tabular(cfg, prep, df[df["insurer"] == name]) for name in ("north", "south")]
+    parts = [TabularData.from_frame(cfg, prep, df[df["insurer"] == name]) for name in ("north", "south")]
     task = get_task("claim_frequency")
     for part in parts:
         assert part.offset is None
         task.check_data(part)
     fit = newton_fit([GLMData(p.X, p.y) for p in parts], NewtonRule("poisson", feature_names=prep.feature_names))
     weight, bias = fit.state.params
-    pooled = tabular(cfg, prep, df)
+    pooled = TabularData.from_frame(cfg, prep, df)
     mle = sm.GLM(pooled.y.astype(float), sm.add_constant(pooled.X.astype(float)), family=sm.families.Poisson()).fit()
     np.testing.assert_allclose(np.r_[bias, weight.ravel()], mle.params, rtol=1e-6, atol=1e-8)
