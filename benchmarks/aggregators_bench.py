@@ -33,8 +33,7 @@ from fedx.config import Config, config_from_dict, load_config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import derive_seed
 from fedx.inprocess import Federation, federation, train_rounds
-from fedx.institution import model_config
-from fedx.tasks import get_task
+from fedx.tasks import get_task, model_config
 
 DEFAULT_CONFIG = "examples/finance_antifraud/fedx.yaml"
 TARGET_SHARE = 0.95

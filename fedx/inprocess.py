@@ -1,7 +1,7 @@
 """Federated rounds in one process, for research and benchmarks: fedx's own task code and update rules, no Flower.
 
 A federation on Flower adds processes, messages and encryption around two things that this module
-runs directly: each institution's local training (:func:`fedx.institution.train_options`, the
+runs directly: each institution's local training (:meth:`fedx.tasks.TrainOptions.from_config`, the
 task's ``train``) and the server's update rule (:func:`fedx.aggregators.make_rule`). Under
 encryption the rule is applied to the decrypted weighted mean, which equals the plaintext one to
 the HE preset's precision (tests/flower/test_fedadam_encrypted.py), so curves measured here are
@@ -30,12 +30,8 @@ from .data.local import local_split
 from .data.preprocess import Preprocessor
 from .data.spec import schema_for
 from .errors import ConfigError
-from .institution import (
-    fit_preprocessor,
-    model_config,
-    train_options,
-)
-from .tasks import TabularData, get_task
+from .institution import fit_preprocessor
+from .tasks import TabularData, TrainOptions, get_task, model_config
 from .tasks.params import get_arrays, set_arrays, update_delta
 
 Tamper = Callable[[str, int, list[np.ndarray]], list[np.ndarray]]
@@ -99,7 +95,7 @@ def train_rounds(cfg: Config, fed: Federation, *, rounds: int | None = None, tam
         deltas, weights = [], []
         for name, (train, _) in fed.data.items():
             set_arrays(model, state.params)
-            task.train(model, train, train_options(cfg, name, r, cfg.federation.local_epochs),
+            task.train(model, train, TrainOptions.from_config(cfg, name, r, cfg.federation.local_epochs),
                        global_arrays=state.params if prox else None)
             delta = update_delta(get_arrays(model), state.params)
             delta = tamper(name, r, delta) if tamper is not None else delta

@@ -30,7 +30,7 @@ from .data.schema import Schema, column_kinds
 from .data.spec import non_feature_columns, schema_for
 from .errors import ConfigError, DataError, FederationError, StateDivergedError
 from .privacy.policy import Policy
-from .tasks import TabularData, TrainOptions, get_task
+from .tasks import TabularData, TrainOptions, get_task, model_config
 from .tasks.params import get_arrays, set_arrays, update_delta
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Institution:
         prep = Preprocessor.fit(schema, plan.sufficient_statistics(np.asarray(total, dtype=np.float64),
                                                                    plan.first_stage()),
                                 standardize=self.cfg.standardize, missing_indicators=self.cfg.data.missing_indicators)
-        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        model = self.task.build_model(len(prep.feature_names), model_config(self.cfg), seed=self.cfg.seed)
         params = get_arrays(model)
         if self._newton is not None:
             params = [p.astype(np.float64) for p in params]   # the exact solver keeps float64 coefficients
@@ -272,12 +272,13 @@ class Institution:
                               weight=data.weight, tweedie_power=self._newton.tweedie_power, **round_inputs(state))
             return self._seal_sum([vec]), {"num-examples": float(len(data)),
                                            "train_seconds": time.perf_counter() - t0}
-        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        model = self.task.build_model(len(prep.feature_names), model_config(self.cfg), seed=self.cfg.seed)
         set_arrays(model, state.params)
         t0 = time.perf_counter()
         dp = self.cfg.security.dp
         sample_dp = self._sample_dp() if dp is not None and dp.level == "sample" else None
-        report = self.task.train(model, data, self._train_options(server_round, self.cfg.federation.local_epochs),
+        options = TrainOptions.from_config(self.cfg, self.spec.name, server_round, self.cfg.federation.local_epochs)
+        report = self.task.train(model, data, options,
                                  global_arrays=state.params if self.cfg.federation.mu > 0 else None,
                                  privacy=sample_dp)
         new = get_arrays(model)
@@ -317,7 +318,7 @@ class Institution:
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
         _, test = self.split()
         data = self.tabular(prep, test)
-        model = self.task.build_model(len(prep.feature_names), self._model_cfg(), seed=self.cfg.seed)
+        model = self.task.build_model(len(prep.feature_names), model_config(self.cfg), seed=self.cfg.seed)
         set_arrays(model, state.params)
         pred = self.task.predict(model, data)
         return self.task.metrics(data, pred), self.task.eval_stats(data, pred)
@@ -400,7 +401,7 @@ class Institution:
 
         state = self._require_setup()
         prep = Preprocessor.from_dict(self.state.preprocessor or {})
-        fm = FedxModel.build(self.cfg.task, self._model_cfg(), prep, state.params, self.cfg.data.na_values,
+        fm = FedxModel.build(self.cfg.task, model_config(self.cfg), prep, state.params, self.cfg.data.na_values,
                              self.state.report)
         path = path or (self.spec.out_dir / "model.pt")
         fm.save(path)
@@ -413,12 +414,6 @@ class Institution:
             raise FederationError(f"{self.spec.name}: the federation has not set up this institution yet "
                                   f"(no shared preprocessing and initial model)")
         return self.state.model
-
-    def _model_cfg(self) -> dict[str, Any]:
-        return model_config(self.cfg)
-
-    def _train_options(self, server_round: int, epochs: int) -> TrainOptions:
-        return train_options(self.cfg, self.spec.name, server_round, epochs)
 
     def _seal_mean(self, arrays: list[np.ndarray], weight: float, total_weight: float,
                    value_bound: float | None = None) -> Payload:
@@ -484,33 +479,9 @@ def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data
         set_arrays(model, fit.state.params)
         return model
     # One continuous run over the epochs of all rounds, with the rounds' learning-rate schedule.
-    task.train(model, data, _options(cfg, epochs, seed, lr_decay=cfg.train.lr_decay,
-                                     decay_every=cfg.federation.local_epochs))
+    task.train(model, data, TrainOptions.from_section(cfg.train, epochs, seed, lr_decay=cfg.train.lr_decay,
+                                                      decay_every=cfg.federation.local_epochs))
     return model
-
-
-def train_options(cfg: Config, name: str, server_round: int | str, epochs: int) -> TrainOptions:
-    """The local training options of institution ``name`` in a round (seeded by the run, name and round).
-
-    The learning rate of round ``r`` is ``train.lr * train.lr_decay ** (r - 1)``.
-    """
-    t = cfg.train
-    lr = t.lr * t.lr_decay ** (server_round - 1) if isinstance(server_round, int) else t.lr
-    return _options(cfg, epochs, derive_seed(cfg.seed, name, server_round), lr=lr, prox_mu=cfg.federation.mu)
-
-
-def _options(cfg: Config, epochs: int, seed: int, **extra: Any) -> TrainOptions:
-    """``train:`` as :class:`TrainOptions`, with ``extra`` fields set or replaced."""
-    t = cfg.train
-    fields = {"batch_size": t.batch_size, "lr": t.lr, "optimizer": t.optimizer, "weight_decay": t.weight_decay,
-              "pos_weight": t.pos_weight, "loss": t.loss, "full_batch": t.full_batch}
-    return TrainOptions(epochs=epochs, seed=seed, **{**fields, **extra})
-
-
-def model_config(cfg: Config) -> dict[str, Any]:
-    """The ``model:`` section as the task's model factory takes it."""
-    m = cfg.model
-    return {"kind": m.kind, "hidden": list(m.hidden), "dropout": m.dropout}
 
 
 def _load_secret(spec: NodeSpec) -> Any:

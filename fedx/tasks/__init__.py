@@ -29,6 +29,7 @@ from .metrics import (
     operating_point,
     operating_point_from_stats,
 )
+from .models import model_config
 from .params import array_names, get_arrays, set_arrays
 from .training import TrainOptions, TrainReport
 
@@ -55,6 +56,6 @@ def get_task(name: str) -> Task:
 __all__ = [
     "TASKS", "BinaryTask", "CalibrationCurve", "ClaimFrequencyTask", "ClaimSeverityTask", "DiseaseRiskTask",
     "FraudTask", "GLMTask", "OperatingPoint", "TabularData", "Task", "TrainOptions", "TrainReport", "array_names",
-    "calibration_curve", "calibration_from_stats", "get_arrays", "get_task", "operating_point",
+    "calibration_curve", "calibration_from_stats", "get_arrays", "get_task", "model_config", "operating_point",
     "operating_point_from_stats", "set_arrays",
 ]

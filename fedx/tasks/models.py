@@ -8,7 +8,7 @@ mean ``exp(eta + offset)``. The models are plain ``torch.nn`` modules so that Op
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,8 +16,17 @@ from torch import nn
 from ..config import DROPOUT, check_number
 from ..errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 #: Keys a model config may hold.
 MODEL_KEYS = ("kind", "hidden", "dropout")
+
+
+def model_config(cfg: Config) -> dict[str, Any]:
+    """The ``model:`` section of a config as :func:`build_model` takes it (and as a model file keeps it)."""
+    m = cfg.model
+    return {"kind": m.kind, "hidden": list(m.hidden), "dropout": m.dropout}
 
 
 def _with_offset(eta: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:

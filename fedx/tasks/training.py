@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..errors import ConfigError, DataError, PrivacyBudgetError
 from .data import TabularData
 from .losses import Loss
 from .params import array_names, check_arrays
+
+if TYPE_CHECKING:
+    from ..config import Config, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,28 @@ class TrainOptions:
         _check_int("seed", self.seed, None)
         if self.max_grad_norm is not None:
             _check_number("max_grad_norm", self.max_grad_norm, positive=True, extra="None or ")
+
+    @classmethod
+    def from_config(cls, cfg: Config, name: str, server_round: int | str, epochs: int) -> TrainOptions:
+        """The local training options of institution ``name`` in a round (seeded by the run, name and round).
+
+        The learning rate of round ``r`` is ``train.lr * train.lr_decay ** (r - 1)``; FedProx's
+        ``prox_mu`` is ``federation.mu``.
+        """
+        from ..data.local import derive_seed
+
+        t = cfg.train
+        lr = t.lr * t.lr_decay ** (server_round - 1) if isinstance(server_round, int) else t.lr
+        return cls.from_section(t, epochs, derive_seed(cfg.seed, name, server_round), lr=lr,
+                                prox_mu=cfg.federation.mu)
+
+    @classmethod
+    def from_section(cls, train: TrainConfig, epochs: int, seed: int, **extra: Any) -> TrainOptions:
+        """The ``train:`` section of a config as options, with ``extra`` fields set or replaced."""
+        fields = {"batch_size": train.batch_size, "lr": train.lr, "optimizer": train.optimizer,
+                  "weight_decay": train.weight_decay, "pos_weight": train.pos_weight, "loss": train.loss,
+                  "full_batch": train.full_batch}
+        return cls(epochs=epochs, seed=seed, **{**fields, **extra})
 
 
 def _check_int(field: str, value: object, lo: int | None, owner: str = "TrainOptions") -> None:

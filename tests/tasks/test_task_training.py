@@ -125,12 +125,11 @@ def test_lr_decay_equals_epochs_run_one_at_a_time_at_the_decayed_rates(synth: Si
 def test_the_round_sets_the_decayed_learning_rate() -> None:
     """Round r trains at ``train.lr * train.lr_decay ** (r - 1)``; baselines decay every local_epochs epochs."""
     from fedx.config import config_from_dict
-    from fedx.institution import train_options
 
     cfg = config_from_dict({"name": "t", "task": "fraud", "data": {"source": "synthetic/transactions", "target": "is_fraud"},
                             "train": {"lr": 0.02, "lr_decay": 0.5}, "federation": {"local_epochs": 3}})
-    assert [train_options(cfg, "bank_a", r, 3).lr for r in (1, 2, 4)] == pytest.approx([0.02, 0.01, 0.0025])
-    assert train_options(cfg, "bank_a", 4, 3).lr_decay == 1.0  # no decay inside a round
+    assert [TrainOptions.from_config(cfg, "bank_a", r, 3).lr for r in (1, 2, 4)] == pytest.approx([0.02, 0.01, 0.0025])
+    assert TrainOptions.from_config(cfg, "bank_a", 4, 3).lr_decay == 1.0  # no decay inside a round
 
 
 def test_report_counts_steps_and_loss_goes_down(synth: SimpleNamespace) -> None:
