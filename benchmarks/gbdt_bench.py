@@ -11,7 +11,7 @@ The horizontal part of issue 19's speed and accuracy goals, measured side by sid
 Every model is scored on each bank's own test split (AUPRC and ROC-AUC), and on all test splits
 together. The splits and the design matrix are fedx's own: :func:`fedx.data.local_split` (the
 train/test split every part of fedx computes) and a :class:`~fedx.data.preprocess.Preprocessor` fitted
-with :func:`fedx.institution.fit_preprocessor` on the pooled training rows, which is the preprocessor the
+with :func:`fedx.baselines.fit_preprocessor` on the pooled training rows, which is the preprocessor the
 federation fits from its summed moments (trees do not depend on the scaling). Everything runs in one
 process on one core (XGBoost with ``n_jobs=1``); the encrypted run performs every encryption, server-side
 addition and decryption of the real protocol. The ratio is of CPU seconds (this process's), which a busy
@@ -38,11 +38,11 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fedx import he
+from fedx.baselines import fit_preprocessor
 from fedx.config import load_config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import local_split
 from fedx.data.spec import schema_for
-from fedx.institution import fit_preprocessor
 from fedx.tasks import TabularData, get_task
 from fedx.trees import (
     EncryptedSum,

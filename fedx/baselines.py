@@ -1,8 +1,13 @@
-"""The centralized baseline: one model trained on the pooled data, in simulation only.
+"""The baselines: models fitted on one table alone, to compare with the federated model.
 
-It answers "how much does federation give up against pooling?" and exists only where pooling is
-possible at all: in a simulation, where every institution's table is on one machine. It uses the
-same task code, the same train/test splits and the same number of epochs as the federated run.
+:func:`fit_preprocessor` and :func:`fit_model` fit the preprocessing and the model of one table
+with the run's settings. An institution uses them on its own training rows (the ``local``
+baseline, :meth:`fedx.institution.Institution.local_baseline`), and :func:`centralized` on the
+pooled training rows of every institution.
+
+The centralized baseline answers "how much does federation give up against pooling?" and exists only
+where pooling is possible at all: in a simulation, where every institution's table is on one machine.
+It uses the same task code, the same train/test splits and the same number of epochs as the federated run.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .aggregators import make_rule
+from .aggregators import UpdateRule, make_rule
+from .analytics import moments_plan
 from .config import Config
 from .data.local import local_split
+from .data.preprocess import Preprocessor, with_levels
+from .data.schema import Schema
 from .data.spec import schema_for
-from .institution import fit_model, fit_preprocessor
-from .tasks import TabularData, get_task
+from .privacy.policy import Policy
+from .tasks import TabularData, TrainOptions, get_task, model_config
+from .tasks.params import set_arrays
 
 
 @contextmanager
@@ -69,3 +78,40 @@ def centralized(cfg: Config, tables: Mapping[str, pd.DataFrame], features: Mappi
         per_inst[name] = task.metrics(data, pred)
         stats.append(task.eval_stats(data, pred))
     return task.combined_metrics(stats), per_inst
+
+
+def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preprocessor:
+    """Preprocessing fitted on one table alone (a local or the centralized baseline), levels included.
+
+    A feature with no value at all in the table is left out, as an institution alone would do.
+    """
+    plan = moments_plan(schema)
+    schema = with_levels(schema, plan.local_levels(df))
+    present = [f for f in schema.features
+               if (f.kind == "numeric" and df[f.name].notna().any()) or (f.kind == "categorical" and f.levels)]
+    schema = Schema(features=tuple(present), target=schema.target, exposure=schema.exposure, weight=schema.weight,
+                    split_by=schema.split_by)
+    plan = moments_plan(schema)
+    stage = plan.first_stage()
+    sums = plan.sufficient_statistics(plan.local_vector(df, stage, Policy()), stage)
+    return Preprocessor.fit(schema, sums, standardize=cfg.standardize, missing_indicators=cfg.data.missing_indicators)
+
+
+def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data: TabularData, epochs: int,
+              seed: int) -> Any:
+    """A model trained on one table alone (a local or the centralized baseline), with the run's settings.
+
+    With the newton aggregator it is the table's exact GLM fit, as the federation would reach.
+    """
+    model = task.build_model(len(prep.feature_names), model_config(cfg), seed=cfg.seed)
+    if rule.name == "newton":
+        from .aggregators.newton import GLMData, newton_fit
+
+        fit = newton_fit([GLMData(data.X, data.y, data.offset, data.weight)], rule,  # type: ignore[arg-type]
+                         max_rounds=max(cfg.federation.rounds, 50))
+        set_arrays(model, fit.state.params)
+        return model
+    # One continuous run over the epochs of all rounds, with the rounds' learning-rate schedule.
+    task.train(model, data, TrainOptions.from_section(cfg.train, epochs, seed, lr_decay=cfg.train.lr_decay,
+                                                      decay_every=cfg.federation.local_epochs))
+    return model

@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from .aggregators import ModelState, make_rule
+from .baselines import fit_preprocessor
 from .config import Config
 from .data.local import local_split
 from .data.preprocess import Preprocessor
 from .data.spec import schema_for
 from .errors import ConfigError
-from .institution import fit_preprocessor
 from .tasks import TabularData, TrainOptions, get_task, model_config
 from .tasks.params import get_arrays, set_arrays, update_delta
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ._version import __version__
 from .aggregators import ModelState, UpdateRule, make_rule
 from .analytics import moments_plan
+from .baselines import fit_model, fit_preprocessor
 from .config import Config
 from .data.local import derive_seed, prepared_cached, read_cached, split_cached
 from .data.preprocess import Preprocessor, with_levels
@@ -445,43 +446,6 @@ class Institution:
             raise FederationError(f"{self.spec.name}: received ciphertext, but this run has no encryption "
                                   f"configured at this institution")
         return self._secret
-
-
-def fit_preprocessor(cfg: Config, schema: Schema, df: pd.DataFrame) -> Preprocessor:
-    """Preprocessing fitted on one table alone (a local or the centralized baseline), levels included.
-
-    A feature with no value at all in the table is left out, as an institution alone would do.
-    """
-    plan = moments_plan(schema)
-    schema = with_levels(schema, plan.local_levels(df))
-    present = [f for f in schema.features
-               if (f.kind == "numeric" and df[f.name].notna().any()) or (f.kind == "categorical" and f.levels)]
-    schema = Schema(features=tuple(present), target=schema.target, exposure=schema.exposure, weight=schema.weight,
-                    split_by=schema.split_by)
-    plan = moments_plan(schema)
-    stage = plan.first_stage()
-    sums = plan.sufficient_statistics(plan.local_vector(df, stage, Policy()), stage)
-    return Preprocessor.fit(schema, sums, standardize=cfg.standardize, missing_indicators=cfg.data.missing_indicators)
-
-
-def fit_model(cfg: Config, task: Any, rule: UpdateRule, prep: Preprocessor, data: TabularData, epochs: int,
-              seed: int) -> Any:
-    """A model trained on one table alone (a local or the centralized baseline), with the run's settings.
-
-    With the newton aggregator it is the table's exact GLM fit, as the federation would reach.
-    """
-    model = task.build_model(len(prep.feature_names), model_config(cfg), seed=cfg.seed)
-    if rule.name == "newton":
-        from .aggregators.newton import GLMData, newton_fit
-
-        fit = newton_fit([GLMData(data.X, data.y, data.offset, data.weight)], rule,  # type: ignore[arg-type]
-                         max_rounds=max(cfg.federation.rounds, 50))
-        set_arrays(model, fit.state.params)
-        return model
-    # One continuous run over the epochs of all rounds, with the rounds' learning-rate schedule.
-    task.train(model, data, TrainOptions.from_section(cfg.train, epochs, seed, lr_decay=cfg.train.lr_decay,
-                                                      decay_every=cfg.federation.local_epochs))
-    return model
 
 
 def _load_secret(spec: NodeSpec) -> Any:

@@ -12,11 +12,11 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 import fedx
+from fedx.baselines import fit_preprocessor
 from fedx.config import config_from_dict
 from fedx.data.local import prepare_table
 from fedx.data.spec import schema_for
 from fedx.errors import DataError
-from fedx.institution import fit_preprocessor
 from fedx.model import FedxClassifier, FedxEstimator, FedxModel, FedxRegressor
 from fedx.tasks import get_task
 from fedx.tasks.params import get_arrays

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedx.baselines import fit_preprocessor
 from fedx.config import config_from_dict
 from fedx.data.local import prepare_table
 from fedx.errors import DataError
-from fedx.institution import fit_preprocessor
 
 
 def _cfg(**data):

@@ -40,11 +40,11 @@ from report_common import (
 )
 
 from fedx.aggregators import make_rule
+from fedx.baselines import fit_model, fit_preprocessor
 from fedx.config import Config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import derive_seed, local_split
 from fedx.data.spec import schema_for
-from fedx.institution import fit_model, fit_preprocessor
 from fedx.model import FedxModel
 from fedx.tasks import TabularData, get_task
 

@@ -49,6 +49,7 @@ from report_common import (
 from fedx.aggregators import make_rule
 from fedx.aggregators.glm_results import GLMResults
 from fedx.aggregators.newton import GLMData, newton_fit
+from fedx.baselines import fit_preprocessor
 from fedx.config import Config
 from fedx.data.institutions import institution_tables
 from fedx.data.local import local_split
@@ -57,7 +58,6 @@ from fedx.data.synthetic.policies import (
     TRUE_FREQUENCY_COEFFICIENTS,
     TRUE_SEVERITY_COEFFICIENTS,
 )
-from fedx.institution import fit_preprocessor
 from fedx.tasks import TabularData, get_task
 from fedx.tasks.metrics import glm_metrics
 

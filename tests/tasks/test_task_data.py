@@ -61,9 +61,9 @@ def test_tasks_check_their_target_before_training() -> None:
 def test_from_frame_reads_the_target_exposure_and_weight_columns_the_config_names() -> None:
     import pandas as pd
 
+    from fedx.baselines import fit_preprocessor
     from fedx.config import config_from_dict
     from fedx.data.spec import schema_for
-    from fedx.institution import fit_preprocessor
 
     df = pd.DataFrame({"age": [20.0, 40.0, 60.0], "region": ["a", "b", "a"], "claims": [0, 2, 1],
                        "years": [0.5, 1.0, 2.0], "n": [1.0, 3.0, 0.0]})

@@ -79,9 +79,9 @@ def test_claim_frequency_without_exposure_is_a_plain_poisson_glm() -> None:
     import pandas as pd
 
     from fedx.aggregators.newton import GLMData, NewtonRule, newton_fit
+    from fedx.baselines import fit_preprocessor
     from fedx.config import config_from_dict
     from fedx.data.spec import schema_for
-    from fedx.institution import fit_preprocessor
 
     rng = np.random.default_rng(3)
     n = 1200
