@@ -65,10 +65,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("bits", args.bits), ("clip", args.clip)) if v is not None}
     keys = he.keygen(args.preset, **overrides)
     paths = keys.save(args.out)
-    print(f"fingerprint {keys.fingerprint}")
+    print(f"fingerprint {keys.fingerprint_text} ({keys.preset.name})")
     for p in paths if isinstance(paths, (list, tuple)) else [paths]:
         print(f"wrote {p}")
-    print("Give secret.fxk to each institution out of band; give public.fxk to the server.")
+    print("Give secret.fxk to each institution through your own secure channel, and public.fxk to the server "
+          "(never secret.fxk). `fedx node` and `fedx server` print the fingerprint of the keys they load: "
+          "compare it with this one out of band (docs/deploy.md).")
     return 0
 
 

@@ -11,6 +11,7 @@ result.json holds (see DESIGN.md):
 ``model``            what was trained (for GLMs: coefficients with standard errors, deviances)
 ``privacy``          {"encryption": preset, ...; epsilon and delta when DP is on}
 ``history``          [{"round", "metrics", "bytes_up", "bytes_down", "seconds", ...}]
+``primary_metric``   the task's headline metric, which the plots and the printed table lead with
 
 and ``schema_version`` (:data:`SCHEMA_VERSION`), ``fedx_version`` and ``written``. The counts named in
 :data:`COUNT_KEYS` are written as JSON integers: metrics travel through Flower's MetricRecord as floats, so
@@ -55,6 +56,7 @@ class RunResult:
     privacy: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     institutions: dict[str, Any] = field(default_factory=dict)
+    primary_metric: str | None = None
 
     @property
     def result_path(self) -> Path:
@@ -68,6 +70,7 @@ class RunResult:
             "fedx_version": __version__,
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": self.config,
+            "primary_metric": self.primary_metric,
             "metrics": self.metrics,
             "per_institution": self.per_institution,
             "baselines": self.baselines,
@@ -87,7 +90,8 @@ class RunResult:
         return cls(metrics=d["metrics"], history=d["history"], out_dir=p.parent,
                    per_institution=d.get("per_institution", {}), baselines=d.get("baselines", {}),
                    comparison=d.get("comparison", {}), model=d.get("model", {}), privacy=d.get("privacy", {}),
-                   config=d.get("config", {}), institutions=d.get("institutions", {}))
+                   config=d.get("config", {}), institutions=d.get("institutions", {}),
+                   primary_metric=d.get("primary_metric"))
 
 
 def comparison_table(per_institution: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any],
@@ -118,7 +122,7 @@ def write_result(result: RunResult, *, plots: bool = True, primary_metric: str |
     _write_history_csv(out / "history.csv", result.history)
     _write_institutions_csv(out / "institutions.csv", result.comparison)
     if plots:
-        metric = primary_metric or _first_metric(result.metrics)
+        metric = primary_metric or result.primary_metric or _first_metric(result.metrics)
         if metric:
             plot_rounds(result, metric, out / "rounds.png")
             plot_institutions(result, metric, out / "institutions.png")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 import shutil
 import tempfile
@@ -26,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 
+from . import run_keys
 from .config import Config
-from .errors import ConfigError, FedxError
+from .errors import ConfigError
 from .institution import LocalPolicy, NodeSpec
-from .report import RunResult, comparison_table, print_summary, write_result
+from .report import RunResult, print_summary
 from .run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
     folder = RunFolder.plan(cfg, target, "result.json", resume=resume, force=force)
     task = get_task(cfg.task)
     # Everything that can be checked is checked before anything is written or Ray starts.
-    given_keys = _given_keys(cfg)
+    given_keys = run_keys.given_keys(cfg)
     checked = _checked_tables(cfg, tables, task.target_kind)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, \
@@ -100,28 +100,14 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
                 lambda grid: Orchestrator(cfg, grid, sites.public, out, expected_nodes=len(sites.specs),
                                           on_event=bar, resume=resume).run(),
                 sites.specs, verbose=verbose)
-            baselines: dict[str, Any] = {}
-            central_per_inst: dict[str, dict[str, Any]] = {}
-            if summary.local_baselines:
-                baselines["local"] = summary.local_baselines
-                baselines["local_combined"] = summary.local_combined
+            centralized = central_per_inst = None
             if "centralized" in cfg.report.baselines:
-                from .baselines import centralized
+                from .baselines import centralized as centralized_baseline
 
                 bar("phase", {"what": "centralized baseline (pooled data, simulation only)"})
-                baselines["centralized"], central_per_inst = centralized(cfg, sites.tables,
-                                                                         features=summary.features)
-        result = RunResult(
-            metrics=summary.metrics, history=summary.history, out_dir=out,
-            per_institution=summary.per_institution, baselines=baselines,
-            comparison=comparison_table(summary.per_institution, baselines, central_per_inst),
-            model={"task": cfg.task, "kind": cfg.model.kind,
-                   "paths": {k: folder.final_path(v) for k, v in summary.model_paths.items()},
-                   **(summary.model_report or {})},
-            privacy=_privacy_report(cfg, sites.public, summary),
-            config=cfg.to_dict(), institutions=summary.institutions,
-        )
-        write_result(result, plots=cfg.report.plots, primary_metric=task.primary_metric)
+                centralized, central_per_inst = centralized_baseline(cfg, sites.tables, features=summary.features)
+        result = summary.write_result(cfg, out, sites.public, centralized=centralized,
+                                      centralized_per_institution=central_per_inst, final_path=folder.final_path)
     result.out_dir = folder.target
     if progress:
         shown = [m for m in task.metric_names if m not in (task.primary_metric, "n", "base_rate")]
@@ -150,7 +136,7 @@ def stats(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = Tr
         raise ConfigError(f"{cfg.source}: stats: missing section (the statistics to compute)")
     target = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "stats.json", resume=False, force=force, resumable=False)
-    given_keys = _given_keys(cfg)
+    given_keys = run_keys.given_keys(cfg)
     checked = _checked_tables(cfg, None, None)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, RunProgress("", enabled=progress) as bar:
@@ -204,7 +190,7 @@ def _checked_tables(cfg: Config, given: Mapping[str, pd.DataFrame] | None, targe
 def _simulated_sites(cfg: Config, out: Path, tables: dict[str, pd.DataFrame],
                      given_keys: tuple[Any, Path] | None) -> Iterator[_Sites]:
     """Each institution's table in a file of its own (deleted afterwards), and the keys."""
-    public, keys_dir = given_keys if given_keys is not None else _run_keys(cfg, out)
+    public, keys_dir = given_keys if given_keys is not None else run_keys.run_folder_keys(cfg, out)
     data_dir = Path(tempfile.mkdtemp(prefix="fedx-sites-"))
     try:
         specs = []
@@ -229,110 +215,6 @@ def _given_tables(given: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             raise ConfigError(f"tables[{name!r}]: expected a non-empty pandas DataFrame")
         out[name] = df
     return out
-
-
-def _privacy_report(cfg: Config, public: Any, summary: Any) -> dict[str, Any]:
-    """result.json's ``privacy``: the encryption preset, and epsilon where differential privacy is on."""
-    out: dict[str, Any] = {"encryption": cfg.security.encryption}
-    if public is not None:
-        from . import he
-
-        out["preset"] = he.describe(public.preset)
-    dp = cfg.security.dp
-    if dp is not None:
-        out.update(level=dp.level, **summary.privacy)
-        out.setdefault("delta", dp.delta)
-        out.setdefault("noise_multiplier", dp.noise_multiplier)
-        out.setdefault("clip", dp.clip)
-        per = [row["privacy"]["per_institution_epsilon"] for row in summary.history
-               if "per_institution_epsilon" in row.get("privacy", {})]
-        if per:
-            out["per_institution_epsilon"] = per[-1]
-            out["epsilon"] = max(per[-1].values())
-        out["stopped_by_budget"] = summary.stopped_by_budget
-    return out
-
-
-def he_overrides(cfg: Config) -> dict[str, Any]:
-    """The settings of fresh HE keys: ``security.he``, with the clip range widened for client-level DP.
-
-    Under client-level DP each bfv-compact value is a clipped update plus its share of the noise, which
-    needs the range :func:`dp_clip_range` gives. A ``security.he.clip`` sized for plaintext updates (for
-    example 2.0 in the anti-fraud example) would cut the noise, so the range is widened to that bound,
-    and the log says so.
-    """
-    overrides = cfg.security.he.overrides()
-    need = dp_clip_range(cfg)
-    if need is None:
-        return overrides
-    have = overrides.get("clip")
-    if have is None:
-        overrides["clip"] = max(1.0, need)
-    elif have < need:
-        dp = cfg.security.dp
-        assert dp is not None
-        log.warning("security.he.clip %g is too narrow for the DP noise (security.dp.clip %g, noise_multiplier %g, "
-                    "federation.min_clients %d): the keys clip values to %.3g instead", have, dp.clip,
-                    dp.noise_multiplier, cfg.federation.min_clients, need)
-        overrides["clip"] = need
-    return overrides
-
-
-def dp_clip_range(cfg: Config) -> float | None:
-    """The bfv-compact clip range that client-level DP needs (None when DP or bfv-compact is off).
-
-    It is :func:`fedx.privacy.dp.noised_value_bound` at ``federation.min_clients``, the fewest
-    institutions a round can have (fewer institutions carry larger noise shares).
-    """
-    dp = cfg.security.dp
-    if dp is None or dp.level != "client" or cfg.security.encryption != "bfv-compact":
-        return None
-    from .privacy.dp import noised_value_bound
-
-    return noised_value_bound(dp.clip, dp.noise_multiplier, cfg.federation.min_clients)
-
-
-def _given_keys(cfg: Config) -> tuple[Any, Path] | None:
-    """The server's public context and the keys folder of ``security.keys``, checked; None when not given."""
-    if cfg.security.encryption == "none" or cfg.security.keys is None:
-        return None
-    from . import he
-
-    folder = cfg.resolve_path(cfg.security.keys)
-    if not (folder / "public.fxk").exists():
-        raise ConfigError(f"security.keys: {folder} holds no public.fxk (create keys with "
-                          f"`fedx keygen --preset {cfg.security.encryption} --out {folder}`)")
-    keys = he.load_keys(folder)
-    if keys.public.preset.name != cfg.security.encryption:
-        raise ConfigError(f"security.keys: {folder} holds {keys.public.preset.name} keys, and "
-                          f"security.encryption is {cfg.security.encryption}")
-    need, have = dp_clip_range(cfg), getattr(keys.public.preset, "clip", None)
-    if need is not None and have is not None and have < need:
-        dp = cfg.security.dp
-        assert dp is not None
-        raise ConfigError(f"security.keys: the keys in {folder} clip values to {have:g}, and client-level DP "
-                          f"(security.dp.clip {dp.clip:g}, noise_multiplier {dp.noise_multiplier:g}, "
-                          f"federation.min_clients {cfg.federation.min_clients}) needs at least {need:.3g}: make "
-                          f"keys with `fedx keygen --preset bfv-compact --clip {math.ceil(need * 100) / 100:g} "
-                          f"--out {folder}`")
-    return keys.public, folder
-
-
-def _run_keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
-    """Keys kept in the run folder: those of the run being resumed, or fresh ones."""
-    if cfg.security.encryption == "none":
-        return None, None
-    from . import he
-
-    folder = out / "keys"
-    if (folder / "public.fxk").exists():
-        return he.load_keys(folder).public, folder
-    try:
-        keys = he.keygen(cfg.security.encryption, **he_overrides(cfg))
-    except FedxError as exc:
-        raise ConfigError(f"security.he: {exc}") from None
-    keys.save(folder)
-    return keys.public, folder
 
 
 def _safe(name: str) -> str:

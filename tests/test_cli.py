@@ -286,3 +286,40 @@ def test_force_replaces_a_finished_run_only_once_the_new_one_has_finished(federa
     for path in result["model"]["paths"].values():
         assert Path(path).is_file() and Path(path).resolve().is_relative_to(out.resolve())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fedx.yaml", "run", "sites.csv"]
+
+
+def test_keygen_prints_the_fingerprint_of_the_keys_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from fedx import he
+
+    shown = []
+    for folder in ("keys", "other"):
+        assert main(["keygen", "--preset", "bfv-compact", "--out", str(tmp_path / folder)]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        keys = he.load_keys(tmp_path / folder)
+        # What the institutions compare out of band: the same text as the loaded secret and public files give.
+        assert first == f"fingerprint {keys.fingerprint_text} (bfv-compact)"
+        assert he.load_public(tmp_path / folder / "public.fxk").fingerprint_text == keys.fingerprint_text
+        shown.append(first)
+    assert shown[0] != shown[1]
+
+
+def test_fedx_node_prints_the_fingerprint_of_the_key_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    from fedx import he
+    from fedx.flower import operate
+
+    keys = he.keygen("bfv-compact")
+    keys.save(tmp_path / "keys")
+    (tmp_path / "data.csv").write_text("x,label\n1,0\n2,1\n")
+    node = {"name": "cleveland", "data": "data.csv", "keys": "keys/secret.fxk", "out_dir": "out",
+            "superlink": {"address": "127.0.0.1:9", "insecure": True}}
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump(node))
+    monkeypatch.setattr(operate.NodeSupervisor, "run", lambda self: 0)   # no SuperNode is started
+    assert main(["node", "--config", str(tmp_path / "node.yaml")]) == 0
+    said = capsys.readouterr().err
+    assert f"cleveland: HE keys {tmp_path / 'keys' / 'secret.fxk'} (bfv-compact), fingerprint " \
+           f"{keys.fingerprint_text}" in said
+    # A key file that does not load stops the node before it starts, naming the file.
+    (tmp_path / "keys" / "secret.fxk").write_bytes(b"FXHK-damaged")
+    assert main(["node", "--config", str(tmp_path / "node.yaml")]) == 2
+    assert f"{tmp_path / 'keys' / 'secret.fxk'}" in capsys.readouterr().err

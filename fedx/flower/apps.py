@@ -6,7 +6,8 @@ config that names the institution's node file (data, secret key, policy). Nothin
 run time: both live in the installed fedx package.
 
 Run config keys: ``fedx-config`` (path of the run's YAML), ``fedx-out`` (server folder for the
-checkpoint and result.json), ``fedx-public`` (public.fxk, when encryption is on) and
+checkpoint and result.json), ``fedx-public`` (public.fxk or its folder, when encryption is on; checked
+against the config by :func:`fedx.run_keys.server_public_key`) and
 ``fedx-expected-nodes`` (how many institutions to wait for). Node config key: ``fedx-node``
 (path of the institution's node YAML, see :func:`fedx.config.load_node_config`).
 """
@@ -23,6 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 from ..config import load_config, load_node_config
 from ..errors import DeploymentError
 from ..institution import LocalPolicy, NodeSpec
+from ..run_keys import server_public_key
 from . import protocol as P
 from .client_app import make_client_app
 from .operate import record_run_end
@@ -55,27 +57,15 @@ server_app = ServerApp()
 
 @server_app.main()
 def _server_main(grid: Grid, context: Context) -> None:
-    from .. import he
-    from ..report import RunResult, comparison_table, write_result
-
     cfg = load_config(_run_value(context, "fedx-config"))
     out = Path(_run_value(context, "fedx-out"))
     public = None
     if cfg.security.encryption != "none":
-        public = he.load_public(_run_value(context, "fedx-public"))
+        public = server_public_key(cfg, _run_value(context, "fedx-public"))
     expected = int(_run_value(context, "fedx-expected-nodes", str(cfg.federation.min_clients)))
     summary = Orchestrator(cfg, grid, public, out, expected_nodes=expected, resume=True,
                            wait_seconds=float(context.run_config.get("fedx-wait-seconds", 300))).run()
-    baselines = {"local": summary.local_baselines, "local_combined": summary.local_combined} \
-        if summary.local_baselines else {}
-    result = RunResult(metrics=summary.metrics, history=summary.history, out_dir=out,
-                       per_institution=summary.per_institution, baselines=baselines,
-                       comparison=comparison_table(summary.per_institution, baselines),
-                       model={"task": cfg.task, "kind": cfg.model.kind, "paths": summary.model_paths,
-                              **(summary.model_report or {})},
-                       privacy={"encryption": cfg.security.encryption}, config=cfg.to_dict(),
-                       institutions=summary.institutions)
-    write_result(result, plots=cfg.report.plots)
+    summary.write_result(cfg, out, public)
     log.info("fedx run finished: %s", out / "result.json")
 
 

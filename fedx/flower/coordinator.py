@@ -134,17 +134,12 @@ class Coordinator:
         for nid in ids:
             self.nodes.setdefault(nid, NodeView(node_id=nid))
         replies = self.ask(P.HELLO, {nid: {} for nid in ids}, "hello")
+        self._check_fingerprints(replies)
         names: dict[str, int] = {}
-        fingerprint = self.public.fingerprint if self.encrypted else ""
         for nid, doc in replies.items():
             name = str(doc["name"])
             if name in names:
                 raise FederationError(f"two nodes call themselves {name!r}; each institution needs its own name")
-            if self.encrypted and doc.get("fingerprint") != fingerprint:
-                log.warning("%s holds keys %s, the server's public context is %s: it is left out", name,
-                            str(doc.get("fingerprint"))[:12], fingerprint[:12])
-                self.nodes.pop(nid)
-                continue
             names[name] = nid
             node = self.nodes[nid]
             node.name, node.n_train, node.n_test = name, int(doc.get("n_train", 0)), int(doc.get("n_test", 0))
@@ -159,6 +154,35 @@ class Coordinator:
                                   f"{self.cfg.federation.min_clients}")
         self.on_event("connected", {"institutions": sorted(names)})
         return replies
+
+    def _check_fingerprints(self, replies: Mapping[int, Mapping[str, Any]]) -> None:
+        """Stop the run when an institution holds other HE keys than the server's public key belongs to.
+
+        Its updates could not be added to the others', and leaving it out would hide a key handover that
+        went wrong: the error names the institution and both fingerprints (docs/deploy.md).
+        """
+        if not self.encrypted:
+            return
+        from .. import he
+
+        ours = self.public.fingerprint
+        wrong = []
+        for doc in replies.values():
+            theirs = str(doc.get("fingerprint") or "")
+            if theirs != ours:
+                try:
+                    shown = he.fingerprint_text(theirs)
+                except FedxError:
+                    shown = f"none ({theirs!r})" if theirs else "none (no keys)"
+                wrong.append(f"institution {doc['name']!r} holds HE keys with fingerprint {shown}, and the "
+                             f"server's public key has fingerprint {self.public.fingerprint_text}")
+        if wrong:
+            more = f" (and {len(wrong) - 1} more institution(s): see the log)" if len(wrong) > 1 else ""
+            for line in wrong[1:]:
+                log.error("%s", line)
+            raise FederationError(f"{wrong[0]}{more}: every institution needs the secret.fxk made with the "
+                                  f"server's public.fxk by `fedx keygen`; compare the fingerprints that "
+                                  f"`fedx keygen` and `fedx node` print (docs/deploy.md)")
 
     # ------------------------------------------------------------------ messages
 

@@ -18,14 +18,13 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from .. import he
-from ..errors import FederationError, KeyFileError, KeyMismatchError
+from ..errors import FederationError, KeyMismatchError
 from .he_client_mod import KEY_TOTAL_WEIGHT
 from .records import STYPE_HE, payload_record, read_payload
 
@@ -68,7 +67,7 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
                          min_available_nodes=min_available_nodes, weighted_by_key=weighted_by_key,
                          arrayrecord_key=arrayrecord_key, configrecord_key=configrecord_key,
                          train_metrics_aggr_fn=train_metrics_aggr_fn, evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
-        self.public = _public_context(public_key)
+        self.public = he.public_context(public_key, what="EncryptedFedAvg public_key")
         self._weights: dict[int, float] = {}  # node id -> its last reported weight
 
     def summary(self) -> None:
@@ -148,20 +147,3 @@ weighted_by_key, arrayrecord_key, configrecord_key, train_metrics_aggr_fn, evalu
     def _weight(self, msg: Message) -> float:
         metrics = next(iter(msg.content.metric_records.values()))
         return float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
-
-
-def _public_context(public_key: he.PublicContext | str | os.PathLike[str]) -> he.PublicContext:
-    if isinstance(public_key, he.PublicContext):
-        return public_key
-    if isinstance(public_key, (he.KeySet, he.SecretContext)):
-        raise KeyFileError("EncryptedFedAvg takes the public context only (keys.public, or public.fxk): the server "
-                           "must never hold the institutions' secret key")
-    if isinstance(public_key, (str, os.PathLike)):
-        path = Path(public_key)
-        file = path / "public.fxk" if path.is_dir() else path
-        if not file.exists():
-            raise KeyFileError(f"EncryptedFedAvg public_key: {file} does not exist (expected public.fxk from "
-                               f"`fedx keygen`, or its folder)")
-        return he.load_public(file)
-    raise KeyFileError(f"EncryptedFedAvg public_key must be an he.PublicContext or a path to public.fxk, got "
-                       f"{type(public_key).__name__}")

@@ -197,8 +197,8 @@ class _KeySource:
             if not path.exists():
                 raise KeyFileError(f"he_mod keys: {path} does not exist (expected a key folder from `fedx keygen` "
                                    f"or its secret.fxk)")
-            secret = he.load_keys(path).secret if path.is_dir() else he.load_secret(path)
-            log.info("he_mod: loaded keys %s (%s, fingerprint %s)", path, secret.preset.name, secret.fingerprint[:16])
+            secret = he.secret_context(path)
+            log.info("he_mod: loaded keys %s (%s, fingerprint %s)", path, secret.preset.name, secret.fingerprint_text)
             self._loaded[path] = secret
         return self._loaded[path]
 

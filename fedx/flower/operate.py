@@ -30,6 +30,7 @@ from typing import Any
 
 from ..config import Config, NodeConfig
 from ..errors import DeploymentError
+from ..run_keys import server_public_key
 from . import deploy
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,10 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
     if cfg.security.encryption != "none":
         if cfg.security.keys is None:
             raise DeploymentError("security.keys: a deployment needs the folder with public.fxk from `fedx keygen`")
-        public_path = cfg.resolve_path(cfg.security.keys) / "public.fxk"
-        if not public_path.exists():
-            raise DeploymentError(f"security.keys: {public_path} not found (copy public.fxk from `fedx keygen`; "
-                                  f"the server never needs secret.fxk)")
+        public_path = cfg.resolve_path(cfg.security.keys)
+        public = server_public_key(cfg, public_path)   # refused here, before a SuperLink starts, if it does not fit
+        say(f"HE public key {public.preset.name}, fingerprint {public.fingerprint_text} (each institution's "
+            f"`fedx node` prints the fingerprint of its secret key: they must be the same)")
     pubs: list[Path] = []
     tls = None
     if dep.insecure:
@@ -290,6 +291,8 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, retry_for
         raise DeploymentError(f"{node_path}: keys: {node.keys_path} not found (the secret.fxk from `fedx keygen`)")
     if retry_for < 0:
         raise DeploymentError(f"--retry-for must be >= 0 seconds (0: no limit), got {retry_for:g}")
+    if node.keys_path is not None:
+        say(key_line(node))
     sl = node.superlink
     if sl.insecure:
         say(deploy.INSECURE_WARNING)
@@ -306,6 +309,24 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, retry_for
                               keep_running=keep_running, say=say).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def key_line(node: NodeConfig) -> str:
+    """The line ``fedx node`` prints about the HE secret key it loaded: its preset and its fingerprint.
+
+    The institutions and the server operator compare the fingerprint with the one ``fedx keygen`` printed
+    (docs/deploy.md); the server refuses a node whose keys have another.
+
+    Raises
+    ------
+    KeyFileError, KeyMismatchError
+        The key file is unreadable, damaged, public, or does not match the folder's public.fxk.
+    """
+    from .. import he
+
+    assert node.keys_path is not None
+    secret = he.secret_context(node.keys_path)
+    return f"{node.name}: HE keys {node.keys_path} ({secret.preset.name}), fingerprint {secret.fingerprint_text}"
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

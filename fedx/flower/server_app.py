@@ -14,7 +14,6 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from ..data.checks import check_levels
 from ..data.preprocess import merge_levels
 from ..errors import FederationError
 from ..run_folder import config_digest, legacy_config_digest
+from ..summary import FederationSummary
 from . import protocol as P
 from .coordinator import Coordinator, Event, NodeView
 from .records import content_bytes, payload_record, read_payload, read_stats
@@ -36,23 +36,7 @@ from .strategy import FedxStrategy, RoundFailed
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class FederationSummary:
-    """What the server knows at the end of a run (everything in it may leave the institutions)."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    per_institution: dict[str, dict[str, Any]] = field(default_factory=dict)
-    local_baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    local_combined: dict[str, Any] = field(default_factory=dict)
-    institutions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    model_paths: dict[str, str] = field(default_factory=dict)
-    final_params: list[np.ndarray] | None = None
-    features: dict[str, str] | None = None
-    model_report: dict[str, Any] | None = None
-    stopped_by_budget: bool = False
-    privacy: dict[str, Any] = field(default_factory=dict)
-    resumed_from: int = 0
+__all__ = ["Checkpoint", "FederationSummary", "Orchestrator"]
 
 
 class Orchestrator(Coordinator):

@@ -25,11 +25,23 @@ from .blob import BlobHeader
 from .codec import decrypt, encrypt, inspect, noise_budget
 from .describe import describe
 from .encoding import EncodingReport
-from .keys import KeySet, PublicContext, SecretContext, keygen, load_keys, load_public, load_secret
+from .keys import (
+    KeySet,
+    PublicContext,
+    SecretContext,
+    fingerprint_text,
+    keygen,
+    load_keys,
+    load_public,
+    load_secret,
+    public_context,
+    secret_context,
+)
 from .schemes import KINDS, PRESETS, BfvPreset, CkksPreset, Kind, Precision, Preset, get_preset
 
 __all__ = [
     "KINDS", "PRESETS", "BfvPreset", "BlobHeader", "CkksPreset", "EncodingReport", "KeySet", "Kind", "Precision",
-    "Preset", "PublicContext", "SecretContext", "aggregate", "decrypt", "describe", "encrypt", "get_preset", "inspect",
-    "keygen", "load_keys", "load_public", "load_secret", "noise_budget",
+    "Preset", "PublicContext", "SecretContext", "aggregate", "decrypt", "describe", "encrypt", "fingerprint_text",
+    "get_preset", "inspect", "keygen", "load_keys", "load_public", "load_secret", "noise_budget", "public_context",
+    "secret_context",
 ]

@@ -5,7 +5,9 @@ symmetric and the server only adds ciphertexts, so it needs no key at all. It ca
 cannot encrypt either, so it cannot forge an update under the institutions' keys.
 
 The fingerprint is ``SHA-256(parameter hash, SHA-256(serialized secret key))``: a commitment that binds
-blobs to one secret key without revealing anything usable about it.
+blobs to one secret key without revealing anything usable about it. The server's public context carries
+the same fingerprint, so institutions and server compare one short text (:func:`fingerprint_text`) to
+know that they hold keys of one set: ``fedx keygen``, ``fedx node`` and ``fedx server`` print it.
 
 Files (see :mod:`fedx.he.frame` for the framing): ``secret.fxk`` (mode 0600) holds the preset, the
 fingerprint and the SEAL secret key; ``public.fxk`` holds the preset and the fingerprint.
@@ -41,12 +43,33 @@ def fingerprint(preset: Preset, key_data: bytes) -> str:
     return hashlib.sha256(b"fedx-he/fingerprint/v1\0" + preset.params_hash.encode() + commitment).hexdigest()
 
 
+def fingerprint_text(fp: str) -> str:
+    """The fingerprint as people compare it: its first 128 bits in eight groups of four hex digits.
+
+    ``"3f2a 9c01 77d0 e2b4 1c9e 55aa 0b3d 7e21"``. 128 bits leave no practical way to make other keys that
+    show the same text; the server compares the whole fingerprint.
+
+    Raises
+    ------
+    HEError
+        ``fp`` is not a 64-digit hex fingerprint.
+    """
+    if not isinstance(fp, str) or len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+        raise HEError(f"a key fingerprint is 64 lowercase hex digits, got {fp!r}")
+    return " ".join(fp[i:i + 4] for i in range(0, 32, 4))
+
+
 @dataclass(frozen=True)
 class PublicContext:
     """What the server holds: the preset and the key fingerprint. It carries no key material."""
 
     preset: Preset
     fingerprint: str
+
+    @property
+    def fingerprint_text(self) -> str:
+        """The fingerprint as people compare it (:func:`fingerprint_text`)."""
+        return fingerprint_text(self.fingerprint)
 
 
 class SecretContext:
@@ -74,6 +97,11 @@ class SecretContext:
         return self._fingerprint
 
     @property
+    def fingerprint_text(self) -> str:
+        """The fingerprint as people compare it (:func:`fingerprint_text`)."""
+        return fingerprint_text(self._fingerprint)
+
+    @property
     def public(self) -> PublicContext:
         """The matching public context, for the server."""
         return PublicContext(self._preset, self._fingerprint)
@@ -99,6 +127,11 @@ class KeySet:
     def fingerprint(self) -> str:
         """Hex fingerprint of the keys."""
         return self.secret.fingerprint
+
+    @property
+    def fingerprint_text(self) -> str:
+        """The fingerprint as people compare it (:func:`fingerprint_text`)."""
+        return self.secret.fingerprint_text
 
     @property
     def preset(self) -> Preset:
@@ -165,6 +198,46 @@ def load_public(path: str | os.PathLike[str]) -> PublicContext:
     """
     preset, fp, _ = _read(Path(path), "public")
     return PublicContext(preset, fp)
+
+
+def public_context(source: PublicContext | str | os.PathLike[str], *, what: str = "public key") -> PublicContext:
+    """The server's public context: itself, a ``public.fxk`` file, or the key folder that holds one.
+
+    The one way fedx reads a public key for a server (simulation, deployment, ``fedx.flower.EncryptedFedAvg``).
+    ``what`` names the setting in errors (``"security.keys"``).
+
+    Raises
+    ------
+    KeyFileError
+        Secret keys passed (the server must never hold them), no public.fxk there, or a bad file.
+    """
+    if isinstance(source, PublicContext):
+        return source
+    if isinstance(source, (KeySet, SecretContext)):
+        raise KeyFileError(f"{what}: the server takes the public context only (keys.public, or public.fxk): it "
+                           f"must never hold the institutions' secret key")
+    if not isinstance(source, (str, os.PathLike)):
+        raise KeyFileError(f"{what}: expected an he.PublicContext, a public.fxk file or its folder, got "
+                           f"{type(source).__name__}")
+    path = Path(source)
+    file = path / PUBLIC_FILE if path.is_dir() else path
+    if not file.exists():
+        raise KeyFileError(f"{what}: {file} does not exist (expected {PUBLIC_FILE} from `fedx keygen`, or its "
+                           f"folder; the server never needs {SECRET_FILE})")
+    return load_public(file)
+
+
+def secret_context(source: str | os.PathLike[str]) -> SecretContext:
+    """An institution's secret context from a ``secret.fxk`` file, or from the key folder that holds it.
+
+    A folder's ``secret.fxk`` is checked against its ``public.fxk`` when present (:func:`load_keys`).
+
+    Raises
+    ------
+    KeyFileError, KeyMismatchError
+    """
+    path = Path(source).expanduser()
+    return load_keys(path).secret if path.is_dir() else load_secret(path)
 
 
 def load_keys(folder: str | os.PathLike[str]) -> KeySet:

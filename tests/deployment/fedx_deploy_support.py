@@ -151,3 +151,24 @@ def rounds_done(root: Path) -> int:
 def ledger_entries(path: Path) -> list[tuple]:
     return [(e["round"], e["kind"], e["bytes"], e["sha256"])
             for e in map(json.loads, path.read_text().splitlines())]
+
+
+def key_paths(doc: object, prefix: str = "") -> set[str]:
+    """Every key of a JSON document, as a path (``history[].metrics.roc_auc``); list items share ``[]``."""
+    if isinstance(doc, dict):
+        out = set()
+        for k, v in doc.items():
+            out |= {f"{prefix}{k}"} | key_paths(v, f"{prefix}{k}.")
+        return out
+    if isinstance(doc, list):
+        return set().union(*(key_paths(v, f"{prefix.rstrip('.')}[].") for v in doc)) if doc else set()
+    return set()
+
+
+def simulate(config: Path, out: Path, timeout: float = 900) -> dict:
+    """`fedx run CONFIG --out OUT --quiet`, as a researcher would run the deployed config in simulation."""
+    res = subprocess.run(fedx_cmd("run", str(config), "--out", str(out), "--quiet"), check=False, cwd=config.parent,
+                         capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads((out / "result.json").read_text())

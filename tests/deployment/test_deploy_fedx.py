@@ -14,7 +14,9 @@ from fedx_deploy_support import (
     Processes,
     build_deployment,
     cli,
+    key_paths,
     ledger_entries,
+    simulate,
     wait_for,
 )
 
@@ -52,18 +54,24 @@ def test_three_institutions_encrypted_tls_auth_audit_and_unregistered_node(tmp_p
     assert set(result["per_institution"]) == set(SITES)
     assert 0.6 < result["metrics"]["roc_auc"] <= 1.0
 
-    # The same job in simulation, same seed and data: the same model, bit for bit up to float32 rounding.
-    import fedx
-    from fedx.config import load_config
+    # The same job in simulation (`fedx run`), same seed and data: the same model, bit for bit up to float32
+    # rounding, and a result.json written by the same writer: the same keys at every depth, the same privacy.
     from fedx.model import FedxModel
 
-    sim = fedx.run(load_config(root / "server.yaml"), tmp_path / "sim", progress=False)
+    sim = simulate(root / "server.yaml", tmp_path / "sim")
     for name in SITES:
         deployed = FedxModel.load(root / name / "out" / "model.pt")
-        simulated = FedxModel.load(sim.out_dir / "institutions" / name / "model.pt")
+        simulated = FedxModel.load(tmp_path / "sim" / "institutions" / name / "model.pt")
         for a, b in zip(deployed.state_dict().values(), simulated.state_dict().values()):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
-    assert sim.metrics["roc_auc"] == pytest.approx(result["metrics"]["roc_auc"], abs=1e-6)
+    assert sim["metrics"]["roc_auc"] == pytest.approx(result["metrics"]["roc_auc"], abs=1e-6)
+    assert key_paths(result) == key_paths(sim), key_paths(result) ^ key_paths(sim)
+    assert result["primary_metric"] == sim["primary_metric"] == "roc_auc"
+    # The preset's bytes per parameter are measured on random ciphertexts, so they vary by a few bytes.
+    deployed_bytes, sim_bytes = result["privacy"]["preset"].pop("bytes_per_param"), sim["privacy"]["preset"].pop(
+        "bytes_per_param")
+    assert result["privacy"] == sim["privacy"] and result["privacy"]["preset"]["name"] == "bfv-compact"
+    assert deployed_bytes == pytest.approx(sim_bytes, rel=0.05)
 
     # Every institution's ledger verifies, and accounts for exactly what the server received from it.
     receipts = [json.loads(line) for line in (root / "server-out" / "receipts.jsonl").read_text().splitlines()]

@@ -135,3 +135,51 @@ def test_hello_names_the_kind_of_each_undeclared_column_and_refuses_numbers_with
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"^bank_a \(t\.csv\): column 'age' holds numbers except for 1 of 20"):
         Institution(NodeSpec(name="bank_a", data=path, out_dir=tmp_path / "out2"), cfg).hello()
+
+
+ENCRYPTED = {**CFG, "security": {"encryption": "bfv-compact"}}
+
+
+def _hello(inst: Institution, node: int) -> Message:
+    doc = {"phase": "hello", "status": "ok", **inst.hello()}
+    return Message(RecordDict({"fedx": json_record(doc)}), dst_node_id=node, message_type="query")
+
+
+def test_an_institution_with_other_he_keys_stops_the_run_naming_it_and_both_fingerprints(tmp_path: Path) -> None:
+    from fedx import he
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "own.csv").write_text(pd.DataFrame({"x": rng.normal(size=30), "y": [0, 1, 1] * 10}).to_csv(index=False))
+    shared, stray = he.keygen("bfv-compact"), he.keygen("bfv-compact")   # the same parameters, other keys
+    shared.save(tmp_path / "shared")
+    stray.save(tmp_path / "stray")
+    cfg = config_from_dict(ENCRYPTED)
+    insts = {node: Institution(NodeSpec(name=f"bank_{node}", data=tmp_path / "own.csv", out_dir=tmp_path / str(node),
+                                        keys=tmp_path / ("stray" if node == 2 else "shared") / "secret.fxk"), cfg)
+             for node in (1, 2, 3)}
+
+    def coordinator_of(public: he.PublicContext) -> Coordinator:
+        replies = {node: _hello(inst, node) for node, inst in insts.items()}
+        c = Coordinator(cfg, _Grid(), public, expected_nodes=3, wait_seconds=1.0)  # type: ignore[arg-type]
+        owner = {id(msg): node for node, msg in replies.items()}
+        c._exchange = lambda msgs, what: [replies[m.metadata.dst_node_id] for m in msgs]  # type: ignore[method-assign]
+        c.sender = lambda msg: owner[id(msg)]  # type: ignore[method-assign]
+        return c
+
+    # Two institutions would still make min_clients: before, bank_2 was left out with a warning.
+    with pytest.raises(FederationError) as err:
+        coordinator_of(he.load_public(tmp_path / "shared" / "public.fxk")).connect()
+    assert str(err.value).startswith(
+        f"institution 'bank_2' holds HE keys with fingerprint {stray.fingerprint_text}, and the server's public key "
+        f"has fingerprint {shared.fingerprint_text}: every institution needs the secret.fxk")
+    # Against the stray public key, the two others are named: the first in the error, the count of the rest.
+    with pytest.raises(FederationError, match=rf"^institution 'bank_1' holds HE keys with fingerprint "
+                                              rf"{shared.fingerprint_text}, .* \(and 1 more institution\(s\): see the "
+                                              rf"log\)"):
+        coordinator_of(stray.public).connect()
+    # When every institution holds the server's keys, all three join.
+    insts[2] = Institution(NodeSpec(name="bank_2", data=tmp_path / "own.csv", out_dir=tmp_path / "2b",
+                                    keys=tmp_path / "shared"), cfg)
+    c = coordinator_of(shared.public)
+    c.connect()
+    assert sorted(n.name for n in c.nodes.values()) == ["bank_1", "bank_2", "bank_3"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fedx.he as he
-from fedx.errors import KeyFileError, KeyMismatchError
+from fedx.errors import HEError, KeyFileError, KeyMismatchError
 from fedx.he import frame
 
 
@@ -108,3 +108,40 @@ def test_secret_key_that_does_not_match_its_fingerprint_is_refused(saved: tuple[
     (folder / "secret.fxk").write_bytes(frame.pack(b"FXHK", 1, fr.header, [other.secret.seal_key.data]))
     with pytest.raises(KeyFileError, match="does not match the fingerprint recorded with it"):
         he.load_secret(folder / "secret.fxk")
+
+
+def test_the_fingerprint_is_the_documented_hash_and_the_same_at_every_party(saved: tuple[he.KeySet, Path]) -> None:
+    import hashlib
+
+    keys, folder = saved
+    # SHA-256(parameter hash, SHA-256(secret key)), with their domain tags (docs/he-presets.md).
+    commitment = hashlib.sha256(b"fedx-he/secret-key-commitment/v1\0" + keys.secret.seal_key.data).digest()
+    want = hashlib.sha256(b"fedx-he/fingerprint/v1\0" + keys.preset.params_hash.encode() + commitment).hexdigest()
+    assert keys.fingerprint == want
+    text = keys.fingerprint_text
+    groups = text.split(" ")
+    assert len(groups) == 8 and all(len(g) == 4 for g in groups) and "".join(groups) == want[:32]
+    # The same text from every copy: the institutions' secret.fxk (file or folder), the server's public.fxk.
+    assert he.secret_context(folder).fingerprint_text == he.secret_context(folder / "secret.fxk").fingerprint_text \
+        == he.load_public(folder / "public.fxk").fingerprint_text == he.load_keys(folder).fingerprint_text == text
+    assert he.keygen("bfv-compact", bits=14, clip=0.25).fingerprint_text != text   # new keys, same parameters
+    with pytest.raises(HEError, match="64 lowercase hex digits"):
+        he.fingerprint_text("abc")
+
+
+def test_public_context_reads_a_folder_or_a_file_and_refuses_the_secret(saved: tuple[he.KeySet, Path],
+                                                                        tmp_path: Path) -> None:
+    keys, folder = saved
+    assert he.public_context(folder) == he.public_context(folder / "public.fxk") == keys.public
+    public = keys.public
+    assert he.public_context(public) is public
+    for secret in (keys, keys.secret):
+        with pytest.raises(KeyFileError, match="security.keys: the server takes the public context only"):
+            he.public_context(secret, what="security.keys")  # type: ignore[arg-type]
+    (tmp_path / "only-secret").mkdir()
+    os.replace(folder / "secret.fxk", tmp_path / "only-secret" / "secret.fxk")
+    with pytest.raises(KeyFileError, match=r"security.keys: .*only-secret/public.fxk does not exist .*never needs "
+                                           r"secret.fxk"):
+        he.public_context(tmp_path / "only-secret", what="security.keys")
+    with pytest.raises(KeyFileError, match="the server must only get public.fxk"):
+        he.public_context(tmp_path / "only-secret" / "secret.fxk")

@@ -14,7 +14,7 @@ from fedx import he
 from fedx.config import load_config
 from fedx.errors import ConfigError
 from fedx.privacy.dp import noised_value_bound
-from fedx.runner import he_overrides
+from fedx.run_keys import he_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "finance_antifraud" / "fedx.yaml"
@@ -24,7 +24,7 @@ DP = {"security.dp.noise_multiplier": 1.1, "security.dp.clip": 1.0}
 def test_the_example_with_dp_gets_keys_wide_enough_for_every_round(caplog: pytest.LogCaptureFixture) -> None:
     cfg = load_config(EXAMPLE, overrides=DP)
     assert cfg.security.he.clip == 2.0
-    with caplog.at_level(logging.WARNING, logger="fedx.runner"):
+    with caplog.at_level(logging.WARNING, logger="fedx.run_keys"):
         overrides = he_overrides(cfg)
     need = noised_value_bound(1.0, 1.1, cfg.federation.min_clients)       # 4.81 at 3 institutions
     assert overrides == {"bits": 19, "clip": pytest.approx(need)}
@@ -41,7 +41,7 @@ def test_given_keys_too_narrow_for_dp_are_refused_before_the_run(tmp_path: Path)
     keys = he.keygen("bfv-compact", clip=2.0)
     keys.save(tmp_path / "keys")
     cfg = load_config(EXAMPLE, overrides={**DP, "security.keys": str(tmp_path / "keys")})
-    with pytest.raises(ConfigError, match=r"security\.keys: the keys in .* clip values to 2, and client-level DP "
+    with pytest.raises(ConfigError, match=r"security\.keys: .*public\.fxk: the keys clip values to 2, and client-level DP "
                                           r"\(security\.dp\.clip 1, noise_multiplier 1\.1, federation\.min_clients 3\) "
                                           r"needs at least 4\.81: make keys with `fedx keygen --preset bfv-compact "
                                           r"--clip 4\.82"):
