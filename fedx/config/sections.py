@@ -296,8 +296,8 @@ class Config:
 
     def check(self, path: str) -> None:
         if self.task is None and self.stats is None:
-            raise ConfigError("task: missing required key (what to learn), or give a stats: section for "
-                              "`fedx stats`")
+            raise ConfigError("task: missing required key (what to learn), or give a stats: section (for "
+                              "`fedx stats`, or fedx.stats in Python)")
         if self.task is not None and self.data.target is None:
             raise ConfigError("data.target: missing required key (the column to predict)")
         agg, enc = self.federation.aggregator, self.security.encryption
