@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .report import RunResult
     from .runner import run, stats
 
-__all__ = ["__version__", "Config", "FedxError", "RunResult", "config_from_dict", "he", "load_config", "load_model",
+__all__ = ["Config", "FedxError", "RunResult", "__version__", "config_from_dict", "he", "load_config", "load_model",
            "run", "stats"]
 
 

@@ -54,9 +54,9 @@ def finished(out: Path, name: str = "result.json") -> Path:
 def documented_parameters(func: object) -> list[str]:
     """The names that the numpy-style ``Parameters`` section of ``func``'s docstring documents."""
     doc = inspect.getdoc(func) or ""
-    m = re.search(r"^Parameters\n-+\n(.*?)(?=^\w[\w ]*\n-+\n|\Z)", doc, re.S | re.M)
+    m = re.search(r"^Parameters\n-+\n(.*?)(?=^\w[\w ]*\n-+\n|\Z)", doc, re.DOTALL | re.MULTILINE)
     assert m, f"{func.__name__} has no numpy-style Parameters section"
-    return re.findall(r"^(\w+) :", m.group(1), re.M)
+    return re.findall(r"^(\w+) :", m.group(1), re.MULTILINE)
 
 
 @pytest.mark.parametrize("func, expected", [
@@ -71,7 +71,7 @@ def test_run_and_stats_have_real_signatures_and_document_every_parameter(func: s
     assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in expected[2:])
     assert documented_parameters(f) == expected
     for section in ("Returns", "Raises"):
-        assert re.search(rf"^{section}\n-+$", inspect.getdoc(f) or "", re.M), f"fedx.{func} lacks {section}"
+        assert re.search(rf"^{section}\n-+$", inspect.getdoc(f) or "", re.MULTILINE), f"fedx.{func} lacks {section}"
     assert func in dir(fedx) and func in fedx.__all__
 
 
@@ -217,7 +217,7 @@ def test_a_mapping_from_groupby_names_its_institution_column() -> None:
 
 def test_one_dataframe_is_split_by_data_split_by() -> None:
     df = sites_table().sample(frac=1.0, random_state=1).set_index(pd.Index([f"id{i}" for i in range(260)]))
-    cfg, tables = given_tables(fedx.load_config(config(split_by="site")), df)
+    _, tables = given_tables(fedx.load_config(config(split_by="site")), df)
     assert sorted(tables) == ["east", "north", "south"]
     for name, part in tables.items():
         positions = np.flatnonzero(df["site"].to_numpy() == name)

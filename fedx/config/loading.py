@@ -14,7 +14,16 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import ConfigError
-from .rules import _bool_hint, _check_range, _describe, _join, _is_table, _range, _show, _table_hint
+from .rules import (
+    _bool_hint,
+    _check_range,
+    _describe,
+    _is_table,
+    _join,
+    _range,
+    _show,
+    _table_hint,
+)
 from .sections import Config, NodeConfig
 
 
