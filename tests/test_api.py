@@ -264,3 +264,12 @@ def test_a_run_on_given_tables_never_uses_the_institution_column(tmp_path: Path,
         # Scoring a frame that still holds the column gives the same as without it.
         rows = df[df.site == name]
         np.testing.assert_array_equal(model.predict_proba(rows), model.predict_proba(rows.drop(columns="site")))
+
+
+def test_rows_of_one_given_table_are_named_by_their_position_in_it(tmp_path: Path) -> None:
+    df = sites_table().set_index(pd.Index([f"id{i}" for i in range(260)]))
+    df.iloc[130, df.columns.get_loc("label")] = 3   # the 11th row of south, the 131st of the table
+    with pytest.raises(DataError, match=r"^south \(tables\): column 'label', row 131: the label is 3, expected 0 "
+                                        r"or 1"):
+        fedx.run(config(split_by="site"), tmp_path / "out", tables=df, progress=False)
+    assert not (tmp_path / "out").exists()
