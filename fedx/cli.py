@@ -8,11 +8,12 @@
     HE keys: DIR/secret.fxk for the institutions (mode 0600), DIR/public.fxk for the server.
 ``fedx certs --out DIR`` / ``fedx node-keys --name NAME --out DIR``
     TLS certificates for the server; a SuperNode key pair for an institution.
-``fedx server --config C`` / ``fedx node --config NODE.yaml``
+``fedx server CONFIG`` / ``fedx node NODE.yaml``
     The two sides of a real deployment (docs/deploy.md).
 ``fedx audit verify LEDGER [--receipts RECEIPTS] [--chain-only]`` / ``fedx audit summary LEDGER``
     Check an institution's audit ledger against the server's receipts, or say what left it and when.
 
+Every command that reads a config takes it as its first argument; ``--config FILE`` is an alias.
 Bad input exits with status 2 and a one-line message, without a traceback.
 """
 
@@ -155,15 +156,44 @@ def _default_receipts(ledger: Path) -> Path:
     return ledger.parent / "receipts.jsonl"
 
 
+SET_HELP = "override a config key, e.g. federation.rounds=5 (repeat for more; the value is read as YAML)"
+
+
+def _command(sub: Any, name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand; its help line is also the description that its own --help shows, unless one is given."""
+    return sub.add_parser(name, help=text, description=description or f"{text[:1].upper()}{text[1:]}.")
+
+
+def _config_argument(parser: argparse.ArgumentParser, text: str) -> None:
+    """The config as the first argument, with ``--config`` as an alias (see :func:`_resolve_config`)."""
+    parser.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help=text)
+    parser.add_argument("--config", type=Path, dest="config_option", metavar="CONFIG",
+                        help="the same file, as an option (an alias of the first argument)")
+    parser.set_defaults(parser=parser)
+
+
+def _resolve_config(args: argparse.Namespace) -> None:
+    """``args.config`` from the first argument or ``--config``: one of them, or both naming the same file."""
+    parser = getattr(args, "parser", None)
+    if parser is None:
+        return
+    given, option = args.config, args.config_option
+    if given is not None and option is not None and given.resolve() != option.resolve():
+        parser.error(f"the config is given twice, as {given} and as --config {option}: give it once")
+    args.config = given if given is not None else option
+    if args.config is None:
+        parser.error(f"the config is required: {parser.prog} CONFIG (or --config CONFIG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fedx`` command."""
     p = argparse.ArgumentParser(prog="fedx", description="Privacy-preserving federated learning and analytics.")
     p.add_argument("--version", action="version", version=f"fedx {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="a federated run in simulation (writes result.json)")
-    r.add_argument("config", type=Path, help="the YAML config")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. federation.rounds=5")
+    r = _command(sub, "run", "a federated run in simulation (writes result.json)")
+    _config_argument(r, "the run's YAML config")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     r.add_argument("--out", type=Path, help="the run folder (default runs/<name>-<time>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     r.add_argument("--force", action="store_true", help="replace what --out holds")
@@ -171,46 +201,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("stats", help="federated statistics from the config's stats: section")
-    s.add_argument("config", type=Path)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
+    s = _command(sub, "stats", "federated statistics from the config's stats: section (writes stats.json)")
+    _config_argument(s, "the YAML config, with a stats: section")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--out", type=Path, help="the output folder (default runs/<name>-<time>)")
     s.add_argument("--force", action="store_true", help="replace what --out holds")
-    s.add_argument("--quiet", action="store_true")
-    s.add_argument("--verbose", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress or printed statistics")
+    s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     s.set_defaults(func=cmd_stats)
 
-    k = sub.add_parser("keygen", help="create HE keys (secret for institutions, public for the server)")
+    k = _command(sub, "keygen", "create HE keys (secret for institutions, public for the server)")
     k.add_argument("--preset", default="bfv-compact", help="bfv-compact (default) or ckks")
     k.add_argument("--out", type=Path, required=True, help="folder for secret.fxk and public.fxk")
     k.add_argument("--bits", type=int, help="quantization bits (bfv-compact)")
     k.add_argument("--clip", type=float, help="clip range (bfv-compact)")
     k.set_defaults(func=cmd_keygen)
 
-    c = sub.add_parser("certs", help="create a CA and the server's TLS certificate (cryptography library)")
+    c = _command(sub, "certs", "create a CA and the server's TLS certificate (cryptography library)")
     c.add_argument("--out", type=Path, required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
     c.add_argument("--host", action="append", help="a name or IP the institutions dial (repeat; default 127.0.0.1, localhost)")
     c.add_argument("--days", type=int, default=365, help="validity in days")
     c.add_argument("--force", action="store_true", help="replace existing files (invalidates the old CA)")
     c.set_defaults(func=cmd_certs)
 
-    nk = sub.add_parser("node-keys", help="create an institution's SuperNode key pair (for node authentication)")
+    nk = _command(sub, "node-keys", "create an institution's SuperNode key pair (for node authentication)")
     nk.add_argument("--name", required=True, help="the institution's name")
     nk.add_argument("--out", type=Path, required=True, help="folder for NAME.key and NAME.pub")
     nk.add_argument("--force", action="store_true", help="replace existing files")
     nk.set_defaults(func=cmd_node_keys)
 
-    sv = sub.add_parser("server", help="start a SuperLink, register the institutions and run the job")
-    sv.add_argument("--config", type=Path, required=True, help="the run's YAML, with a deployment: section")
-    sv.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sv = _command(sub, "server", "start a SuperLink, register the institutions and run the job")
+    _config_argument(sv, "the run's YAML config, with a deployment: section")
+    sv.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     sv.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
     sv.set_defaults(func=cmd_server)
 
     from .flower.operate import DEFAULT_RETRY_FOR
 
-    nd = sub.add_parser("node", help="run one institution's SuperNode until its run ends")
-    nd.add_argument("--config", type=Path, required=True, help="the institution's node YAML")
-    nd.add_argument("--set", action="append", metavar="KEY=VALUE")
+    nd = _command(sub, "node", "run one institution's SuperNode until its run ends")
+    _config_argument(nd, "the institution's node file (YAML: name, data, keys, superlink)")
+    nd.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a key of the node file, e.g. superlink.address=10.0.0.5:9092 (repeat)")
     nd.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: localhost demos ONLY")
     nd.add_argument("--once", action="store_true",
                     help="start the SuperNode once: no retry when the server refuses its key")
@@ -221,14 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stay after the run ends, for further runs (by default the node stops with its run)")
     nd.set_defaults(func=cmd_node)
 
-    a = sub.add_parser(
-        "audit", help="check an audit ledger against the server's receipts, or summarize what left an institution",
+    a = _command(
+        sub, "audit", "check an audit ledger against the server's receipts, or summarize what left an institution",
         description="verify: check the ledger's hash chain, and check it against the server's receipts.jsonl, which "
                     "records the ledger head that came with every reply: removed last entries, or an entry edited and "
                     "the chain recomputed, are reported as the first entry that does not match. The receipts are "
                     "found beside a simulation's ledgers (RUN/receipts.jsonl); in a deployment, get the server's "
                     "receipts.jsonl and pass it with --receipts. summary: what left the institution, and when.")
-    a.add_argument("action", choices=["verify", "summary"])
+    a.add_argument("action", choices=["verify", "summary"],
+                   help="verify: check the chain and the server's receipts; summary: what left, and when")
     a.add_argument("ledger", type=Path, help="an institution's ledger.jsonl (or the server's receipts.jsonl)")
     a.add_argument("--receipts", type=Path,
                    help="the server's receipts.jsonl (default: RUN/receipts.jsonl for a simulation's "
@@ -244,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedx`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _resolve_config(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .run_folder import cli_spelling
 

@@ -56,12 +56,15 @@ def federation(cfg: Config, tables: Mapping[str, pd.DataFrame] | None = None) ->
     The preprocessing is fitted on the pooled training rows, which is what the federation's summed
     moments give.
     """
-    from .data.institutions import institution_tables
+    from .data.institutions import given_tables, institution_tables
 
     if cfg.task is None:
         raise ConfigError(f"{cfg.source}: task: missing (what to learn)")
     task = get_task(cfg.task)
-    tables = dict(institution_tables(cfg) if tables is None else tables)
+    if tables is None:
+        tables = institution_tables(cfg)
+    else:   # the column that names the institution is not a feature here either
+        cfg, tables = given_tables(cfg, tables)
     splits = {n: local_split(df, cfg, n, task) for n, df in tables.items()}
     pooled = pd.concat([train for train, _ in splits.values()], ignore_index=True)
     prep = fit_preprocessor(cfg, schema_for(cfg, pooled), pooled)

@@ -33,8 +33,8 @@ from .errors import ConfigError
 #: Config keys that may change when a run is resumed: more rounds, a longer timeout, plots or none.
 RESUMABLE_KEYS: tuple[str, ...] = ("federation.rounds", "federation.timeout", "report.plots")
 
-_PYTHON = {"force": "force=True", "resume": "resume=True", "out": "out_dir"}
-_CLI = {"force": "--force", "resume": "--resume", "out": "--out"}
+_PYTHON = {"force": "force=True", "resume": "resume=True", "out": "out_dir", "run": "fedx.run", "stats": "fedx.stats"}
+_CLI = {"force": "--force", "resume": "--resume", "out": "--out", "run": "`fedx run`", "stats": "`fedx stats`"}
 _SPELLING: ContextVar[Mapping[str, str]] = ContextVar("fedx_option_spelling", default=_PYTHON)
 
 
@@ -122,9 +122,9 @@ class RunFolder:
             finished = (out / result_name).exists()
             if not force:
                 if finished:
-                    raise ConfigError(f"{out}: holds a finished run; choose another {option('out')}, pass "
-                                      f"{option('force')} to replace it, or {option('resume')} to continue it "
-                                      f"with more rounds")
+                    more = f", or {option('resume')} to continue it with more rounds" if resumable else ""
+                    raise ConfigError(f"{out}: holds a finished run; choose another {option('out')}, or pass "
+                                      f"{option('force')} to replace it{more}")
                 raise ConfigError(f"{out}: holds an unfinished run; pass {option('resume')} to continue it, or "
                                   f"{option('force')} to start over")
             return cls(out, "replace", keep_if)

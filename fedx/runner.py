@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -26,11 +27,11 @@ from typing import Any
 import pandas as pd
 
 from . import run_keys
-from .config import Config
+from .config import Config, load_config
 from .errors import ConfigError
 from .institution import LocalPolicy, NodeSpec
 from .report import RunResult, print_summary
-from .run_folder import RunFolder
+from .run_folder import RunFolder, option
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +42,25 @@ def default_out_dir(cfg: Config) -> Path:
     return Path("runs") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
-def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
-        force: bool = False, verbose: bool = False, tables: Mapping[str, pd.DataFrame] | None = None
-        ) -> RunResult:
+def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config, out_dir: str | os.PathLike[str] | None = None,
+        *, tables: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None, progress: bool = True,
+        resume: bool = False, force: bool = False, verbose: bool = False) -> RunResult:
     """Run a federated training job in simulation and write its result.
 
     Parameters
     ----------
-    cfg : Config
-        From :func:`fedx.load_config`.
-    out_dir : str or Path, optional
+    config : str, path-like, dict or Config
+        The YAML file, a dict of the same sections (:func:`fedx.config_from_dict`), or a Config from
+        :func:`fedx.load_config` (which applies overrides).
+    out_dir : str or path-like, optional
         The run folder (default ``runs/<name>-<time>``). It receives result.json, history.csv,
         institutions.csv, rounds.png, institutions.png, the server checkpoint, each simulated
         institution's model and audit ledger, and generated keys.
+    tables : pandas.DataFrame, or mapping of str to pandas.DataFrame, optional
+        The institutions' tables, in place of ``data.source`` (which is then not read): one DataFrame,
+        split by its ``data.split_by`` column, or each institution's table by name. Each table stays
+        with its institution, as a file of that institution's alone. The column that names the
+        institution is never a feature (:func:`fedx.data.institutions.given_tables`).
     progress : bool
         Show a progress bar and print the final table.
     resume : bool
@@ -64,13 +71,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
         run is written beside the old one and replaces it only once it has finished.
     verbose : bool
         Show Flower's and Ray's logs.
-    tables : mapping of str to pandas.DataFrame, optional
-        Each simulated institution's own table, by name, in place of ``data.source`` (which is then
-        not read). Each table stays with its institution, as a file of that institution's alone.
 
     Returns
     -------
     RunResult
+        The metrics, history, per-institution results and baselines, as result.json holds them.
 
     Raises
     ------
@@ -78,21 +83,30 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
         Before anything is written or Ray starts: a bad config or keys, a finished run without
         ``force``, a resume under another config, or an institution's table that does not fit the config
         (:func:`fedx.data.checks.check_tables`).
+    TypeError
+        For a ``config`` that is none of the above.
+
+    Examples
+    --------
+    >>> result = fedx.run("examples/finance_antifraud/fedx.yaml", "runs/fraud")     # doctest: +SKIP
+    >>> result = fedx.run(cfg_dict, "runs/banks", tables={"bank_a": df_a, "bank_b": df_b})  # doctest: +SKIP
     """
     from .flower.server_app import Orchestrator
     from .flower.simulation import run_on_simulation
     from .progress import RunProgress
     from .tasks import get_task
 
+    cfg = load_config(config)
+    cfg, given = _given_tables(cfg, tables)
     if cfg.task is None:
         raise ConfigError(f"{cfg.source}: task: missing required key (what to learn); a config with only a "
-                          f"stats: section runs with `fedx stats`")
-    target = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+                          f"stats: section runs with {option('stats')}")
+    target = _target(cfg, out_dir, resume)
     folder = RunFolder.plan(cfg, target, "result.json", resume=resume, force=force)
     task = get_task(cfg.task)
     # Everything that can be checked is checked before anything is written or Ray starts.
     given_keys = run_keys.given_keys(cfg)
-    checked = _checked_tables(cfg, tables, task.target_kind)
+    checked = _checked_tables(cfg, given, task.target_kind)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, \
                 RunProgress(task.primary_metric, enabled=progress) as bar:
@@ -115,29 +129,56 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
     return result
 
 
-def stats(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
-          verbose: bool = False) -> dict[str, Any]:
-    """Compute the config's ``stats:`` section across simulated institutions; write stats.json.
+def stats(config: str | os.PathLike[str] | Mapping[str, Any] | Config, out_dir: str | os.PathLike[str] | None = None,
+          *, tables: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None, progress: bool = True,
+          force: bool = False, verbose: bool = False) -> dict[str, Any]:
+    """Compute the config's ``stats:`` section across simulated institutions and write stats.json.
 
     As with :func:`run`, a finished result in ``out_dir`` is replaced (``force``) only once the new one
     is written, and a failed run leaves nothing it created behind.
 
+    Parameters
+    ----------
+    config : str, path-like, dict or Config
+        As for :func:`run`; it needs a ``stats:`` section (docs/analytics.md).
+    out_dir : str or path-like, optional
+        The output folder (default ``runs/<name>-<time>``): stats.json, its tables and plots, the
+        server's receipts and each institution's audit ledger.
+    tables : pandas.DataFrame, or mapping of str to pandas.DataFrame, optional
+        The institutions' tables, in place of ``data.source``, as for :func:`run`.
+    progress : bool
+        Show progress and print the statistics.
+    force : bool
+        Replace a finished result in ``out_dir``.
+    verbose : bool
+        Show Flower's and Ray's logs.
+
     Returns
     -------
     dict
-        The body of stats.json (see docs/analytics.md).
+        The body of stats.json: each statistic, with the suppressed cells named (docs/analytics.md).
+
+    Raises
+    ------
+    ConfigError, DataError, PolicyError
+        A bad config, a finished result without ``force``, a table that lacks a column the statistics
+        need, or a query that the minimum-cohort policy refuses.
+    TypeError
+        For a ``config`` that is none of the above.
     """
     from .analytics import print_stats, write_stats
     from .flower.simulation import run_on_simulation
     from .flower.stats_server import StatsOrchestrator
     from .progress import RunProgress
 
+    cfg = load_config(config)
+    cfg, given = _given_tables(cfg, tables)
     if cfg.stats is None:
         raise ConfigError(f"{cfg.source}: stats: missing section (the statistics to compute)")
-    target = Path(out_dir) if out_dir is not None else default_out_dir(cfg)
+    target = _target(cfg, out_dir, False)
     folder = RunFolder.plan(cfg, target, "stats.json", resume=False, force=force, resumable=False)
     given_keys = run_keys.given_keys(cfg)
-    checked = _checked_tables(cfg, None, None)
+    checked = _checked_tables(cfg, given, None)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, RunProgress("", enabled=progress) as bar:
             result = run_on_simulation(
@@ -159,8 +200,35 @@ class _Sites:
     public: Any
 
 
-def _checked_tables(cfg: Config, given: Mapping[str, pd.DataFrame] | None, target_kind: str | None
-                    ) -> dict[str, pd.DataFrame]:
+def _target(cfg: Config, out_dir: str | os.PathLike[str] | None, resume: bool) -> Path:
+    if out_dir is not None:
+        return Path(out_dir)
+    if resume:
+        raise ConfigError(f"{option('resume')} needs {option('out')}: the folder of the run to continue")
+    return default_out_dir(cfg)
+
+
+_Given = tuple[dict[str, pd.DataFrame], dict[str, str]]
+
+
+def _given_tables(cfg: Config, tables: pd.DataFrame | Mapping[str, pd.DataFrame] | None
+                  ) -> tuple[Config, _Given | None]:
+    """The caller's tables and how errors name them; the config then names their institution column.
+
+    See :func:`fedx.data.institutions.given_tables`. This comes before the run folder is planned, so
+    that a resumed run compares the config that the run was made under.
+    """
+    if tables is None:
+        return cfg, None
+    from .data.institutions import given_tables
+
+    # Rows are named by their position in the caller's frame, as in the institution's own file.
+    cfg, named = given_tables(cfg, tables)
+    one = isinstance(tables, pd.DataFrame)
+    return cfg, (named, {name: "tables" if one else f"tables[{name!r}]" for name in named})
+
+
+def _checked_tables(cfg: Config, given: _Given | None, target_kind: str | None) -> dict[str, pd.DataFrame]:
     """Each institution's table, checked against the config (:func:`fedx.data.checks.check_tables`)."""
     from .data.checks import check_tables
     from .data.institutions import institution_tables
@@ -171,9 +239,7 @@ def _checked_tables(cfg: Config, given: Mapping[str, pd.DataFrame] | None, targe
         origin = source if source.startswith("synthetic/") else Path(source).name
         sources = {name: origin for name in tables}
     else:
-        # Rows are named by their position in the caller's frame, as in the institution's own file.
-        tables = {name: df.reset_index(drop=True) for name, df in _given_tables(given).items()}
-        sources = {name: f"tables[{name!r}]" for name in tables}
+        tables, sources = given
     check_tables(cfg, tables, sources, target_kind)
     if cfg.stats is not None and target_kind is None:
         from .analytics import StatsPlan
@@ -202,19 +268,6 @@ def _simulated_sites(cfg: Config, out: Path, tables: dict[str, pd.DataFrame],
         yield _Sites(tables, specs, public)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _given_tables(given: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    if not isinstance(given, Mapping) or not given:
-        raise ConfigError("tables: expected a mapping of institution name to pandas DataFrame, with at least one")
-    out = {}
-    for name, df in given.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"tables: institution names must be non-empty strings, got {name!r}")
-        if not isinstance(df, pd.DataFrame) or df.empty:
-            raise ConfigError(f"tables[{name!r}]: expected a non-empty pandas DataFrame")
-        out[name] = df
-    return out
 
 
 def _safe(name: str) -> str:

@@ -323,3 +323,55 @@ def test_fedx_node_prints_the_fingerprint_of_the_key_it_loaded(tmp_path: Path, m
     (tmp_path / "keys" / "secret.fxk").write_bytes(b"FXHK-damaged")
     assert main(["node", "--config", str(tmp_path / "node.yaml")]) == 2
     assert f"{tmp_path / 'keys' / 'secret.fxk'}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the command line itself
+
+def _walk(parser, path: str = "fedx"):
+    """Every (command path, parser) of the argparse tree, the top one included."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert (helps.get(name) or "").strip(), f"`{path} {name}` has no help line in `{path} --help`"
+                yield from _walk(sub, f"{path} {name}")
+
+
+def test_every_command_and_option_has_a_help_text() -> None:
+    import argparse
+
+    from fedx.cli import build_parser
+
+    seen = []
+    for path, parser in _walk(build_parser()):
+        seen.append(path)
+        assert (parser.description or "").strip(), f"`{path} --help` has no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            name = "/".join(action.option_strings) or action.dest
+            assert action.help is not argparse.SUPPRESS and (action.help or "").strip(), \
+                f"`{path}`: {name} has no help text"
+    assert {"fedx run", "fedx stats", "fedx server", "fedx node", "fedx audit", "fedx keygen"} <= set(seen)
+
+
+@pytest.mark.parametrize("command", ["run", "stats", "server", "node"])
+def test_the_config_is_the_first_argument_everywhere_and_config_is_an_alias(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    missing = tmp_path / "missing.yaml"
+    for argv in ([command, str(missing)], [command, "--config", str(missing)],
+                 [command, str(missing), "--config", str(tmp_path / "." / "missing.yaml")]):
+        assert main(argv) == 2
+        assert last_error(capsys) == f"fedx: error: {missing}: config file not found"
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(missing), "--config", str(tmp_path / "other.yaml")])
+    assert exit_.value.code == 2
+    assert (f"the config is given twice, as {missing} and as --config {tmp_path / 'other.yaml'}: give it once"
+            in capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exit_:
+        main([command])
+    assert exit_.value.code == 2
+    assert f"the config is required: fedx {command} CONFIG (or --config CONFIG)" in capsys.readouterr().err

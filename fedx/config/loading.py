@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -13,9 +14,17 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import ConfigError
-from .rules import _bool_hint, _check_range, _describe, _join, _range, _show
+from .rules import (
+    _bool_hint,
+    _check_range,
+    _describe,
+    _is_table,
+    _join,
+    _range,
+    _show,
+    _table_hint,
+)
 from .sections import Config, NodeConfig
-
 
 
 def load_node_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
@@ -33,22 +42,42 @@ def load_node_config(path: str | Path, overrides: Mapping[str, Any] | None = Non
     return node
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read a YAML config file, apply dotted-path overrides, and validate everything.
+def load_config(config: str | os.PathLike[str] | Mapping[str, Any] | Config,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a config: a YAML file, a dict, or a :class:`Config` already loaded.
 
     Parameters
     ----------
-    path : str or Path
-        The YAML file. Relative data and key paths inside it are resolved against its folder.
+    config : str, path-like, mapping or Config
+        The YAML file, whose relative data and key paths are resolved against its folder; or a dict
+        of the same sections (see :func:`config_from_dict`), whose relative paths are resolved against
+        the current folder; or a Config, returned as it is when there are no overrides.
     overrides : mapping, optional
-        ``{"federation.rounds": 3}``. String values are parsed as YAML.
+        ``{"federation.rounds": 3}``: dotted key paths, as ``--set`` takes them. String values are
+        parsed as YAML.
+
+    Returns
+    -------
+    Config
 
     Raises
     ------
     ConfigError
         Naming the file, the key path and what was expected.
+    TypeError
+        When ``config`` is none of the above.
     """
-    raw, p = _read_yaml(path)
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        return config_from_dict(config.to_dict(), overrides=overrides, source=config.source,
+                                base_dir=config.base_dir)
+    if isinstance(config, Mapping):
+        return config_from_dict(config, overrides=overrides)
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f"load_config: expected the path of a YAML file, a dict or a fedx.Config, got "
+                        f"{_show(config)}{_table_hint(config)}")
+    raw, p = _read_yaml(config)
     return config_from_dict(raw, overrides=overrides, source=str(p), base_dir=p.resolve().parent)
 
 
@@ -122,8 +151,32 @@ def load_yaml(text: str, source: str) -> Any:
 
 
 def config_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *,
-                     source: str = "<dict>", base_dir: str | Path = ".") -> Config:
-    """Validate a config given as a dict (for example, built in a notebook)."""
+                     source: str = "<dict>", base_dir: str | os.PathLike[str] = ".") -> Config:
+    """Validate a config given as a dict, for example one built in a notebook.
+
+    Parameters
+    ----------
+    raw : mapping
+        The sections of the config, as its YAML file would hold them (``{"task": "fraud", "data":
+        {...}}``). It is not modified.
+    overrides : mapping, optional
+        Dotted key paths, as in :func:`load_config`.
+    source : str
+        How error messages name the config (default ``<dict>``).
+    base_dir : str or path-like
+        The folder that relative data and key paths are relative to (default: the current folder).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, the key path and what was expected.
+    """
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"config_from_dict: expected a mapping of sections, got {_show(raw)}{_table_hint(raw)}")
     data = _deep_copy(raw)
     for key, value in (overrides or {}).items():
         _apply_override(data, key, value, source)
@@ -188,7 +241,7 @@ def _deep_copy(value: Any) -> Any:
 def _build(cls: type, raw: Any, path: str, internal: set[str] | None = None) -> Any:
     where = path or "the top level"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {_show(raw)}")
+        raise ConfigError(f"{where}: expected a mapping, got {_show(raw)}{_table_hint(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
@@ -208,6 +261,8 @@ def _build(cls: type, raw: Any, path: str, internal: set[str] | None = None) -> 
 
 
 def _coerce(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    if tp is not Any and _is_table(value):
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {_show(value)}{_table_hint(value)}")
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

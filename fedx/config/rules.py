@@ -139,7 +139,25 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return f"a list {value!r}" if len(repr(value)) < 60 else "a list"
-    return repr(value)
+    if _is_table(value):
+        rows, cols = value.shape
+        return f"a pandas DataFrame ({rows} rows, {cols} columns)"
+    if isinstance(value, (int, float)) or len(repr(value)) < 60:
+        return repr(value)
+    return f"a {type(value).__module__.split('.')[0]} {type(value).__name__}"   # never a long repr in one line
+
+
+def _is_table(value: Any) -> bool:
+    """A pandas DataFrame, recognized without importing pandas."""
+    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
+
+
+def _table_hint(value: Any) -> str:
+    """For a DataFrame where a config value was expected: tables go to fedx.run, not into the config."""
+    if not _is_table(value):
+        return ""
+    return ("; a DataFrame goes to fedx.run(config, tables=...), not into the config: one table split by "
+            "data.split_by, or {institution: table}, and data.source left out")
 
 
 def check_unique(path: str, items: Sequence[Any]) -> None:

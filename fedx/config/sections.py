@@ -71,6 +71,9 @@ class DataConfig:
             raise ConfigError(f"{path}.institutions: expected at least 1 institution, got {self.institutions}")
         if isinstance(self.institutions, list) and any(s <= 0 for s in self.institutions):
             raise ConfigError(f"{path}.institutions: expected positive sizes, got {self.institutions}")
+        if self.split_by is not None and self.features is not None and self.split_by in self.features:
+            raise ConfigError(f"{path}.features.{self.split_by}: the column {self.split_by!r} is data.split_by, which "
+                              f"names each institution: it is never a feature, remove it from data.features")
         for col in self.levels:
             if self.features is not None and self.features.get(col) != "categorical":
                 raise ConfigError(f"{path}.levels.{col}: levels are only for categorical features, "
@@ -293,8 +296,8 @@ class Config:
 
     def check(self, path: str) -> None:
         if self.task is None and self.stats is None:
-            raise ConfigError("task: missing required key (what to learn), or give a stats: section for "
-                              "`fedx stats`")
+            raise ConfigError("task: missing required key (what to learn), or give a stats: section (for "
+                              "`fedx stats`, or fedx.stats in Python)")
         if self.task is not None and self.data.target is None:
             raise ConfigError("data.target: missing required key (the column to predict)")
         agg, enc = self.federation.aggregator, self.security.encryption

@@ -1,0 +1,97 @@
+"""docs/quickstart.md runs top to bottom, as a reader who follows it on a fresh checkout would run it.
+
+Its code blocks are taken in order: ``bash`` blocks and the ``$`` lines of ``console`` blocks run in a shell,
+with this checkout's ``fedx`` command, and ``python`` blocks in a fresh interpreter. Each must succeed. A
+python block followed directly by an output block must print that output: the same words, and numbers
+equal to 3 significant digits (or within 1e-6, for differences that CKKS's noise sets). Everything runs in
+a temporary folder that holds a copy of the repository's examples/, so the runs/ it writes stay there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+# What §1 installs is the environment that runs this test: it is not installed again.
+SETUP = ["make setup"]
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\n", re.S | re.M)
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def blocks(text: str) -> list[tuple[str, str, bool]]:
+    """Each fenced block: (language, body, whether the next block starts right after it)."""
+    found = list(FENCE.finditer(text))
+    return [(m.group(1), m.group(2), i + 1 < len(found) and found[i + 1].start() == m.end())
+            for i, m in enumerate(found)]
+
+
+def steps(text: str) -> list[tuple[str, str, str | None]]:
+    """What a reader runs, in order: ("shell" or "python", code, the output the doc shows, if any)."""
+    found = blocks(text)
+    out: list[tuple[str, str, str | None]] = []
+    for i, (lang, body, adjacent) in enumerate(found):
+        if lang == "bash":
+            out.append(("shell", body, None))
+        elif lang == "console":
+            for line in body.splitlines():
+                if line.startswith("$ "):
+                    out.append(("shell", line[2:], None))
+        elif lang == "python":
+            shown = found[i + 1][1] if adjacent and found[i + 1][0] == "" else None
+            out.append(("python", body, shown))
+    return out
+
+
+def same_output(shown: str, printed: str) -> str | None:
+    """None when ``printed`` is ``shown``, numbers compared loosely; otherwise the first line that differs."""
+    want, got = shown.strip().splitlines(), printed.strip().splitlines()
+    if len(want) != len(got):
+        return f"{len(got)} line(s) printed, the doc shows {len(want)}:\n{printed}"
+    for w, g in zip(want, got):
+        wn, gn = NUMBER.findall(w), NUMBER.findall(g)
+        if NUMBER.sub("#", w).split() != NUMBER.sub("#", g).split() or len(wn) != len(gn) or not all(
+                math.isclose(float(a), float(b), rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(wn, gn)):
+            return f"the doc shows\n  {w}\nand it printed\n  {g}"
+    return None
+
+
+def test_the_steps_are_found_in_the_doc() -> None:
+    found = steps(QUICKSTART.read_text())
+    shell = [code.strip() for kind, code, _ in found if kind == "shell"]
+    assert shell[0] == SETUP[0]
+    assert any(c.startswith("fedx run ") for c in shell) and any(c.startswith("fedx stats ") for c in shell)
+    python = [(code, shown) for kind, code, shown in found if kind == "python"]
+    assert len(python) >= 5 and all(shown is not None for _, shown in python)
+    assert any("tables=" in code for code, _ in python), "the quickstart shows a run from a DataFrame"
+    assert same_output("a 0.8961 [0.493 0.989]\n", "a 0.89612 [0.4931 0.989]") is None
+    assert same_output("a 0.8961\n", "a 0.8861") is not None
+    assert same_output("a 1\n", "b 1") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_quickstart_runs_top_to_bottom(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "fedx").exists(), f"no fedx command beside {sys.executable}"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    for kind, code, shown in steps(QUICKSTART.read_text()):
+        if kind == "shell" and code.strip() in SETUP:
+            continue
+        argv = ["bash", "-e", "-c", code] if kind == "shell" else [sys.executable, "-c", code]
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{code}\nfailed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        if shown is not None:
+            differs = same_output(shown, done.stdout)
+            assert differs is None, f"{code}\n{differs}"
