@@ -7,7 +7,7 @@ import pytest
 
 from fedx.config import config_from_dict
 from fedx.errors import ConfigError
-from fedx.runner import _checked_tables, _simulated_sites
+from fedx.runner import _checked_tables, _given_tables, _simulated_sites
 
 
 def _cfg(tmp_path):
@@ -19,7 +19,8 @@ def test_each_institution_gets_its_own_table_in_a_file_of_its_own(tmp_path) -> N
     a = pd.DataFrame({"x": [1.0, 2.0, 3.0], "label": [0, 1, 0]})
     b = pd.DataFrame({"x": [4.0, 5.0], "label": [1, 1]})
     cfg = _cfg(tmp_path)
-    tables = _checked_tables(cfg, {"bank a": a, "b": b}, "binary")
+    cfg, given = _given_tables(cfg, {"bank a": a, "b": b})
+    tables = _checked_tables(cfg, given, "binary")
     with _simulated_sites(cfg, tmp_path, tables, None) as sites:
         assert set(sites.tables) == {"bank a", "b"}
         files = {s.name: s.data for s in sites.specs}
@@ -38,4 +39,5 @@ def test_each_institution_gets_its_own_table_in_a_file_of_its_own(tmp_path) -> N
 ])
 def test_bad_tables_are_refused(tmp_path, tables, match) -> None:
     with pytest.raises(ConfigError, match=match):
-        _checked_tables(_cfg(tmp_path), tables, "binary")
+        cfg, given = _given_tables(_cfg(tmp_path), tables)
+        _checked_tables(cfg, given, "binary")
