@@ -3,7 +3,9 @@
 Its code blocks are taken in order: ``bash`` blocks and the ``$`` lines of ``console`` blocks run in a shell,
 with this checkout's ``fedx`` command, and ``python`` blocks in a fresh interpreter. Each must succeed. A
 python block followed directly by an output block must print that output: the same words, and numbers
-equal to 3 significant digits (or within 1e-6, for differences that CKKS's noise sets). Everything runs in
+equal to 3 significant digits (or within 1e-6, for differences that CKKS's noise sets). Whole numbers of
+four digits or more are byte counts, which vary by a few per cent with what a message carries besides the
+model (timings, ledger heads): they are equal to 5%. Everything runs in
 a temporary folder that holds a copy of the repository's examples/, so the runs/ it writes stay there.
 """
 
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 # What §1 installs is the environment that runs this test: it is not installed again.
 SETUP = ["make setup"]
-FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\n", re.S | re.M)
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -59,9 +61,14 @@ def same_output(shown: str, printed: str) -> str | None:
     for w, g in zip(want, got):
         wn, gn = NUMBER.findall(w), NUMBER.findall(g)
         if NUMBER.sub("#", w).split() != NUMBER.sub("#", g).split() or len(wn) != len(gn) or not all(
-                math.isclose(float(a), float(b), rel_tol=1e-3, abs_tol=1e-6) for a, b in zip(wn, gn)):
+                close(a, b) for a, b in zip(wn, gn)):
             return f"the doc shows\n  {w}\nand it printed\n  {g}"
     return None
+
+
+def close(shown: str, printed: str) -> bool:
+    rel = 0.05 if re.fullmatch(r"\d{4,}", shown) else 1e-3
+    return math.isclose(float(shown), float(printed), rel_tol=rel, abs_tol=1e-6)
 
 
 def test_the_steps_are_found_in_the_doc() -> None:
@@ -75,6 +82,8 @@ def test_the_steps_are_found_in_the_doc() -> None:
     assert same_output("a 0.8961 [0.493 0.989]\n", "a 0.89612 [0.4931 0.989]") is None
     assert same_output("a 0.8961\n", "a 0.8861") is not None
     assert same_output("a 1\n", "b 1") is not None
+    assert same_output("39548 bytes, 920 rows\n", "40295 bytes, 920 rows") is None
+    assert same_output("39548 bytes, 920 rows\n", "39548 bytes, 921 rows") is not None
 
 
 @pytest.mark.slow
@@ -90,7 +99,7 @@ def test_the_quickstart_runs_top_to_bottom(tmp_path: Path) -> None:
         if kind == "shell" and code.strip() in SETUP:
             continue
         argv = ["bash", "-e", "-c", code] if kind == "shell" else [sys.executable, "-c", code]
-        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, f"{code}\nfailed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         if shown is not None:
             differs = same_output(shown, done.stdout)
