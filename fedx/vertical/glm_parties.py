@@ -113,6 +113,9 @@ class LabelParty:
         feature party.
     reference_levels : mapping, optional
         The reference level of each categorical coefficient group (``insurer:region``), for the report.
+    evaluate : sequence of float, optional
+        Fit nothing: compute the statistics once at these joint coefficients (intercept, the label party's,
+        then each feature party's), for the deviance of held-out rows (:attr:`last_deviance`).
     """
 
     def __init__(self, name: str, X: np.ndarray, feature_names: list[str], y: np.ndarray, *, family: str,
@@ -120,7 +123,7 @@ class LabelParty:
                  encryption: str = "ckks", label_block: str = "two_key", mask_bits: int = 16, min_cohort: int = 10,
                  l2: float = 0.0, tolerance: float = 1e-8, seed: int | None = None,
                  peer_rows: Mapping[str, tuple[int, np.ndarray]] | None = None,
-                 reference_levels: Mapping[str, str] | None = None) -> None:
+                 reference_levels: Mapping[str, str] | None = None, evaluate: Any = None) -> None:
         self.name, self.names, self.encryption = name, list(feature_names), encryption
         self.fam = get_family(family, tweedie_power)
         if self.fam.link != "log":
@@ -144,6 +147,7 @@ class LabelParty:
         self._owner = make_owner(encryption)
         self.peer_rows = {k: (int(v[0]), np.asarray(v[1], dtype=np.int64)) for k, v in (peer_rows or {}).items()}
         self.reference_levels = dict(reference_levels or {})
+        self._evaluate = None if evaluate is None else np.asarray(evaluate, dtype=np.float64)
         self.peers: list[str] = []
         self.done = False
         self.state: ModelState | None = None
@@ -453,9 +457,14 @@ class LabelParty:
             neg_above=np.concatenate([((self.Z < 0) & above).sum(axis=0), [get("neg", u) for u, _, _ in self._features]]))
         self.rule = NewtonRule(self.fam.name, l2=self.l2, tweedie_power=self.tweedie_power, tolerance=self.tolerance,
                                feature_names=names[1:])
+        self._first_round = True
+        if self._evaluate is not None:
+            if self._evaluate.shape != (self.k,) or not np.all(np.isfinite(self._evaluate)):
+                raise AggregationError(f"party {self.name}: evaluate needs {self.k} finite coefficients")
+            self.state = ModelState(beta_to_params(self._evaluate), {}, 1)
+            return
         start = ModelState(beta_to_params(np.zeros(self.k)))
         self.state = self.rule.apply(start, [self._stats_vector(start, started=False)])
-        self._first_round = True
 
     # ------------------------------------------------------------------ the rounds
 
@@ -531,7 +540,7 @@ class LabelParty:
     def _advance(self) -> dict[str, bytes]:
         assert self.state is not None and self.rule is not None
         total = self._stats_vector(self.state, started=True)
-        if self.rule.report_ready(self.state):
+        if self._evaluate is not None or self.rule.report_ready(self.state):
             self.total, self.done = total, True
             self._phase, self._awaiting = "done", set()
             return {}

@@ -22,7 +22,7 @@ from ..privacy.audit import AuditLedger
 from .glm_messages import message_kind
 from .glm_parties import FeatureParty, LabelParty
 
-__all__ = ["VerticalGLMResult", "fit_vertical_glm"]
+__all__ = ["VerticalGLMResult", "evaluate_vertical_glm", "exchange", "fit_vertical_glm"]
 
 
 @dataclass
@@ -107,6 +107,31 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
     AggregationError
         No convergence within ``max_rounds``, or any error of the Newton rule.
     """
+    history = exchange(label, features, max_rounds=max_rounds, ledgers=ledgers, relay=relay, on_round=on_round)
+    return _result(label, history)
+
+
+def evaluate_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | FeatureParty, *,
+                          ledgers: Mapping[str, AuditLedger] | None = None,
+                          relay: Callable[[str, str, int, bytes], None] | None = None) -> float:
+    """The deviance, over the rows of ``label`` and ``features``, of the coefficients that ``label`` was built
+    to evaluate (``LabelParty(..., evaluate=beta)``): one setup and one round of the protocol, no fit."""
+    if label._evaluate is None:
+        raise AggregationError("evaluate_vertical_glm: the label party was not given coefficients to evaluate")
+    exchange(label, features, max_rounds=1, ledgers=ledgers, relay=relay, kind="glm-test")
+    assert label.last_deviance is not None
+    return label.last_deviance
+
+
+def exchange(label: LabelParty, features: Mapping[str, FeatureParty] | FeatureParty, *, max_rounds: int = 60,
+             ledgers: Mapping[str, AuditLedger] | None = None,
+             relay: Callable[[str, str, int, bytes], None] | None = None,
+             on_round: Callable[[dict[str, Any]], None] | None = None, kind: str = "glm") -> list[dict[str, Any]]:
+    """Pass the parties' messages to each other until the label party is done; the history of the rounds.
+
+    Messages are delivered in the order they are sent; each is recorded in its sender's ledger (``kind``
+    ``<kind>-<message kind>``) and shown to ``relay``.
+    """
     parties = {features.name: features} if isinstance(features, FeatureParty) else dict(features)
     queue: deque[tuple[str, str, bytes]] = deque(
         (label.name, to, data) for to, data in label.start({name: party.names for name, party in parties.items()}).items())
@@ -121,7 +146,7 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
             if rnd > max_rounds:
                 raise AggregationError(f"vertical newton: the fit did not converge in {max_rounds} Newton rounds")
         if ledgers and sender in ledgers:
-            ledgers[sender].append(round=rnd, kind=f"glm-{message_kind(data)}", payload=data)
+            ledgers[sender].append(round=rnd, kind=f"{kind}-{message_kind(data)}", payload=data)
         if relay is not None:
             relay(sender, to, rnd, data)
         direction = "bytes_up" if sender == label.name else "bytes_down" if to == label.name else "bytes_between"
@@ -139,7 +164,7 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
         queue.extend((to, receiver, message) for receiver, message in out.items())
         if label.done:
             _close(step, history, on_round, label)
-            return _result(label, history)
+            return history
     raise AggregationError("vertical newton: the parties stopped exchanging messages before the fit converged")
 
 

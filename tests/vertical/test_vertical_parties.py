@@ -162,3 +162,21 @@ def test_cells_and_paths() -> None:
     assert [j.path for j in jobs] == [["b", "a"], ["a", "b"], ["b"]]
     assert jobs[0].tree == [[["pow", 1.0, 0, 0], [["pow", 1.0, 2, 0]]]]
     assert keys == {"v/0.0": ["k1"], "v/1.0": ["k2"], "v/2": ["k3"]} and local == ["k4"]
+
+
+def test_held_out_deviance_at_given_coefficients() -> None:
+    """``evaluate``: one round at fixed coefficients gives the deviance of other rows, as statsmodels has it."""
+    from fedx.vertical.glm_protocol import evaluate_vertical_glm
+    d = _data("gamma", 3000, seed=8)
+    train, test = slice(0, 2000), slice(2000, 3000)
+    label = LabelParty("insurer", d["xg"][train], ["age", "male"], d["y"][train], family="gamma", encryption="none")
+    res = fit_vertical_glm(label, {"hospital": FeatureParty("hospital", d["x1"][train], ["a", "b"], encryption="none"),
+                                   "lab": FeatureParty("lab", d["x2"][train], ["c", "d"], encryption="none")})
+    beta = np.array(list(res.params.values()))
+    held = LabelParty("insurer", d["xg"][test], ["age", "male"], d["y"][test], family="gamma", encryption="none",
+                      evaluate=beta)
+    dev = evaluate_vertical_glm(held, {"hospital": FeatureParty("hospital", d["x1"][test], ["a", "b"], encryption="none"),
+                                       "lab": FeatureParty("lab", d["x2"][test], ["c", "d"], encryption="none")})
+    X = np.column_stack([np.ones(1000), d["xg"][test], d["x1"][test], d["x2"][test]])
+    want = sm.families.Gamma(sm.families.links.Log()).deviance(d["y"][test], np.exp(X @ beta))
+    assert dev == pytest.approx(want, rel=1e-9)
