@@ -79,6 +79,10 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True
         ``force``, a resume under another config, or an institution's table that does not fit the config
         (:func:`fedx.data.checks.check_tables`).
     """
+    if cfg.data.vertical:  # parties with different columns of the same people: fedx.vertical.run
+        from .vertical.run import run_vertical
+
+        return run_vertical(cfg, out_dir, progress=progress, resume=resume, force=force, tables=tables)
     from .flower.server_app import Orchestrator
     from .flower.simulation import run_on_simulation
     from .progress import RunProgress

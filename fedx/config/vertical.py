@@ -130,6 +130,14 @@ def check_vertical_run(cfg: Any) -> None:
                           "security.keys")
     if sec.dp is not None:
         raise ConfigError("security.dp: differential privacy is not offered for vertical runs")
+    features = len(cfg.data.parties) - 1
+    if features > 1 and sec.psi_reveal != "all":
+        raise ConfigError(f"security.psi_reveal: with {features} feature parties every party must know its shared rows "
+                          f"(their row-wise products pass from one feature party to the next, in the common order); "
+                          f"set security.psi_reveal: all")
+    if features > 2 and sec.encryption == "ckks":
+        raise ConfigError(f"data.parties: under CKKS a vertical GLM takes at most two feature parties (a product over "
+                          f"k parties' rows needs k ciphertext levels), got {features}")
     label = cfg.data.parties[cfg.data.label_party]
     if label.exposure is not None and cfg.task != "claim_frequency":
         raise ConfigError(f"data.parties.{cfg.data.label_party}.exposure: exposure is for claim_frequency, the task "

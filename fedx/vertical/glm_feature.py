@@ -76,15 +76,19 @@ class FeatureParty:
     min_cohort : int
         Minimum support of each column and of each cell of a pair of columns (:func:`check_supports`,
         :func:`fedx.vertical.glm_plan.check_cells`), here and in the label party's counts.
+    pairs : bool
+        Check the cells of pairs of its columns (its own block of X'WX); off for held-out rows, where only
+        the deviance is computed.
     """
 
     def __init__(self, name: str, X: np.ndarray, feature_names: list[str], *, encryption: str = "ckks",
-                 min_cohort: int = 10) -> None:
+                 min_cohort: int = 10, pairs: bool = True) -> None:
         self.name, self.names, self.encryption = name, list(feature_names), encryption
         self.min_cohort = int(min_cohort)
         self.X = check_matrix(X, self.names, name)
         check_supports(name, self.X, self.names, min_cohort)
-        check_pairs(name, self.X, self.names, min_cohort)
+        if pairs:
+            check_pairs(name, self.X, self.names, min_cohort)
         self.label: str | None = None
         self._label_eval: Any = None
         self._owner_eval: Any = None

@@ -211,12 +211,14 @@ class LabelParty:
         self._pending_powers: set[str] = set()
         self._powers: dict[str, tuple[bytes, int]] = {}
         self._begin_phase()
+        evaluating = self._evaluate is not None
         for t in self.types:
             if t.static and t.order:
                 L = self._label_vector(t, np.zeros(pg1))
                 self._grams[t.name] = self._local_block(t, L)
-                self._cross(t, L)
-        self._support_requests()
+                self._cross(t, L, first_column=evaluating)
+        if not evaluating:  # the deviance at given coefficients needs no block of X'WX, so no supports
+            self._support_requests()
         expect = expectations(self._paths)
         out = {}
         for p in self.peers:
@@ -329,12 +331,14 @@ class LabelParty:
         self._scale[vid] = r
         self._ids.update(keys)
 
-    def _cross(self, t: _Type, L: np.ndarray) -> None:
-        """Vectors ``Enc(L z_j)`` with the recipes of their cross (and, for j = 0, feature-block) totals."""
+    def _cross(self, t: _Type, L: np.ndarray, first_column: bool = False) -> None:
+        """Vectors ``Enc(L z_j)`` with the recipes of their cross (and, for j = 0, feature-block) totals;
+        ``first_column``: only the totals against the intercept (``X_h' L``)."""
         q, feats = t.q, self._features
-        for j in range(self.Z.shape[1] if t.order == 2 else 1):
+        order = 1 if first_column else t.order
+        for j in range(self.Z.shape[1] if order == 2 else 1):
             terms = [(self._term({p: ["pow", q, l, 0]}, q), ("gram", t.name, j, u)) for u, p, l in feats]
-            if j == 0 and t.order == 2:
+            if j == 0 and order == 2:
                 for a, (u, p, l) in enumerate(feats):
                     for w, p2, m in feats[a:]:
                         assign = {p: ["pow", q, l, m]} if p == p2 else {p: ["pow", q, l, 0], p2: ["pow", q, m, 0]}
@@ -423,6 +427,17 @@ class LabelParty:
     def _after_setup(self) -> None:
         n, pg1, c = self.Z.shape[0], self.Z.shape[1], self._counts
         names = self.coefficient_names()
+        self.rule = NewtonRule(self.fam.name, l2=self.l2, tweedie_power=self.tweedie_power, tolerance=self.tolerance,
+                               feature_names=names[1:])
+        if self._evaluate is not None:
+            if self._evaluate.shape != (self.k,) or not np.all(np.isfinite(self._evaluate)):
+                raise AggregationError(f"party {self.name}: evaluate needs {self.k} finite coefficients")
+            zeros = np.zeros(self.k)
+            self._static.update(positive=zeros, negative=zeros, pos_above=zeros, neg_above=zeros)
+            self.state = ModelState(beta_to_params(self._evaluate), {}, 1)
+            self._cells = {p: None for p in self.peers}
+            self._first_round = True
+            return
         nonzero = {u: c[("pos", u)] + c[("neg", u)] for u, _, _ in self._features}
         binary = dict(self._binary)
         for j in range(1, pg1):
@@ -455,14 +470,7 @@ class LabelParty:
             positive=pos.astype(np.float64), negative=neg.astype(np.float64),
             pos_above=np.concatenate([((self.Z > 0) & above).sum(axis=0), [get("pos", u) for u, _, _ in self._features]]),
             neg_above=np.concatenate([((self.Z < 0) & above).sum(axis=0), [get("neg", u) for u, _, _ in self._features]]))
-        self.rule = NewtonRule(self.fam.name, l2=self.l2, tweedie_power=self.tweedie_power, tolerance=self.tolerance,
-                               feature_names=names[1:])
         self._first_round = True
-        if self._evaluate is not None:
-            if self._evaluate.shape != (self.k,) or not np.all(np.isfinite(self._evaluate)):
-                raise AggregationError(f"party {self.name}: evaluate needs {self.k} finite coefficients")
-            self.state = ModelState(beta_to_params(self._evaluate), {}, 1)
-            return
         start = ModelState(beta_to_params(np.zeros(self.k)))
         self.state = self.rule.apply(start, [self._stats_vector(start, started=False)])
 
@@ -476,14 +484,17 @@ class LabelParty:
         self._pending_local: list[Any] = []
         self._pending_powers, self._powers = set(), {}
         powers = []
+        evaluating = self._evaluate is not None
         for t in self.types:
             if t.static:
                 continue
             L = self._label_vector(t, beta[:pg1])
             self._grams[t.name] = np.zeros((self.k, self.k))
-            if t.order:
+            if evaluating and t.name == "P":
+                continue  # the deviance needs sum W and sum U alone
+            if t.order and not evaluating:
                 self._cross(t, L)
-            block = self._block_pairs(t)
+            block = [(0, 0)] if evaluating else self._block_pairs(t)
             if self.label_block == "one_key":
                 for j, k in block:
                     self._request(L * self.Z[:, j] * self.Z[:, k], [(self._term({}, t.q), ("gram", t.name, j, k))])
