@@ -26,10 +26,10 @@ totals.
 Parameters: N = 8192, coefficient modulus [60, 49, 49, 60], scale 2^49; one ciphertext-plaintext product
 and a rescale leave 2^59 of headroom above the scale. In a chain the row-wise product multiplies by
 plaintexts at scale 2^40 and is not rescaled (it sits at 2^89 at the top level, where the noise of the
-re-randomisation is negligible); the next party multiplies by plaintexts at 2^40 and rescales, so chained
-totals sit at 2^80 under a 109-bit modulus and must stay below :data:`CHAIN_BOUND` in absolute value (the
-label party's vectors are normalised to a sum of absolute values of 1, so this bounds the product of the
-feature parties' factors).
+re-randomisation is negligible); the next party multiplies by plaintexts at 2^49, as for a fresh vector, and
+rescales, so chained totals sit at 2^89 under a 109-bit modulus and must stay below :data:`CHAIN_BOUND` in
+absolute value (masks included). The label party's vectors are normalised to a sum of absolute values of 1
+and each feature party scales its factors to at most 1, so a chained total is at most 1.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ __all__ = ["CHAIN_BOUND", "CHAIN_SCALE", "VECTOR_BITS", "VECTOR_DEGREE", "VECTOR
 VECTOR_DEGREE = 8192
 VECTOR_BITS = (60, 49, 49, 60)
 VECTOR_SCALE = 2.0 ** 49
-#: Scale of the plaintexts of a chain (row-wise products, and the sums of chained vectors).
+#: Scale of the plaintexts of a row-wise product (a chain).
 CHAIN_SCALE = 2.0 ** 40
-#: A chained total must stay below this in absolute value (2^108 / 2^80, with room for the CKKS noise).
-CHAIN_BOUND = 2.0 ** 26
+#: A chained total (mask included) must stay below this in absolute value (2^108 / 2^89, with room for noise).
+CHAIN_BOUND = 2.0 ** 18
 _MAGIC_VEC = b"FXV1"
 _MAGIC_PUB = b"FXP1"
 _VERSION = 1
@@ -335,11 +335,11 @@ class VectorEvaluator:
     def encode(self, plains: Sequence[np.ndarray], chained: bool = False) -> list[list[Any]]:
         """The plaintexts of :meth:`inner_sums`, encoded once (two vectors per complex plaintext, per chunk).
 
-        An all-zero chunk is ``None`` (it adds nothing to a sum). ``chained``: for row-wise products
-        (scale 2^40 instead of 2^49).
+        An all-zero chunk is ``None`` (it adds nothing to a sum). The same encoding serves fresh and chained
+        vectors (``chained`` is accepted for the plaintext scheme's signature).
         """
         eng = _engine()
-        scale = CHAIN_SCALE if chained else VECTOR_SCALE
+        scale = VECTOR_SCALE
         plains = [np.asarray(f, dtype=np.float64) for f in plains]
         out = []
         for start in range(0, len(plains), 2):
@@ -367,27 +367,24 @@ class VectorEvaluator:
         total) are added to the totals, for the decrypting owner to see only masked totals. ``encoded`` (from
         :meth:`encode`, with ``count`` totals) saves encoding the same plaintexts again for another vector.
 
-        A row-wise product of :meth:`multiply_rows` (a chain) takes plaintexts encoded with ``chained=True``.
+        A row-wise product of :meth:`multiply_rows` (a chain) takes the same plaintexts; its totals must stay
+        below :data:`CHAIN_BOUND`.
         """
         eng = _engine()
         if not isinstance(vector, list):
             head = _unpack_parts(vector, "vector", "encrypted vector")[0]
             vector = self.load_vector(vector, int(head["rows"]), chained=bool(head.get("chained", False)))
-        chained = _is_chained(vector[0])
         if encoded is None:
             if plains is None:
                 raise HEError("inner sums: give the plaintext vectors or their encoding")
-            encoded, count = self.encode(plains, chained), len(plains)
+            encoded, count = self.encode(plains), len(plains)
         assert count is not None
-        want = CHAIN_SCALE if chained else VECTOR_SCALE
-        if any(pt is not None and abs(pt.scale / want - 1.0) > 1e-9 for chunk_pts in encoded for pt in chunk_pts):
-            raise HEError("inner sums: plaintexts encoded at another scale than the vector's products need")
         parts = []
         for index, chunk_pts in enumerate(encoded):
             if len(chunk_pts) != len(vector) - 1:
                 raise HEError("inner sums: the plaintext vectors and the encrypted vector have different lengths")
             acc = sealapi.Ciphertext()
-            eng.evaluator.multiply_plain(vector[-1], _ones(chained), acc)
+            eng.evaluator.multiply_plain(vector[-1], _ones(), acc)
             for ct, pt in zip(vector, chunk_pts):
                 if pt is None:
                     continue

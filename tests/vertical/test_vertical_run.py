@@ -216,7 +216,6 @@ def test_run_matches_statsmodels_on_the_joined_table(tmp_path: Path, one_hospita
     assert "keeps no checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_run_under_ckks_matches_statsmodels(tmp_path: Path, one_hospital) -> None:
     data, parties = one_hospital
     cfg = write_config(tmp_path, vertical_doc(parties, security={"encryption": "ckks"}))
