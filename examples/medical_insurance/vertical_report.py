@@ -92,6 +92,7 @@ def fit_markdown(doc: dict[str, Any], ref: Any) -> str:
     down = max(h["bytes_down"] for h in hist) / 1e6
     between = max(h["bytes_between"] for h in hist) / 1e6
     setup = doc["history"][0]
+    in_se = float(np.max(np.abs(np.array([c["estimate"] for c in coefs]) - ref.params.to_numpy()) / ref.bse.to_numpy()))
     return (f"Poisson GLM on {model['nobs']:,} shared rows, {doc['privacy']['encryption']}, "
             f"`label_block: {doc['privacy']['label_block']}`: {model['iterations']} iterations, converged: "
             f"{model['converged']}; deviance {model['deviance']:.2f}, AIC {model['aic']:.2f}. The fit took "
@@ -102,7 +103,8 @@ def fit_markdown(doc: dict[str, Any], ref: Any) -> str:
             f"statsmodels' GLM on the joined table: coefficients within "
             f"{max_rel([c['estimate'] for c in coefs], ref.params):.1e}, standard errors within "
             f"{max_rel([c['std_error'] for c in coefs], ref.bse):.1e}, deviance within "
-            f"{abs(model['deviance'] / ref.deviance - 1):.1e} (relative).")
+            f"{abs(model['deviance'] / ref.deviance - 1):.1e} (relative; the largest difference of a coefficient is "
+            f"{in_se:.1e} of its standard error).")
 
 
 def pricing_markdown(doc: dict[str, Any]) -> str:
@@ -128,7 +130,8 @@ def truth_markdown(doc: dict[str, Any]) -> str:
         rows.append([f"`{c['name']}`", fmt(t, 4), fmt(c["estimate"], 4), fmt(c["std_error"], 4), fmt(z, 2)])
     note = (f"All {len(zs)} estimates lie within {np.max(np.abs(zs)):.2f} standard errors of the truth "
             f"(|z| above 2 in {int(np.sum(np.abs(zs) > 2))} of them).")
-    return table(["coefficient", "truth", "estimate", "std. error", "z = (estimate - truth) / SE"], rows) + "\n\n" + note
+    headers = ["coefficient", "truth", "estimate", "std. error", "z = (estimate - truth) / SE"]
+    return table(headers, rows) + "\n\n" + note
 
 
 def lift_markdown(doc: dict[str, Any]) -> str:

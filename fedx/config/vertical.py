@@ -101,7 +101,8 @@ def check_vertical_data(data: Any, path: str) -> None:
         used = {key: getattr(party, key) for key in ("target", "exposure", "weight") if getattr(party, key)}
         for col in ids:
             if col in party.features or col in used.values():
-                raise ConfigError(f"{where}: the id column {col!r} cannot also be a feature, target, exposure or weight")
+                raise ConfigError(f"{where}: the id column {col!r} cannot also be a feature, target, exposure or "
+                                  f"weight")
         for key, col in used.items():
             if col in party.features:
                 raise ConfigError(f"{where}.features.{col}: the {key} column cannot also be a feature")
@@ -118,7 +119,8 @@ def check_vertical_run(cfg: Any) -> None:
     if cfg.model.kind != "glm":
         raise ConfigError(f"model.kind: a vertical run fits a GLM (model: {{kind: glm}}), got {cfg.model.kind!r}")
     if cfg.federation.aggregator != "newton":
-        raise ConfigError(f"federation.aggregator: a vertical GLM is fitted by newton, got {cfg.federation.aggregator!r}")
+        raise ConfigError(f"federation.aggregator: a vertical GLM is fitted by newton, got "
+                          f"{cfg.federation.aggregator!r}")
     if cfg.model.family == "binomial":
         raise ConfigError("model.family: a vertical GLM takes a log link (poisson, gamma, tweedie), got binomial")
     sec = cfg.security

@@ -465,11 +465,12 @@ class LabelParty:
         pos = np.concatenate([(self.Z > 0).sum(axis=0), [c[("pos", u)] for u, _, _ in self._features]])
         neg = np.concatenate([(self.Z < 0).sum(axis=0), [c[("neg", u)] for u, _, _ in self._features]])
         above = (self.y > 0)[:, None]
-        get = lambda kind, u: c.get((f"{kind}_above", u), 0)
+        pos_above = [c.get(("pos_above", u), 0) for u, _, _ in self._features]
+        neg_above = [c.get(("neg_above", u), 0) for u, _, _ in self._features]
         self._static.update(
             positive=pos.astype(np.float64), negative=neg.astype(np.float64),
-            pos_above=np.concatenate([((self.Z > 0) & above).sum(axis=0), [get("pos", u) for u, _, _ in self._features]]),
-            neg_above=np.concatenate([((self.Z < 0) & above).sum(axis=0), [get("neg", u) for u, _, _ in self._features]]))
+            pos_above=np.concatenate([((self.Z > 0) & above).sum(axis=0), pos_above]),
+            neg_above=np.concatenate([((self.Z < 0) & above).sum(axis=0), neg_above]))
         self._first_round = True
         start = ModelState(beta_to_params(np.zeros(self.k)))
         self.state = self.rule.apply(start, [self._stats_vector(start, started=False)])

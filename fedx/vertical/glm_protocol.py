@@ -133,8 +133,8 @@ def exchange(label: LabelParty, features: Mapping[str, FeatureParty] | FeaturePa
     ``<kind>-<message kind>``) and shown to ``relay``.
     """
     parties = {features.name: features} if isinstance(features, FeatureParty) else dict(features)
-    queue: deque[tuple[str, str, bytes]] = deque(
-        (label.name, to, data) for to, data in label.start({name: party.names for name, party in parties.items()}).items())
+    opening = label.start({name: party.names for name, party in parties.items()})
+    queue: deque[tuple[str, str, bytes]] = deque((label.name, to, data) for to, data in opening.items())
     history: list[dict[str, Any]] = []
     step = _new_step(0)
     while queue:

@@ -133,7 +133,8 @@ class _Ledger:
     def sent(self, message: bytes) -> tuple[int, str, dict[str, Any]]:
         queue = self._sent.get(hashlib.sha256(message).hexdigest())
         if not queue:
-            raise ConfigError(f"{self.ledger.path}: the relay forwarded a message that its sender's ledger does not hold")
+            raise ConfigError(f"{self.ledger.path}: the relay forwarded a message that its sender's ledger does "
+                              f"not hold")
         return queue.popleft()
 
 
@@ -208,7 +209,8 @@ def _fit(cfg: Config, parties: Mapping[str, PartyTable], psi: dict[str, Any], au
     test = psi["test"]
     rows = {"train": label_al.rows[~test], "test": label_al.rows[test]}
     features = [n for n in parties if n != label_name]
-    frows = {f: _feature_rows(cfg, parties[f], psi["alignments"][f], label_al, psi["secrets"][f], test) for f in features}
+    frows = {f: _feature_rows(cfg, parties[f], psi["alignments"][f], label_al, psi["secrets"][f], test)
+             for f in features}
     references = {k: v for t in parties.values() for k, v in t.reference_levels().items()}
     fam = family_of(cfg)
 
@@ -268,7 +270,8 @@ def _pooled(label: LabelParty, fparties: Mapping[str, FeatureParty], frows: Mapp
     names = label.coefficient_names()[1:]
     rule = NewtonRule(fam, l2=cfg.federation.l2, tweedie_power=cfg.federation.tweedie_power,
                       tolerance=cfg.federation.tolerance, feature_names=names)
-    fit = newton_fit([GLMData(np.hstack(blocks), label.y, label.offset, label.w)], rule, max_rounds=cfg.federation.rounds)
+    fit = newton_fit([GLMData(np.hstack(blocks), label.y, label.offset, label.w)], rule,
+                     max_rounds=cfg.federation.rounds)
     return GLMResults.from_newton(fit.total, fit.state, rule, names, label.reference_levels)
 
 

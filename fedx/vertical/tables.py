@@ -191,8 +191,8 @@ def _checked(cfg: Config, name: str, df: pd.DataFrame, origin: str, spec: Vertic
         bad = y <= 0 if fam == "gamma" else y < 0
         if bad.any():
             i = int(np.argmax(bad))
-            raise SchemaError(f"{where}: column {spec.target!r}, row {i + 1}: the target is {y[i]:g}; a {fam} GLM needs "
-                              f"{'positive' if fam == 'gamma' else 'non-negative'} targets "
+            raise SchemaError(f"{where}: column {spec.target!r}, row {i + 1}: the target is {y[i]:g}; a {fam} GLM "
+                              f"needs {'positive' if fam == 'gamma' else 'non-negative'} targets "
                               f"({int(bad.sum())} row(s) like it)")
         for key in ("exposure", "weight"):
             col = getattr(spec, key)

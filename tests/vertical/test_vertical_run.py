@@ -298,6 +298,19 @@ def test_example_config_at_reduced_size(tmp_path: Path) -> None:
     names = [c["name"] for c in result["model"]["coefficients"]]
     assert "hospital:heart_disease" in names and "insurer:plan[T.premium]" in names
     assert result["lift"]["lift"] > 0
+    # The example's report reads the run, refits the joined table with statsmodels and writes the README block.
+    import subprocess
+    import sys
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- BEGIN GENERATED vertical_report -->\n<!-- END GENERATED vertical_report -->\n")
+    proc = subprocess.run([sys.executable, str(example.parent / "vertical_report.py"), "--runs", str(tmp_path),
+                           "--run", str(tmp_path / "run"), "--readme", str(readme)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    block = readme.read_text()
+    assert "Shared by all parties: **" in block and "hospital | diabetes | per unit" in block
+    within = re.search(r"coefficients within (\S+), standard errors within (\S+), deviance within (\S+) ", block)
+    assert within and max(float(x) for x in within.groups()) < 1e-4, block
 
 
 # ---------------------------------------------------------------------- bad data
