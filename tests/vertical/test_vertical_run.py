@@ -354,3 +354,16 @@ def test_small_intersection_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["run", str(write_config(tmp_path, doc)), "--out", str(tmp_path / "run")]) == 2
     assert "fewer than security.min_intersection=200" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_tweedie_family_from_the_config(tmp_path: Path, one_hospital) -> None:
+    data, parties = one_hospital
+    cfg = write_config(tmp_path, vertical_doc(parties, model={"kind": "glm", "family": "tweedie"},
+                                              federation={"tweedie_power": 1.3}))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    joined = data.insurer.merge(data.hospitals["hospital"], on="person_id")
+    family = sm.families.Tweedie(var_power=1.3, link=sm.families.links.Log())
+    ref = joined_fit(joined, [(INSURER, "insurer"), ({**CONDITIONS, **TESTS}, "hospital")], "claims", family, "exposure")
+    assert result["model"]["family"] == "tweedie" and result["model"]["tweedie_power"] == 1.3
+    assert_result_matches(result, ref, 1e-6)
