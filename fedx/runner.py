@@ -97,6 +97,10 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config, out_dir: st
     from .tasks import get_task
 
     cfg = load_config(config)
+    if cfg.data.vertical:  # parties with different columns of the same people: fedx.vertical.run
+        from .vertical.run import run_vertical
+
+        return run_vertical(cfg, out_dir, progress=progress, resume=resume, force=force, tables=tables)
     cfg, given = _given_tables(cfg, tables)
     if cfg.task is None:
         raise ConfigError(f"{cfg.source}: task: missing required key (what to learn); a config with only a "

@@ -20,7 +20,8 @@ python="$repo/.venv/bin/python"
 runs="${RUNS:-$repo/runs/medical_insurance}"
 export FLWR_TELEMETRY_ENABLED=0 RAY_USAGE_STATS_ENABLED=0
 mkdir -p "$runs"
-for config in pricing_frequency pricing_severity disease_warning disease_warning_mlp; do
+for config in pricing_frequency pricing_severity disease_warning disease_warning_mlp vertical_pricing \
+    vertical_pricing_two_hospitals; do
     echo "== fedx run $config.yaml"
     start=$SECONDS
     "$fedx" run "$here/$config.yaml" --out "$runs/$config" --force --quiet
@@ -31,9 +32,10 @@ echo "== fedx stats heart_stats.yaml"
 echo "== reports"
 "$python" "$here/pricing_report.py" --runs "$runs" "${update_docs[@]}" > "$runs/pricing_report.log"
 "$python" "$here/disease_report.py" --runs "$runs" "${update_docs[@]}" > "$runs/disease_report.log"
+"$python" "$here/vertical_report.py" --runs "$runs" "${update_docs[@]}" > "$runs/vertical_report.log"
 if ((${#update_docs[@]})); then
-    echo "tables: $runs/pricing_report.md, $runs/disease_report.md; rewritten: $here/README.md, $here/figures/"
+    echo "tables: $runs/pricing_report.md, $runs/disease_report.md, $runs/vertical_report.md; rewritten: $here/README.md, $here/figures/"
 else
-    echo "tables: $runs/pricing_report.md, $runs/disease_report.md; figure: $runs/figures/pricing_lorenz.png"
+    echo "tables: $runs/pricing_report.md, $runs/disease_report.md, $runs/vertical_report.md; figure: $runs/figures/pricing_lorenz.png"
     echo "(run.sh --update-docs rewrites the committed README tables and figures/)"
 fi

@@ -57,12 +57,13 @@ from .sections import (
     SuperLinkConfig,
     TrainConfig,
 )
+from .vertical import VerticalPartyConfig
 
 __all__ = [
     "AGGREGATORS", "BASELINES", "DROPOUT", "ENCRYPTIONS", "NEWTON_L2", "NEWTON_TOLERANCE", "NODE_SECTIONS",
     "ROBUST_AGGREGATORS", "SECTIONS", "TASKS", "TWEEDIE_POWER", "Config", "DPConfig", "DataConfig",
     "DeploymentConfig", "DuplicateKeyError", "FederationConfig", "HEConfig", "ModelConfig", "NodeConfig",
     "NodePolicyConfig", "PartitionConfig", "ReportConfig", "SecurityConfig", "ServerOptimizerConfig",
-    "StatsConfig", "SuperLinkConfig", "TrainConfig", "categorical_uses", "check_number", "check_unique",
+    "StatsConfig", "SuperLinkConfig", "TrainConfig", "VerticalPartyConfig", "categorical_uses", "check_number", "check_unique",
     "config_from_dict", "load_config", "load_node_config", "load_yaml", "parse_override", "reference_markdown",
 ]

@@ -184,6 +184,8 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None
         cfg = _build(Config, data, "", {"base_dir", "source"})
         cfg.base_dir = Path(base_dir)
         cfg.source = source
+        if cfg.name is None:
+            cfg.name = Path(source).stem if source != "<dict>" else "run"
         _check_tree(cfg, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -333,7 +335,7 @@ def _same_shape(tp: Any, value: Any) -> bool:
     if isinstance(value, list):
         return origin is list
     if isinstance(value, str):
-        return origin is Literal and all(isinstance(a, str) for a in typing.get_args(tp))
+        return tp is str or (origin is Literal and all(isinstance(a, str) for a in typing.get_args(tp)))
     return False
 
 

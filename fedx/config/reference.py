@@ -10,12 +10,14 @@ from typing import Any
 import yaml
 
 from .rules import _describe, _range
+from .vertical import VerticalPartyConfig
 from .sections import Config, DPConfig, DataConfig, DeploymentConfig, FederationConfig, HEConfig, ModelConfig, NodeConfig, NodePolicyConfig, PartitionConfig, ReportConfig, SecurityConfig, ServerOptimizerConfig, StatsConfig, SuperLinkConfig, TrainConfig
 
 
 
 SECTIONS: tuple[tuple[str, type], ...] = (
     ("", Config), ("model", ModelConfig), ("data", DataConfig), ("data.partition", PartitionConfig),
+    ("data.parties.<name>", VerticalPartyConfig),
     ("train", TrainConfig), ("federation", FederationConfig),
     ("federation.server_optimizer", ServerOptimizerConfig), ("security", SecurityConfig),
     ("security.he", HEConfig), ("security.dp", DPConfig), ("report", ReportConfig), ("stats", StatsConfig),

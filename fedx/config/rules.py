@@ -193,3 +193,23 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+#: Vertical runs (``data.partition: vertical``): the tasks, encryptions and PSI settings they take.
+VERTICAL_TASKS = ("claim_frequency", "claim_severity")
+
+
+VERTICAL_ENCRYPTIONS = ("ckks", "none")
+
+
+PSI_REVEAL = ("label_party", "all")
+
+
+PSI_COUNT_TO = ("all", "label_party")
+
+
+LABEL_BLOCKS = ("two_key", "one_key")
+
+
+#: The synthetic sources of a vertical run (one table per party; fedx.data.synthetic.health_insurance).
+VERTICAL_SYNTHETIC = ("synthetic/health_insurance",)

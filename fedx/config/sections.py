@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 
 from ..errors import ConfigError
-from .rules import AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
+from .vertical import VerticalPartyConfig, check_vertical_data, check_vertical_run
+from .rules import LABEL_BLOCKS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
 
 
 
@@ -51,7 +52,9 @@ class DataConfig:
     split_by: str | None = _f(None, doc="column that names each institution")
     institutions: int | list[float] | None = _f(
         None, doc="number of institutions, or their sizes, when there is no split_by column")
-    partition: PartitionConfig = _f(factory=PartitionConfig)
+    partition: PartitionConfig | Literal["vertical"] = _f(
+        factory=PartitionConfig, doc="how a table is split among institutions, or vertical: parties that hold "
+                                     "different columns of the same people (data.parties)")
     exposure: str | None = _f(None, doc="column with exposure (claim_frequency; without it every row has exposure 1, offset 0)")
     weight: str | None = _f(None, doc="column with sample weights (claim counts for claim_severity)")
     features: dict[str, Literal["numeric", "categorical"]] | None = _f(
@@ -63,8 +66,19 @@ class DataConfig:
     test_fraction: float = _f(0.2, lo=0.0, hi=0.9, doc="held out at each institution")
     standardize: bool | None = _f(None, doc="scale numeric features (default: yes, except for GLMs)")
     missing_indicators: bool = _f(True, doc="add a was-missing column for numeric features with gaps")
+    id: str | list[str] | None = _f(None, doc="vertical: the id column (or columns) that every party identifies "
+                                              "people by, for the private set intersection")
+    label_party: str | None = _f(None, doc="vertical: the party that holds the target")
+    parties: dict[str, VerticalPartyConfig] | None = _f(
+        None, doc="vertical: each party's source and columns (data.parties.<name>)")
+
+    @property
+    def vertical(self) -> bool:
+        """Whether the run is vertical (``partition: vertical``)."""
+        return self.partition == "vertical"
 
     def check(self, path: str) -> None:
+        check_vertical_data(self, path)
         if self.split_by is not None and self.institutions is not None:
             raise ConfigError(f"{path}: give either split_by or institutions, not both")
         if isinstance(self.institutions, int) and self.institutions < 1:
@@ -161,6 +175,16 @@ class SecurityConfig:
     he: HEConfig = _f(factory=HEConfig)
     dp: DPConfig | None = _f(None)
     audit: bool = _f(True, doc="keep a hash-chained ledger of what leaves each institution")
+    min_intersection: int = _f(100, lo=1, doc="vertical: refuse a run whose parties share fewer people")
+    psi_reveal: Literal[PSI_REVEAL] = _f(  # type: ignore[valid-type]
+        "label_party", doc="vertical: who learns which of its rows are shared: the label party only, or every party "
+                           "(needed for more than one feature party)")
+    psi_count_to: Literal[PSI_COUNT_TO] = _f(  # type: ignore[valid-type]
+        "all", doc="vertical: who learns the number of shared rows")
+    min_cohort: int = _f(10, lo=1, doc="vertical: a column, or a cell of two columns, that enters X'WX needs at "
+                                       "least this many shared rows (0 rows is allowed)")
+    label_block: Literal[LABEL_BLOCKS] = _f(  # type: ignore[valid-type]
+        "two_key", doc="vertical: how the label party's own block of X'WX is summed (docs/vertical_glm.md)")
 
 
 @dataclass
@@ -276,11 +300,11 @@ class DeploymentConfig:
                               f"insecure: true for a localhost demo")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Config:
     """A whole fedx config. Build it with :func:`load_config` or :func:`config_from_dict`."""
 
-    name: str = _f(doc="name of the run")
+    name: str | None = _f(None, doc="name of the run (default: the config file's name)")
     data: DataConfig = _f()
     task: Literal[TASKS] | None = _f(None, doc="what to learn (required to train; a stats-only config has none)")  # type: ignore[valid-type]
     seed: int = _f(7, doc="seed of every random choice")
@@ -298,6 +322,9 @@ class Config:
         if self.task is None and self.stats is None:
             raise ConfigError("task: missing required key (what to learn), or give a stats: section (for "
                               "`fedx stats`, or fedx.stats in Python)")
+        if self.data.vertical:
+            check_vertical_run(self)
+            return
         if self.task is not None and self.data.target is None:
             raise ConfigError("data.target: missing required key (the column to predict)")
         agg, enc = self.federation.aggregator, self.security.encryption

@@ -17,8 +17,19 @@ totals.
 - SEAL tracks the exact scale through the rescale (``scale^2 / q``). :meth:`VectorKey.scale_bias` measures
   what is left with the owner's key on a known product, and :meth:`decrypt_sums` divides it out.
 
+- *Chains* (more than one feature party): a party that is not the last on a vector's path multiplies the
+  owner's vector row by row by its plaintext (:meth:`VectorEvaluator.multiply_rows`) and passes the product
+  on, and the next party sums it. A product is *re-randomised*: an encryption of zero under the owner's
+  public key is added, so that the product cannot be divided by the ciphertext it came from (whoever saw
+  both would otherwise read the plaintext factor off them).
+
 Parameters: N = 8192, coefficient modulus [60, 49, 49, 60], scale 2^49; one ciphertext-plaintext product
-and a rescale leave 2^59 of headroom above the scale.
+and a rescale leave 2^59 of headroom above the scale. In a chain the row-wise product multiplies by
+plaintexts at scale 2^40 and is not rescaled (it sits at 2^89 at the top level, where the noise of the
+re-randomisation is negligible); the next party multiplies by plaintexts at 2^49, as for a fresh vector, and
+rescales, so chained totals sit at 2^89 under a 109-bit modulus and must stay below :data:`CHAIN_BOUND` in
+absolute value (masks included). The label party's vectors are normalised to a sum of absolute values of 1
+and each feature party scales its factors to at most 1, so a chained total is at most 1.
 """
 
 from __future__ import annotations
@@ -34,11 +45,16 @@ from ..errors import BlobError, HEError
 from . import frame
 from .seal import _scratch
 
-__all__ = ["VECTOR_BITS", "VECTOR_DEGREE", "VECTOR_SCALE", "VectorEvaluator", "VectorKey", "slot_count"]
+__all__ = ["CHAIN_BOUND", "CHAIN_SCALE", "VECTOR_BITS", "VECTOR_DEGREE", "VECTOR_SCALE", "VectorEvaluator",
+           "VectorKey", "slot_count"]
 
 VECTOR_DEGREE = 8192
 VECTOR_BITS = (60, 49, 49, 60)
 VECTOR_SCALE = 2.0 ** 49
+#: Scale of the plaintexts of a row-wise product (a chain).
+CHAIN_SCALE = 2.0 ** 40
+#: A chained total (mask included) must stay below this in absolute value (2^108 / 2^89, with room for noise).
+CHAIN_BOUND = 2.0 ** 18
 _MAGIC_VEC = b"FXV1"
 _MAGIC_PUB = b"FXP1"
 _VERSION = 1
@@ -65,6 +81,7 @@ class _Engine:
         self.summed = self.context.first_context_data().next_context_data().parms_id()
 
     def load(self, data: bytes | memoryview, where: str, summed: bool) -> Any:
+        """A ciphertext at the top level (a fresh vector) or, ``summed``, one level down (sums, chained vectors)."""
         ct = sealapi.Ciphertext()
         try:
             _scratch.load(ct, self.context, data)
@@ -75,16 +92,23 @@ class _Engine:
         return ct
 
 
+
 @functools.cache
 def _engine() -> _Engine:
     return _Engine()
 
 
 @functools.cache
-def _ones() -> Any:
+def _ones(chained: bool = False) -> Any:
+    """The constant 1 as a plaintext at the top level: at scale 2^49, or at the chain's 2^40."""
     pt = sealapi.Plaintext()
-    _engine().encoder.encode(1.0, _engine().top, VECTOR_SCALE, pt)
+    _engine().encoder.encode(1.0, _engine().top, CHAIN_SCALE if chained else VECTOR_SCALE, pt)
     return pt
+
+
+def _is_chained(ct: Any) -> bool:
+    """A row-wise product (scale 2^89) rather than a fresh vector (scale 2^49)."""
+    return ct.scale > VECTOR_SCALE * 2.0 ** 20
 
 
 def _rotation_steps() -> list[int]:
@@ -135,9 +159,14 @@ class VectorKey:
         self._secret = keygen.secret_key()
         self._encryptor = sealapi.Encryptor(eng.context, self._secret)
         self._decryptor = sealapi.Decryptor(eng.context, self._secret)
+        public_key = sealapi.PublicKey()
+        keygen.create_public_key(public_key)
+        galois = _scratch.save(keygen.create_galois_keys(_galois_elements()))
+        encryption = _scratch.save(public_key)
         self._public = frame.pack(_MAGIC_PUB, _VERSION, {"degree": VECTOR_DEGREE, "bits": list(VECTOR_BITS),
-                                                         "steps": _rotation_steps()},
-                                  [_scratch.save(keygen.create_galois_keys(_galois_elements()))])
+                                                         "steps": _rotation_steps(),
+                                                         "sizes": [len(galois), len(encryption)]},
+                                  [galois, encryption])
         self._bias = 0.0
         self._bias = self.scale_bias()
 
@@ -150,7 +179,8 @@ class VectorKey:
         return cls()
 
     def public_bytes(self) -> bytes:
-        """The parameters and Galois keys: lets another party evaluate, never decrypt (sent once)."""
+        """The parameters, the Galois keys and the public key: lets another party evaluate and re-randomise
+        (encrypt zeros), never decrypt (sent once)."""
         return self._public
 
     def encrypt(self, values: np.ndarray) -> bytes:
@@ -234,28 +264,82 @@ class VectorEvaluator:
         if got.header.get("degree") != VECTOR_DEGREE or got.header.get("bits") != list(VECTOR_BITS) \
                 or got.header.get("steps") != _rotation_steps():
             raise BlobError("public vector context: other parameters than this fedx's (N=8192, [60,49,49,60])")
+        sizes = got.header.get("sizes")
+        if not isinstance(sizes, list) or len(sizes) != 2 or not all(isinstance(x, int) and x > 0 for x in sizes) \
+                or sum(sizes) != len(got.payload):
+            raise BlobError("public vector context: malformed (expected the Galois keys and the public key)")
         eng = _engine()
         self._galois = sealapi.GaloisKeys()
+        public_key = sealapi.PublicKey()
         try:
-            _scratch.load(self._galois, eng.context, got.payload)
+            _scratch.load(self._galois, eng.context, got.payload[:sizes[0]])
+            _scratch.load(public_key, eng.context, got.payload[sizes[0]:])
         except Exception as exc:  # bytes from another party
-            raise BlobError(f"public vector context: the Galois keys do not load ({exc})") from None
+            raise BlobError(f"public vector context: the Galois keys or the public key do not load ({exc})") from None
+        self._zeros = sealapi.Encryptor(eng.context, public_key)
 
-    def load_vector(self, data: bytes | memoryview, rows: int, where: str = "encrypted vector") -> list[Any]:
-        """The ciphertexts of an encrypted vector, checked to cover ``rows`` rows at the top level."""
+    def load_vector(self, data: bytes | memoryview, rows: int, where: str = "encrypted vector",
+                    chained: bool = False) -> list[Any]:
+        """The ciphertexts of an encrypted vector, checked to cover ``rows`` rows at the top level.
+
+        ``chained``: a product of :meth:`multiply_rows` (from the previous party of a chain), not a fresh
+        vector of the owner.
+        """
         head, parts = _unpack_parts(data, "vector", where)
         if head.get("rows") != rows or len(parts) != _chunks(np.zeros(rows)).shape[0] + 1:
             raise BlobError(f"{where}: encrypts {head.get('rows')} rows in {len(parts)} ciphertexts; the shared rows "
                             f"are {rows}")
+        if bool(head.get("chained", False)) != chained:
+            raise BlobError(f"{where}: expected {'a row-wise product' if chained else 'a fresh vector'}, got "
+                            f"{'a row-wise product' if head.get('chained') else 'a fresh vector'}")
         eng = _engine()
-        return [eng.load(p, f"{where}, ciphertext {i}", summed=False) for i, p in enumerate(parts)]
+        cts = [eng.load(p, f"{where}, ciphertext {i}", summed=False) for i, p in enumerate(parts)]
+        if any(_is_chained(ct) != chained for ct in cts):
+            raise BlobError(f"{where}: a ciphertext at the wrong scale")
+        return cts
 
-    def encode(self, plains: Sequence[np.ndarray]) -> list[list[Any]]:
-        """The plaintexts of :meth:`inner_sums`, encoded once (two vectors per complex plaintext, per chunk).
+    def multiply_rows(self, vector: list[Any], plains: Sequence[np.ndarray]) -> list[bytes]:
+        """``c_i f_i`` row by row for each plaintext ``f``: encrypted vectors for the next party of a chain.
 
-        An all-zero chunk is ``None`` (it adds nothing to a sum).
+        ``vector`` is a fresh vector from :meth:`load_vector`. Each product stays at the top level (scale
+        2^89) and is re-randomised with an encryption of zero under the owner's public key; an all-zero
+        chunk of ``f`` gives an encryption of zero (SEAL refuses a product that is transparent).
         """
         eng = _engine()
+        n_chunks = len(vector) - 1
+        out = []
+        for f in plains:
+            chunks = _chunks(np.asarray(f, dtype=np.float64))
+            if chunks.shape[0] != n_chunks:
+                raise HEError("row-wise product: the plaintext vector and the encrypted vector have different lengths")
+            parts = []
+            for ct, row in [*zip(vector[:-1], chunks), (vector[-1], None)]:
+                prod = sealapi.Ciphertext()
+                if row is None or not row.any():
+                    eng.evaluator.multiply_plain(vector[-1], _ones(chained=True), prod)
+                else:
+                    pt = sealapi.Plaintext()
+                    eng.encoder.encode(row.tolist(), eng.top, CHAIN_SCALE, pt)
+                    eng.evaluator.multiply_plain(ct, pt, prod)
+                parts.append(_scratch.save(self._rerandomised(prod)))
+            out.append(_pack_parts("vector", parts, rows=int(np.asarray(f).shape[0]), chained=True))
+        return out
+
+    def _rerandomised(self, ct: Any) -> Any:
+        zero = sealapi.Ciphertext()
+        self._zeros.encrypt_zero(ct.parms_id(), zero)
+        zero.scale = ct.scale
+        _engine().evaluator.add_inplace(ct, zero)
+        return ct
+
+    def encode(self, plains: Sequence[np.ndarray], chained: bool = False) -> list[list[Any]]:
+        """The plaintexts of :meth:`inner_sums`, encoded once (two vectors per complex plaintext, per chunk).
+
+        An all-zero chunk is ``None`` (it adds nothing to a sum). The same encoding serves fresh and chained
+        vectors (``chained`` is accepted for the plaintext scheme's signature).
+        """
+        eng = _engine()
+        scale = VECTOR_SCALE
         plains = [np.asarray(f, dtype=np.float64) for f in plains]
         out = []
         for start in range(0, len(plains), 2):
@@ -269,7 +353,7 @@ class VectorEvaluator:
                     chunk_pts.append(None)
                     continue
                 pt = sealapi.Plaintext()
-                eng.encoder.encode(row.tolist(), eng.top, VECTOR_SCALE, pt)
+                eng.encoder.encode(row.tolist(), eng.top, scale, pt)
                 chunk_pts.append(pt)
             out.append(chunk_pts)
         return out
@@ -282,11 +366,14 @@ class VectorEvaluator:
         Two plaintext vectors share one ciphertext (real and imaginary part). ``masks`` (one real number per
         total) are added to the totals, for the decrypting owner to see only masked totals. ``encoded`` (from
         :meth:`encode`, with ``count`` totals) saves encoding the same plaintexts again for another vector.
+
+        A row-wise product of :meth:`multiply_rows` (a chain) takes the same plaintexts; its totals must stay
+        below :data:`CHAIN_BOUND`.
         """
         eng = _engine()
         if not isinstance(vector, list):
-            n = int(_unpack_parts(vector, "vector", "encrypted vector")[0]["rows"])
-            vector = self.load_vector(vector, n)
+            head = _unpack_parts(vector, "vector", "encrypted vector")[0]
+            vector = self.load_vector(vector, int(head["rows"]), chained=bool(head.get("chained", False)))
         if encoded is None:
             if plains is None:
                 raise HEError("inner sums: give the plaintext vectors or their encoding")

@@ -10,6 +10,8 @@ or :class:`PlainVectors` (encryption ``none``, for simulation: the same protocol
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from ..errors import BlobError, ConfigError
 from ..he import frame
 
 __all__ = ["Message", "PlainVectors", "VectorEvaluatorLike", "VectorOwner", "decode_message", "encode_message",
-           "make_evaluator", "make_owner"]
+           "make_evaluator", "make_owner", "message_kind"]
 
 _MAGIC = b"FXVG"
 _VERSION = 1
@@ -40,6 +42,16 @@ def encode_message(msg: Message) -> bytes:
     """The framed bytes of ``msg``."""
     head = {"kind": msg.kind, "round": msg.round, "meta": msg.meta, "sizes": [len(p) for p in msg.parts]}
     return frame.pack(_MAGIC, _VERSION, head, msg.parts)
+
+
+def message_kind(data: bytes | memoryview) -> str:
+    """The kind of a framed message, read from its header alone (for ledgers and progress; not a check)."""
+    view = memoryview(data).cast("B")
+    try:
+        _, _, head_len, _ = frame.PREFIX.unpack_from(view)
+        return str(json.loads(bytes(view[frame.PREFIX.size:frame.PREFIX.size + head_len])).get("kind", "unknown"))
+    except (ValueError, struct.error, AttributeError):
+        return "unknown"
 
 
 def decode_message(data: bytes | memoryview, expect: str | Sequence[str], where: str) -> Message:
@@ -71,8 +83,9 @@ class VectorOwner(Protocol):
 class VectorEvaluatorLike(Protocol):
     """The other party's side: inner products of the owner's vectors with its plaintext vectors."""
 
-    def load_vector(self, data: bytes | memoryview, rows: int, where: str = ...) -> Any: ...
-    def encode(self, plains: Sequence[np.ndarray]) -> Any: ...
+    def load_vector(self, data: bytes | memoryview, rows: int, where: str = ..., chained: bool = ...) -> Any: ...
+    def multiply_rows(self, vector: Any, plains: Sequence[np.ndarray]) -> list[bytes]: ...
+    def encode(self, plains: Sequence[np.ndarray], chained: bool = ...) -> Any: ...
     def inner_sums(self, vector: Any, plains: Sequence[np.ndarray] | None = None, masks: np.ndarray | None = None,
                    *, encoded: Any = None, count: int | None = None) -> bytes: ...
 
@@ -91,13 +104,20 @@ class PlainVectors:
             raise BlobError(f"{where}: not a float64 array")
         return np.frombuffer(data, dtype="<f8").copy()
 
-    def load_vector(self, data: bytes | memoryview, rows: int, where: str = "vector") -> np.ndarray:
+    def load_vector(self, data: bytes | memoryview, rows: int, where: str = "vector",
+                    chained: bool = False) -> np.ndarray:
+        if len(data) % 8:
+            raise BlobError(f"{where}: not a float64 array")
         vec = np.frombuffer(data, dtype="<f8")
         if vec.shape != (rows,):
             raise BlobError(f"{where}: holds {vec.size} rows; the shared rows are {rows}")
         return vec
 
-    def encode(self, plains: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def multiply_rows(self, vector: Any, plains: Sequence[np.ndarray]) -> list[bytes]:
+        vec = np.asarray(vector, dtype=np.float64)
+        return [np.ascontiguousarray(vec * np.asarray(f, dtype=np.float64), dtype="<f8").tobytes() for f in plains]
+
+    def encode(self, plains: Sequence[np.ndarray], chained: bool = False) -> list[np.ndarray]:
         return [np.asarray(f, dtype=np.float64) for f in plains]
 
     def inner_sums(self, vector: Any, plains: Sequence[np.ndarray] | None = None, masks: np.ndarray | None = None,

@@ -45,3 +45,17 @@ def test_two_hospitals_are_disjoint_and_deterministic() -> None:
     assert not set(ha["person_id"]) & set(hb["person_id"])
     with pytest.raises(ConfigError, match="params.hospitals"):
         generate_health_insurance(2_000, hospitals=3)
+
+
+def test_two_hospitals_split_by_columns_recover_truth_when_joined() -> None:
+    data = generate_health_insurance(30_000, hospitals=2, hospital_split="columns", seed=4)
+    ha, hb = data.hospitals["hospital_a"], data.hospitals["hospital_b"]
+    assert set(ha.columns) == {"person_id", "diabetes", "hypertension", "heart_disease"}
+    assert set(hb.columns) == {"person_id", "bmi", "systolic_bp"}
+    shared = data.insurer.merge(ha, on="person_id").merge(hb, on="person_id")
+    assert 0.45 < len(shared) / len(data.insurer) < 0.56       # 60% at hospital_a, 85% of those at hospital_b
+    fit = sm.GLM(shared["claims"], _design(shared), family=sm.families.Poisson(), exposure=shared["exposure"]).fit()
+    z = (fit.params - pd.Series(TRUE_HEALTH_COEFFICIENTS)) / fit.bse
+    assert np.all(np.abs(z) < 4.0), z.to_dict()
+    with pytest.raises(ConfigError, match="params.hospital_split"):
+        generate_health_insurance(2_000, hospitals=2, hospital_split="rows")

@@ -196,8 +196,8 @@ def test_unsummed_ciphertext_is_refused_by_the_owner() -> None:
         key.decrypt_sums(blob)
 
 
-def test_more_than_one_feature_party_is_refused() -> None:
+def test_three_feature_parties_under_ckks_are_refused() -> None:
     d = _split_data("poisson", 300)
-    label = LabelParty("insurer", d["xg"], ["age", "male"], d["y"], family="poisson", encryption="none")
-    with pytest.raises(ConfigError, match="one feature party"):
-        label.start({"hospital_a": ["bmi"], "hospital_b": ["bmi"]})
+    label = LabelParty("insurer", d["xg"], ["age", "male"], d["y"], family="poisson", encryption="ckks")
+    with pytest.raises(ConfigError, match="at most 2 feature parties"):
+        label.start({"hospital_a": ["bmi"], "hospital_b": ["bmi"], "lab": ["hba1c"]})

@@ -7,6 +7,10 @@ same people, with a known claim frequency that depends on both sides.
   likely with age) and test results (``bmi``, ``systolic_bp``). A hospital has recorded them for a subset:
   about ``overlap`` of the insured people in all (split between the hospitals when there are two), plus
   ``hospital_only`` times as many patients who are not insured there.
+- With two hospitals, ``hospital_split`` says how they divide the records: ``patients`` (default: disjoint
+  patients, the same columns) or ``columns`` (a vertical split: ``hospital_a`` holds the chronic conditions of
+  the patients, ``hospital_b`` the test results of about 85% of the same insured patients, each with patients
+  of its own who are not insured here), so that a vertical run with two feature parties needs all three.
 - ``claims ~ Poisson(exposure * exp(x' beta))`` with ``x`` in treatment coding (statsmodels' names,
   ``age_band[T.35-49]``) over both sides' columns, and beta :data:`TRUE_HEALTH_COEFFICIENTS`.
 
@@ -23,7 +27,7 @@ import pandas as pd
 
 from ...errors import ConfigError
 
-__all__ = ["HEALTH_HOSPITAL_FEATURES", "HEALTH_INSURER_FEATURES", "HEALTH_LEVELS", "TRUE_HEALTH_COEFFICIENTS",
+__all__ = ["HOSPITAL_SPLITS", "SPLIT_COLUMNS", "HEALTH_HOSPITAL_FEATURES", "HEALTH_INSURER_FEATURES", "HEALTH_LEVELS", "TRUE_HEALTH_COEFFICIENTS",
            "VERTICAL_SOURCES", "HealthInsuranceData", "generate_health_insurance"]
 
 HEALTH_LEVELS: dict[str, tuple[str, ...]] = {
@@ -67,8 +71,14 @@ class HealthInsuranceData:
     coefficients: dict[str, float]
 
 
+HOSPITAL_SPLITS = ("patients", "columns")
+#: With ``hospital_split: columns``: the columns of each hospital.
+SPLIT_COLUMNS = {"hospital_a": ("diabetes", "hypertension", "heart_disease"), "hospital_b": ("bmi", "systolic_bp")}
+
+
 def generate_health_insurance(n_policies: int = 200_000, *, hospitals: int = 1, overlap: float = 0.6,
-                              hospital_only: float = 0.25, seed: int = 7) -> HealthInsuranceData:
+                              hospital_only: float = 0.25, hospital_split: str = "patients",
+                              seed: int = 7) -> HealthInsuranceData:
     """Generate the insurer's policies and the hospitals' records (module docstring).
 
     Parameters
@@ -76,7 +86,10 @@ def generate_health_insurance(n_policies: int = 200_000, *, hospitals: int = 1, 
     n_policies : int
         Policies (people) at the insurer.
     hospitals : int
-        1 (``hospital``) or 2 (``hospital_a``, ``hospital_b``, disjoint patients).
+        1 (``hospital``) or 2 (``hospital_a``, ``hospital_b``).
+    hospital_split : str
+        With two hospitals: ``patients`` (disjoint patients, the same columns) or ``columns`` (the same
+        people, different columns: :data:`SPLIT_COLUMNS`).
     overlap : float
         Share of the insured people that some hospital holds, in (0, 1].
     hospital_only : float
@@ -93,6 +106,8 @@ def generate_health_insurance(n_policies: int = 200_000, *, hospitals: int = 1, 
         raise ConfigError(f"params.n_policies: expected a whole number >= 100, got {n_policies!r}")
     if hospitals not in (1, 2):
         raise ConfigError(f"params.hospitals: expected 1 or 2, got {hospitals!r}")
+    if hospital_split not in HOSPITAL_SPLITS:
+        raise ConfigError(f"params.hospital_split: expected one of {', '.join(HOSPITAL_SPLITS)}, got {hospital_split!r}")
     if not 0.0 < overlap <= 1.0 or not 0.0 <= hospital_only <= 10.0:
         raise ConfigError(f"params.overlap must be in (0, 1] and params.hospital_only in [0, 10], got {overlap!r}, "
                           f"{hospital_only!r}")
@@ -112,6 +127,16 @@ def generate_health_insurance(n_policies: int = 200_000, *, hospitals: int = 1, 
     patients = patients.iloc[rng.permutation(len(patients))][["person_id", *HEALTH_HOSPITAL_FEATURES]]
     if hospitals == 1:
         tables = {"hospital": patients.reset_index(drop=True)}
+    elif hospital_split == "columns":
+        insured_seen, extra = insured.iloc[seen], people.iloc[n_policies:]
+        half = rng.random(len(extra)) < 0.5
+        keep = rng.random(len(insured_seen)) < 0.85
+        parts = {"hospital_a": pd.concat([insured_seen, extra[half]]),
+                 "hospital_b": pd.concat([insured_seen[keep], extra[~half]])}
+        tables = {}
+        for name, part in parts.items():
+            part = part.iloc[rng.permutation(len(part))]
+            tables[name] = part[["person_id", *SPLIT_COLUMNS[name]]].reset_index(drop=True)
     else:
         first = rng.random(len(patients)) < 0.5
         tables = {"hospital_a": patients[first].reset_index(drop=True),
