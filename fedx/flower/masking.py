@@ -108,7 +108,7 @@ class ServerMasking:
         self._count += 1
         server = self._server = MaskingServer(setup)
         self._nodes = names
-        doc = {"setup": _hex(setup.to_bytes())}
+        doc = {"mask_setup": _hex(setup.to_bytes())}
         keys = c.ask(P.MASK_KEYS, {n: doc for n in names.values()}, f"{what}: masking keys", required=t)
         self._count_bytes([doc] * len(names), keys.values())
         adverts: dict[str, Advert] = {}
@@ -205,7 +205,7 @@ def client_phase(phase: str, req: Mapping[str, Any], context: Context, inst: Ins
         raise MaskingError(f"{spec.name}: the server asks for masking, and this run has security.masking: none or "
                            f"no encryption")
     if phase == P.MASK_KEYS:
-        setup = RoundSetup.from_bytes(_unhex(req, "setup", "masking setup"))
+        setup = RoundSetup.from_bytes(_unhex(req, "mask_setup", "masking setup"))
         _check_setup(setup, inst)
         client = MaskingClient(spec.name, setup)
         key = identity.load_or_create(spec.out_dir)

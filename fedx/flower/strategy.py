@@ -113,7 +113,8 @@ class FedxStrategy(Strategy):
         content: dict[str, Any] = dict(records or {})
         if not node.ready or node.synced_round < 0:
             body["config"] = self.job
-        if phase not in (P.HELLO, P.LEVELS, P.MOMENTS, P.SETUP, P.LOCAL_BASELINE) and not node.ready:
+        if phase not in (P.HELLO, P.LEVELS, P.MOMENTS, P.SETUP, P.LOCAL_BASELINE, P.MASK_KEYS, P.MASK_SHARES,
+                         P.MASK_UNMASK) and not node.ready:
             body["setup"] = self.setup_doc
             content[P.REC_SETUP] = _payload_record(self.setup_payload)
         if target_round is not None:
