@@ -188,3 +188,47 @@ def test_masking_is_refused_under_ckks_with_two_institutions_and_with_a_bad_thre
     # Known only at run time: two institutions connect.
     with pytest.raises(ConfigError, match="needs at least 3 institutions, got 2"):
         train(sites, tmp_path, "pairwise", names=SITES[:2], federation={"min_clients": 2})
+
+
+def test_a_coalition_of_the_server_and_t_minus_1_members_does_not_read_an_update_in_a_run(sites, tmp_path) -> None:
+    """The attacker holds the HE secret key, every reply the server received, and all that two members (t - 1
+    for t = 3 of 5) kept of the round: their mask keys, seeds and the shares they hold. Its best estimate of
+    elm's update is uncorrelated with it; without masking the same attacker reads it exactly."""
+    from fedx.flower.masking import _MASK_STATE
+    from fedx.secagg import MaskingClient, UnmaskReply
+    from fedx.secagg.client import SELF_SEED_BYTES, pair_mask, pair_sign, self_mask
+    from fedx.secagg.sharing import combine
+
+    mlp = {"model": {"kind": "mlp", "hidden": [100, 100]}, "federation": {"rounds": 1}}
+    plain, pgrid, _ = train(sites, tmp_path / "p", "none", **mlp)
+    _, mgrid, _ = train(sites, tmp_path / "m", "pairwise", **mlp)
+    t = public().preset.plain_modulus
+    target, coalition = "elm", ("ash", "birch")
+    n = sum(int(np.prod(s)) for s in plain.strategy.update_shapes)
+    assert n > 10_000
+    # Without masks, the attacker's decryption of the target's blob is its quantized update (the truth here;
+    # tests/secagg/test_coalition.py shows the same attacker recovering it exactly).
+    truth = masked.centre(masked.decrypt_residues(secret(), _train_blobs(pgrid, 1)[target]), t).ravel()[:n]
+    assert np.count_nonzero(truth) > n // 2
+    blob = _train_blobs(mgrid, 1)[target]
+    y = masked.decrypt_residues(secret(), blob).astype(np.int64)
+    members = {m: MaskingClient.from_state(read_json(mgrid.contexts[i + 1].state, _MASK_STATE))
+               for i, m in enumerate(SITES)}
+    setup, roster = members[target].setup, members[coalition[0]]._roster
+    # The server rebuilt the target's self-mask seed from the survivors' replies: remove the self mask.
+    replies = [UnmaskReply.from_bytes(bytes.fromhex(read_json(msg.content)["reply"]))
+               for (name, phase, r), msg in mgrid.log.items() if phase == "mask-unmask" and r == 1]
+    seed = combine([rep.seed_shares[target] for rep in replies][:setup.threshold], setup.threshold, "seed",
+                   SELF_SEED_BYTES)
+    y = y - self_mask(seed, setup, y.size).reshape(y.shape)
+    # Remove the pairwise masks between the target and each coalition member.
+    for c in coalition:
+        m = pair_mask(members[c]._mask_key, roster.mask_keys[target], setup, c, target, y.size, c)
+        y = y - pair_sign(target, c) * m.reshape(y.shape)
+    guess = masked.centre(y, t).ravel()[:n]
+    assert abs(np.corrcoef(guess, truth)[0, 1]) < 0.05
+    # The masks left are those shared with the honest members: with theirs too, the update appears exactly.
+    for c in ("cedar", "fir"):
+        m = pair_mask(members[c]._mask_key, roster.mask_keys[target], setup, c, target, y.size, c)
+        y = y - pair_sign(target, c) * m.reshape(y.shape)
+    assert np.array_equal(masked.centre(y, t).ravel()[:n], truth)
