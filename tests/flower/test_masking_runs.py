@@ -190,6 +190,7 @@ def test_masking_is_refused_under_ckks_with_two_institutions_and_with_a_bad_thre
         train(sites, tmp_path, "pairwise", names=SITES[:2], federation={"min_clients": 2})
 
 
+@pytest.mark.slow  # about 40 s on 2 loaded cores: two runs of a 10^4-parameter model
 def test_a_coalition_of_the_server_and_t_minus_1_members_does_not_read_an_update_in_a_run(sites, tmp_path) -> None:
     """The attacker holds the HE secret key, every reply the server received, and all that two members (t - 1
     for t = 3 of 5) kept of the round: their mask keys, seeds and the shares they hold. Its best estimate of
