@@ -132,3 +132,19 @@ class Pins:
             self._pins.update(new)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps({k: v.hex() for k, v in sorted(self._pins.items())}, indent=1).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fedx.secagg.identity FOLDER``: make (or read) the identity key there; print its public key."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m fedx.secagg.identity NODE_OUT_DIR", file=sys.stderr)
+        return 2
+    print(public_bytes(load_or_create(Path(args[0]))).hex())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
