@@ -14,12 +14,12 @@ from fedx_deploy_support import Processes, build_deployment, rounds_done, wait_f
 
 from fedx.flower import deploy
 
-pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def test_masked_deployment_survives_a_node_killed_mid_run(tmp_path: Path, processes: Processes) -> None:
     root = tmp_path / "dep"
-    build_deployment(root, rounds=3, port=deploy.free_port(), extra_sites=("west",))
+    build_deployment(root, rounds=2, port=deploy.free_port(), extra_sites=("west",))
     (root / "nodekeys" / "west.pub").write_bytes((root / "west" / "west.pub").read_bytes())
     job = yaml.safe_load((root / "server.yaml").read_text())
     job["security"]["masking"] = "pairwise"
@@ -30,14 +30,14 @@ def test_masked_deployment_survives_a_node_killed_mid_run(tmp_path: Path, proces
     for name in ("east", "north", "south", "west"):
         processes.start(name, ["node", "--config", "node.yaml"], root / name)
 
-    wait_for(lambda: rounds_done(root) >= 1, 300, "round 1")
+    wait_for(lambda: rounds_done(root) >= 1, 900, "round 1")
     processes.kill("west")  # mid-run: the server is already in round 2's masking steps, or about to be
-    assert server.wait(timeout=400) == 0, (root / "server.out").read_text()[-3000:]
+    assert server.wait(timeout=900) == 0, (root / "server.out").read_text()[-3000:]
     result = json.loads((root / "server-out" / "result.json").read_text())
     history = result["history"]
-    assert [h["round"] for h in history] == [1, 2, 3]
+    assert [h["round"] for h in history] == [1, 2]
     assert set(history[0]["clients"]) == {"east", "north", "south", "west"}
-    assert set(history[2]["clients"]) == {"east", "north", "south"}
+    assert set(history[1]["clients"]) == {"east", "north", "south"}
     assert all(h["masking_bytes"]["up"] > 0 for h in history)
     assert set(result["per_institution"]) == {"east", "north", "south"}
     assert result["metrics"]["roc_auc"] > 0.7
