@@ -163,7 +163,7 @@ def part2(n_params: int, counts: list[int], modulus: int, slots: int) -> None:
     print(f"\n== Part 2: growth with the number of institutions ({n_params:,} parameters, masking protocol only) ==")
     print(f"{'institutions':>12s}{'threshold':>10s}{'key+share B/inst':>18s}{'vs upload':>10s}"
           f"{'mask s/inst':>12s}{'server s':>10s}{'server s, 1 drop':>17s}")
-    upload = he.get_preset("bfv-compact").describe()["bytes_per_param"]["upload"] * n_params  # measured
+    upload = he.describe("bfv-compact")["bytes_per_param"]["upload"] * n_params  # measured
     for n in counts:
         members = [f"inst_{i:02d}" for i in range(n)]
         res = protocol(members, modulus, shape)
