@@ -220,6 +220,7 @@ class Orchestrator(Coordinator):
         mask_bytes = (0, 0)
         if self.masking is not None:
             before = (self.masking.bytes_up, self.masking.bytes_down)
+            self.strategy.round = server_round  # the masking phases' messages and ledger entries name this round
             extra = self.masking.open(sampled, f"round {server_round}")
             sampled = [n for n in sampled if n in extra]  # the others cannot send a masked update
             self.strategy.mask_tag = self.masking.tag
