@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    cfg = load_config(args.config, overrides={"security.encryption": "none"})
+    cfg = load_config(args.config, overrides={"security.encryption": "none", "security.masking": "none"})
     rounds = args.rounds or cfg.federation.rounds
     if args.quick:
         rounds = min(rounds, 5)

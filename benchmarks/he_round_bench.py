@@ -53,6 +53,8 @@ def one_run(config: Path, encryption: str, rounds: int, seed: int | None, out: P
 
     overrides = {"security.encryption": encryption, "federation.rounds": rounds, "report.baselines": [],
                  "report.plots": False}
+    if encryption != "bfv-compact":
+        overrides["security.masking"] = "none"  # masks need bfv-compact's exact slots
     if seed is not None:
         overrides["seed"] = seed
     cfg = fedx.load_config(config, overrides=overrides)

@@ -11,7 +11,12 @@ values (no HE, which does not change with masking): key and share bytes per inst
 institution spends making its masks, and the seconds the server spends rebuilding the residual mask with
 no dropout and with one institution dropped before it sent its update.
 
-Goal: bytes per round at most 1.05x plain bfv-compact at 1M parameters and 10 institutions.
+Part 3 (``--example-sizes`` payments per bank, ``--example-rounds``): the anti-fraud example, reduced,
+through ``fedx run`` twice (masking off and on): seconds and bytes per round as result.json records them
+(the masking phases' JSON included), and whether the AUPRC is the same to the bit.
+
+Goals: bytes per round at most 1.05x plain bfv-compact at 1M parameters and 10 institutions; seconds per
+round on the anti-fraud example at most 1.2x.
 
 Usage::
 
@@ -27,15 +32,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import fedx.he as he
 from fedx.he import masked
-from fedx.secagg import MaskingClient, MaskingServer, RoundSetup
+from fedx.secagg import MaskingClient, MaskingServer, RoundSetup, identity
 
 #: Message round trips between the server and the institutions in one training round.
 PLAIN_ROUNDS = ["train: global model down, encrypted update up"]
-MASKED_ROUNDS = ["keys: setup down, public keys (advert) up",
-                 "shares: roster down, sealed shares up",
+MASKED_ROUNDS = ["keys: setup down, public keys (advert, signed with the identity key) up",
+                 "shares: roster and signed adverts down, sealed shares up",
                  "train: global model and relayed shares down, masked update up",
                  "unmask: survivor list down, shares of seeds and keys up"]
 
@@ -56,9 +62,11 @@ def protocol(members: list[str], modulus: int, rows_shape: tuple[int, int], drop
     down = {"setup": n * len(setup.to_bytes())}
     up: dict[str, int] = {}
     adverts = [c.advertise() for c in clients.values()]
-    up["adverts"] = sum(len(a.to_bytes()) for a in adverts)
+    ids = {m: Ed25519PrivateKey.generate() for m in members}
+    signed = sum(len(a.to_bytes()) + len(identity.sign_advert(ids[a.member], a)) + 32 for a in adverts)
+    up["signed adverts"] = signed
     roster = server.roster(adverts)
-    down["roster"] = n * len(roster.to_bytes())
+    down["roster and signed adverts"] = n * (len(roster.to_bytes()) + signed)
     bundles = [c.share_keys(roster) for c in clients.values()]
     up["shares"] = sum(len(b.to_bytes()) for b in bundles)
     relays = server.relay(bundles)
@@ -155,7 +163,7 @@ def part2(n_params: int, counts: list[int], modulus: int, slots: int) -> None:
     print(f"\n== Part 2: growth with the number of institutions ({n_params:,} parameters, masking protocol only) ==")
     print(f"{'institutions':>12s}{'threshold':>10s}{'key+share B/inst':>18s}{'vs upload':>10s}"
           f"{'mask s/inst':>12s}{'server s':>10s}{'server s, 1 drop':>17s}")
-    upload = he.get_preset("bfv-compact").describe()["bytes_per_param"]["upload"] * n_params  # measured
+    upload = he.describe("bfv-compact")["bytes_per_param"]["upload"] * n_params  # measured
     for n in counts:
         members = [f"inst_{i:02d}" for i in range(n)]
         res = protocol(members, modulus, shape)
@@ -165,15 +173,51 @@ def part2(n_params: int, counts: list[int], modulus: int, slots: int) -> None:
               f"{res['residual_s']:>10.3f}{drop['residual_s']:>17.3f}")
 
 
+def part3(sizes: int, rounds: int) -> None:
+    """The anti-fraud example through ``fedx run`` (Flower simulation), masked and plain, reduced."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import fedx
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "finance_antifraud" / "fedx.yaml"
+    over = {"data.params": {"sizes": [sizes] * 5}, "federation.rounds": rounds, "report.baselines": [],
+            "report.plots": False}
+    out = Path(tempfile.mkdtemp(prefix="fedx-mask-bench-"))
+    rows = {}
+    for masking in ("none", "pairwise"):
+        cfg = fedx.load_config(example, overrides={**over, "security.masking": masking})
+        fedx.run(cfg, out / masking, progress=False)
+        rows[masking] = json.loads((out / masking / "result.json").read_text())
+    print(f"\n== Part 3: the anti-fraud example, {sizes:,} payments per bank, {rounds} rounds, Flower simulation ==")
+    print(f"{'':34s}{'plain':>14s}{'masked':>14s}{'ratio':>8s}")
+    # Round 1 also starts the workers; the median over the rounds is the steady state.
+    sec = {k: statistics.median(h["seconds"] for h in r["history"]) for k, r in rows.items()}
+    per = {k: statistics.median(h["bytes_up"] + h["bytes_down"] for h in r["history"]) for k, r in rows.items()}
+    print(f"{'s per round (median)':34s}{sec['none']:>14.2f}{sec['pairwise']:>14.2f}{sec['pairwise'] / sec['none']:>8.3f}")
+    print(f"{'bytes per round (median)':34s}{per['none']:>14,.0f}{per['pairwise']:>14,.0f}"
+          f"{per['pairwise'] / per['none']:>8.4f}")
+    for k in ("none", "pairwise"):
+        print(f"  {k}: seconds by round {[round(h['seconds'], 2) for h in rows[k]['history']]}")
+    same = rows["none"]["metrics"]["auprc"] == rows["pairwise"]["metrics"]["auprc"]
+    print(f"AUPRC plain {rows['none']['metrics']['auprc']!r}, masked {rows['pairwise']['metrics']['auprc']!r}: "
+          f"equal to the bit: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=int, default=1_000_000)
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--growth", default="5,20,50")
+    parser.add_argument("--example-sizes", type=int, default=8000, help="payments per bank in part 3 (0: skip)")
+    parser.add_argument("--example-rounds", type=int, default=4)
     args = parser.parse_args()
     part1(args.params, args.members)
     preset = he.get_preset("bfv-compact")
     part2(args.params, [int(c) for c in args.growth.split(",")], preset.plain_modulus, preset.slots)
+    if args.example_sizes:
+        part3(args.example_sizes, args.example_rounds)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from .tasks.params import get_arrays, set_arrays, update_delta
 
 log = logging.getLogger(__name__)
 
-#: What travels for an aggregate: plaintext arrays, or one ciphertext blob.
-Payload = list[np.ndarray] | bytes
+#: What travels for an aggregate: plaintext arrays, or one ciphertext blob (under masking, the quantized
+#: slots that the messaging layer masks and encrypts: a :class:`fedx.he.masked.Quantized`).
+Payload = list[np.ndarray] | bytes | Any
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ class Institution:
         self._secret = None
         if encryption != "none":
             self._secret = _load_secret(spec)
+        #: Under ``security.masking: pairwise`` the sums leave as quantized slots, which the messaging
+        #: layer masks and encrypts (:mod:`fedx.secagg`); the slots are those that he.encrypt would encrypt.
+        self.masking = cfg.security.masking == "pairwise" and self._secret is not None
 
     # ------------------------------------------------------------------ data
 
@@ -422,6 +426,11 @@ class Institution:
             return arrays
         from . import he
 
+        if self.masking:
+            from .he import masked
+
+            return masked.quantize(self._secret, arrays, weight=weight, total_weight=max(total_weight, weight),
+                                   value_bound=value_bound)
         return he.encrypt(self._secret, arrays, weight=weight, total_weight=max(total_weight, weight),
                           value_bound=value_bound)
 
@@ -430,6 +439,10 @@ class Institution:
             return arrays
         from . import he
 
+        if self.masking:
+            from .he import masked
+
+            return masked.quantize(self._secret, arrays, kind="sum")
         return he.encrypt(self._secret, arrays, kind="sum")
 
     def _open(self, payload: Payload) -> list[np.ndarray]:

@@ -30,6 +30,7 @@ ROBUST_AGGREGATORS = ("trimmed_mean", "median", "krum", "multi_krum")
 
 
 ENCRYPTIONS = ("none", "ckks", "bfv-compact")
+MASKINGS = ("none", "pairwise")
 
 
 BASELINES = ("local", "centralized")

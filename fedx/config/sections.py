@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from .vertical import VerticalPartyConfig, check_vertical_data, check_vertical_run
-from .rules import LABEL_BLOCKS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
+from .rules import LABEL_BLOCKS, MASKINGS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
 
 
 
@@ -175,6 +175,13 @@ class SecurityConfig:
     he: HEConfig = _f(factory=HEConfig)
     dp: DPConfig | None = _f(None)
     audit: bool = _f(True, doc="keep a hash-chained ledger of what leaves each institution")
+    masking: Literal[MASKINGS] = _f(  # type: ignore[valid-type]
+        "none", doc="pairwise: cover every encrypted sum with pairwise masks, so that no coalition of the server "
+                    "with fewer than threshold institutions reads one institution's values (bfv-compact, 3 or "
+                    "more institutions; docs/masking.md)")
+    threshold: int | None = _f(None, lo=2, doc="masking: the institutions needed to remove the masks of a round; "
+                                               "at most threshold-1 colluders are tolerated (default: a strict "
+                                               "majority of each round's institutions)")
     min_intersection: int = _f(100, lo=1, doc="vertical: refuse a run whose parties share fewer people")
     psi_reveal: Literal[PSI_REVEAL] = _f(  # type: ignore[valid-type]
         "label_party", doc="vertical: who learns which of its rows are shared: the label party only, or every party "
@@ -323,6 +330,9 @@ class Config:
             raise ConfigError("task: missing required key (what to learn), or give a stats: section (for "
                               "`fedx stats`, or fedx.stats in Python)")
         if self.data.vertical:
+            if self.security.masking != "none":
+                raise ConfigError("security.masking: pairwise masks sums of horizontal runs; a vertical run has no "
+                                  "such sum (its messages are listed in docs/security.md): set security.masking: none")
             check_vertical_run(self)
             return
         if self.task is not None and self.data.target is None:
@@ -362,6 +372,33 @@ class Config:
         if self.federation.min_clients > self.n_institutions_hint():
             raise ConfigError(f"federation.min_clients: {self.federation.min_clients} is more than "
                               f"the {self.n_institutions_hint()} institutions in data.institutions")
+        self.check_masking()
+
+    def check_masking(self, n_institutions: int | None = None) -> None:
+        """Refuse ``security.masking: pairwise`` where it cannot work or protects nothing.
+
+        ``n_institutions`` is the number of institutions once known (at run time); before that, the
+        number that ``data.institutions`` fixes, if any.
+        """
+        sec = self.security
+        if sec.masking == "none":
+            if sec.threshold is not None:
+                raise ConfigError("security.threshold: applies to security.masking: pairwise, and masking is none")
+            return
+        if sec.encryption != "bfv-compact":
+            raise ConfigError(f"security.masking: pairwise needs security.encryption: bfv-compact, got "
+                              f"'{sec.encryption}': masks must cancel exactly, which needs integer plaintext slots "
+                              f"mod t; ckks slots are approximate reals, and without encryption there is nothing "
+                              f"to mask inside (set security.encryption: bfv-compact, or security.masking: none)")
+        n = n_institutions if n_institutions is not None else self.n_institutions_hint()
+        if n < 3:
+            raise ConfigError(f"security.masking: pairwise needs at least 3 institutions, got {n}: with two, each "
+                              f"one's update is the sum minus its own, so masks protect nothing (set "
+                              f"security.masking: none)")
+        t = sec.threshold
+        if t is not None and n < (1 << 30) and not n // 2 < t <= n:
+            raise ConfigError(f"security.threshold: must lie in [{n // 2 + 1}, {n}] for {n} institutions (a strict "
+                              f"majority at least, so that two disjoint groups can never both remove masks), got {t}")
 
     def n_institutions_hint(self) -> int:
         """Number of institutions when the config fixes it (sizes given), else a large number."""

@@ -110,8 +110,12 @@ def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec:
         out.update(inst.hello())
     elif phase == P.LEVELS:
         out["levels"] = inst.levels()
+    elif phase in (P.MASK_KEYS, P.MASK_SHARES, P.MASK_UNMASK):
+        from .masking import client_phase
+
+        out.update(client_phase(phase, req, context, inst))
     elif phase == P.MOMENTS:
-        records["payload"] = payload_record(inst.moments(req["levels"]))
+        records["payload"] = payload_record(_masked(inst, {"blob": inst.moments(req["levels"])}, req, context)["blob"])
     elif phase == P.SETUP:
         digests = inst.setup(req["levels"], read_payload(content.array_records[P.REC_SETUP]))
         out.update(digests)
@@ -131,6 +135,7 @@ def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec:
         doc, payloads = inst.stats_step(req.get("levels") or {}, req.get("stage"), total)
         out.update(doc)
         if payloads:
+            payloads = _masked(inst, payloads, req, context)
             records["payload"] = blobs_record(payloads) if req.get("encrypted") else \
                 named_arrays_record({k: v[0] for k, v in payloads.items()})
     elif phase == P.LOCAL_BASELINE:
@@ -141,7 +146,7 @@ def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec:
         _sync(inst, req, content)
         if phase == P.TRAIN:
             payload, metrics = inst.train(int(req["round"]), float(req["total_weight"]), int(req.get("n_clients", 1)))
-            records["payload"] = payload_record(payload)
+            records["payload"] = payload_record(_masked(inst, {"blob": payload}, req, context)["blob"])
             records["metrics"] = MetricRecord({k: float(v) for k, v in metrics.items()})
         else:
             metrics, stats = inst.evaluate()
@@ -158,6 +163,15 @@ def _run_phase(req: dict[str, Any], content: RecordDict, context: Context, spec:
         out["done"] = inst.state.report is not None
     _save_state(context, inst.state)
     return RecordDict({"fedx": json_record(out), **records})
+
+
+def _masked(inst: Institution, payloads: dict[str, Any], req: dict[str, Any], context: Context) -> dict[str, Any]:
+    """``payloads`` as they leave: masked and encrypted under ``security.masking: pairwise``, else as they are."""
+    if not inst.masking:
+        return payloads
+    from .masking import seal
+
+    return seal(payloads, req, context, inst)
 
 
 def _needs_setup(inst: Institution, setup: dict[str, Any]) -> bool:

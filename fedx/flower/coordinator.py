@@ -108,6 +108,11 @@ class Coordinator:
         self._sent_to: dict[str, int] = {}
         self._receipts = AuditLedger(receipts) if receipts is not None else None
         self._last_receipt: dict[str, dict[str, Any]] = {}  # institution -> seq and hash of its latest receipt
+        self.masking: Any = None
+        if cfg.security.masking == "pairwise" and self.encrypted:
+            from .masking import ServerMasking
+
+            self.masking = ServerMasking(self, cfg.security.threshold)
         if self._receipts is not None and self._receipts.head["seq"]:
             for e in entries(self._receipts.path):  # a resumed run continues its receipts
                 self._last_receipt[str(e["checks"].get("institution"))] = {"seq": e["seq"], "hash": e["hash"]}
@@ -152,6 +157,8 @@ class Coordinator:
         if len(self.nodes) < self.cfg.federation.min_clients:
             raise FederationError(f"only {len(self.nodes)} institution(s) answered; federation.min_clients is "
                                   f"{self.cfg.federation.min_clients}")
+        if self.masking is not None:
+            self.cfg.check_masking(len(self.nodes))  # the count is known now: refuse fewer than 3
         self.on_event("connected", {"institutions": sorted(names)})
         return replies
 

@@ -31,6 +31,7 @@ from ..run_folder import config_digest, legacy_config_digest
 from ..summary import FederationSummary
 from . import protocol as P
 from .coordinator import Coordinator, Event, NodeView
+from .masking import add_to_message, check_masked, masked_sum, with_mask
 from .records import content_bytes, payload_record, read_payload, read_stats
 from .strategy import FedxStrategy, RoundFailed
 
@@ -156,10 +157,18 @@ class Orchestrator(Coordinator):
         levels = merge_levels([doc["levels"] for doc in self.ask(P.LEVELS, {n: {} for n in ids}, "levels").values()])
         for column, found in levels.items():
             check_levels(column, len(found), None, "the federation")   # the union: no institution sees it alone
-        docs = {n: {"levels": levels} for n in ids}
+        docs: dict[int, dict[str, Any]] = {n: {"levels": levels} for n in ids}
+        if self.masking is not None:
+            docs = with_mask(docs, self.masking.open(ids, "moments"))
         moment_replies = self.ask(P.MOMENTS, docs, "moments", want_content=True)
         payloads = [read_payload(c.array_records["payload"]) for _, c in moment_replies.values()]
-        total = self.sum_payloads(payloads)
+        if self.masking is not None:
+            for p in payloads:
+                check_masked(p, self.masking.tag)
+            survivors = [self.nodes[n].name for n in moment_replies]
+            (total,) = self.masking.close(survivors, [masked_sum(self.public, payloads)], "moments")
+        else:
+            total = self.sum_payloads(payloads)
         self.strategy.setup_payload = total
         setup_docs = {n: {"levels": levels, "send_params": not self.strategy.encrypted} for n in moment_replies}
         replies = self.ask(P.SETUP, setup_docs, "setup", want_content=True,
@@ -207,8 +216,19 @@ class Orchestrator(Coordinator):
         t0 = time.perf_counter()
         self.on_event("round_start", {"round": server_round})
         sampled = self._sample()
+        extra: dict[int, dict[str, Any]] | None = None
+        mask_bytes = (0, 0)
+        if self.masking is not None:
+            before = (self.masking.bytes_up, self.masking.bytes_down)
+            self.strategy.round = server_round  # the masking phases' messages and ledger entries name this round
+            extra = self.masking.open(sampled, f"round {server_round}")
+            sampled = [n for n in sampled if n in extra]  # the others cannot send a masked update
+            self.strategy.mask_tag = self.masking.tag
         msgs = list(self.strategy.configure_train(server_round, None, ConfigRecord({"nodes": sampled}),  # type: ignore[arg-type]
                                                   self.grid))
+        if extra is not None:
+            for m in msgs:
+                add_to_message(m, extra[m.metadata.dst_node_id])
         down = sum(content_bytes(m.content) for m in msgs)
         replies = self.exchange(msgs, "train")
         up = sum(content_bytes(m.content) for m in replies if not m.has_error())
@@ -219,6 +239,13 @@ class Orchestrator(Coordinator):
         except RoundFailed as exc:
             raise FederationError(str(exc)) from None
         outcome = self.strategy.last_outcome
+        if self.masking is not None:
+            masked_total = self.strategy.aggregates.pop(server_round, None)
+            if masked_total is not None:
+                (self.strategy.aggregates[server_round],) = self.masking.close(
+                    outcome.accepted, [masked_total], f"round {server_round}")
+            mask_bytes = (self.masking.bytes_up - before[0], self.masking.bytes_down - before[1])
+            up, down = up + mask_bytes[0], down + mask_bytes[1]
         every = self.cfg.federation.eval_every
         metrics: dict[str, Any] = {}
         per_inst: dict[str, Any] = {}
@@ -259,6 +286,8 @@ class Orchestrator(Coordinator):
             "update_bytes_per_param": float(np.mean(update_bytes)) / max(n_values, 1) if update_bytes else 0.0,
             "seconds": time.perf_counter() - t0,
         }
+        if self.masking is not None:
+            row["masking_bytes"] = {"up": int(mask_bytes[0]), "down": int(mask_bytes[1])}
         if privacy:
             row["privacy"] = privacy
         self.summary.history.append(row)

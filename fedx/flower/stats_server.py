@@ -18,6 +18,7 @@ from ..data.preprocess import merge_levels
 from ..errors import FederationError
 from . import protocol as P
 from .coordinator import Coordinator
+from .masking import check_masked, masked_sum, with_mask
 from .records import blobs_record, named_arrays_record, read_blobs, read_named_arrays
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class StatsOrchestrator(Coordinator):
             self.on_event("phase", {"what": f"statistics stage {step}"})
             doc = {"levels": levels, "stage": stage, "encrypted": self.encrypted}
             records = {P.REC_GLOBAL: self._record(total)} if total is not None else None
-            answers = self.ask(P.STATS, {n: doc for n in self.nodes}, f"statistics stage {step}",
-                               want_content=True, records=records)
+            docs: dict[int, dict[str, Any]] = {n: doc for n in self.nodes}
+            if self.masking is not None:
+                docs = with_mask(docs, self.masking.open(list(self.nodes), f"statistics stage {step}"))
+            answers = self.ask(P.STATS, docs, f"statistics stage {step}", want_content=True, records=records)
             for nid in answers:
                 self.nodes[nid].ready = True
             agreed = self._agree(answers)
@@ -59,7 +62,15 @@ class StatsOrchestrator(Coordinator):
                 return result
             stage = first["stage"]
             parts = [self._payloads(answers[n][1]) for n in agreed]
-            total = {key: self.sum_payloads([p[key] for p in parts]) for key in parts[0]}
+            if self.masking is not None:
+                keys = sorted(parts[0])
+                for p in parts:
+                    check_masked(p[keys[0]], self.masking.tag)
+                sums = [masked_sum(self.public, [p[k] for p in parts]) for k in keys]
+                total = dict(zip(keys, self.masking.close([self.nodes[n].name for n in agreed], sums,
+                                                          f"statistics stage {step}")))
+            else:
+                total = {key: self.sum_payloads([p[key] for p in parts]) for key in parts[0]}
         raise FederationError(f"the statistics did not finish within {MAX_STAGES} stages")
 
     def _agree(self, answers: dict[int, tuple[dict[str, Any], Any]]) -> list[int]:

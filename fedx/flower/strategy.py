@@ -88,6 +88,8 @@ class FedxStrategy(Strategy):
         self.eval_dropped: dict[str, str] = {}
         self.sender: Callable[[Message], int] = lambda msg: msg.metadata.src_node_id
         self.receipt_head: Callable[[NodeView], dict[str, Any] | None] = lambda node: None
+        #: Under security.masking: pairwise, the tag of this round's masked updates (set by the orchestrator).
+        self.mask_tag: str | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -111,7 +113,8 @@ class FedxStrategy(Strategy):
         content: dict[str, Any] = dict(records or {})
         if not node.ready or node.synced_round < 0:
             body["config"] = self.job
-        if phase not in (P.HELLO, P.LEVELS, P.MOMENTS, P.SETUP, P.LOCAL_BASELINE) and not node.ready:
+        if phase not in (P.HELLO, P.LEVELS, P.MOMENTS, P.SETUP, P.LOCAL_BASELINE, P.MASK_KEYS, P.MASK_SHARES,
+                         P.MASK_UNMASK) and not node.ready:
             body["setup"] = self.setup_doc
             content[P.REC_SETUP] = _payload_record(self.setup_payload)
         if target_round is not None:
@@ -172,7 +175,12 @@ class FedxStrategy(Strategy):
         if self.encrypted:
             from .. import he
 
-            self.aggregates[server_round] = he.aggregate(self.public, (g[1] for g in good))
+            if self.mask_tag is not None:  # still masked: the orchestrator removes the masks
+                from .masking import masked_sum
+
+                self.aggregates[server_round] = masked_sum(self.public, [g[1] for g in good])
+            else:
+                self.aggregates[server_round] = he.aggregate(self.public, (g[1] for g in good))
         else:
             assert self.state is not None
             weights = [1.0] * len(good) if self.dp is not None else [g[2] for g in good]
@@ -265,6 +273,10 @@ class FedxStrategy(Strategy):
             from .. import he
 
             try:
+                if self.mask_tag is not None:
+                    from .masking import check_masked
+
+                    payload = check_masked(payload, self.mask_tag)
                 header = he.inspect(payload)
             except FedxError as exc:
                 return str(exc)

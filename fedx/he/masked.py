@@ -75,7 +75,7 @@ def require_maskable(preset: Preset, where: str) -> BfvPreset:
 
 
 def quantize(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], weight: float = 1.0,
-             total_weight: float | None = None, kind: Kind = "mean") -> Quantized:
+             total_weight: float | None = None, kind: Kind = "mean", value_bound: float | None = None) -> Quantized:
     """Encode arrays as :func:`fedx.he.encrypt` does, but stop before encryption.
 
     The header is data-independent: its capacity bound and encoding report follow from the preset and
@@ -91,7 +91,9 @@ def quantize(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], w
     """
     key = _require_secret(secret, "he.masked.quantize")
     preset = require_maskable(key.preset, "he.masked.quantize")
-    bound = preset.max_sum_value if kind == "sum" else preset.clip
+    if value_bound is None:
+        value_bound = preset.max_sum_value if kind == "sum" else preset.clip
+    bound = value_bound
     header, rows = encode_update(key, arrays, weight, total_weight, kind, bound, "he.masked.quantize")
     return Quantized(header, rows, preset.plain_modulus)
 

@@ -223,6 +223,48 @@ class MaskingClient:
                            seed_shares={m: self._held[m][0] for m in sorted(survivors)},
                            key_shares={m: self._held[m][1] for m in sorted(dropped)})
 
+    # ------------------------------------------------------------------ between messages
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything this client holds, as JSON-ready text, so that it survives between two messages.
+
+        It holds the round's private keys, seed and the shares of others: it stays at the institution
+        (Flower's node state) and never travels.
+        """
+        return {"member": self.member, "setup": self.setup.to_bytes().hex(),
+                "mask_key": channel.private_bytes(self._mask_key).hex(),
+                "channel_key": channel.private_bytes(self._channel_key).hex(), "seed": self._seed.hex(),
+                "roster": self._roster.to_bytes().hex() if self._roster is not None else None,
+                "sharers": list(self._sharers) if self._sharers is not None else None,
+                "held": {m: [a.hex(), b.hex()] for m, (a, b) in self._held.items()},
+                "masked": self._masked, "revealed": dict(self._revealed)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> MaskingClient:
+        """The client that :meth:`to_state` saved.
+
+        Raises
+        ------
+        MaskingError
+            A state that is not one :meth:`to_state` wrote.
+        """
+        try:
+            setup = RoundSetup.from_bytes(bytes.fromhex(state["setup"]))
+            self = cls(str(state["member"]), setup)
+            self._mask_key = channel.load_private(bytes.fromhex(state["mask_key"]), "saved mask key")
+            self._channel_key = channel.load_private(bytes.fromhex(state["channel_key"]), "saved channel key")
+            self._seed = bytes.fromhex(state["seed"])
+            roster = state.get("roster")
+            self._roster = Roster.from_bytes(bytes.fromhex(roster)) if roster else None
+            sharers = state.get("sharers")
+            self._sharers = tuple(sharers) if sharers is not None else None
+            self._held = {m: (bytes.fromhex(a), bytes.fromhex(b)) for m, (a, b) in state["held"].items()}
+            self._masked = bool(state["masked"])
+            self._revealed = {m: k for m, k in state["revealed"].items() if k in ("seed", "key")}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MaskingError(f"the saved masking state is damaged ({type(exc).__name__}: {exc})") from None
+        return self
+
     # ------------------------------------------------------------------ helpers
 
     def _channel(self, other: str) -> bytes:

@@ -38,7 +38,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert cfg.security.encryption == "bfv-compact", "the example ships with encryption on"
     fedx.run(cfg, out / "encrypted", progress=False)
     plain = fedx.load_config(EXAMPLE / "fedx.yaml",
-                             overrides={"security.encryption": "none", "report.baselines": []})
+                             overrides={"security.encryption": "none", "security.masking": "none",
+                                        "report.baselines": []})
     fedx.run(plain, out / "plain", progress=False)
     return {"encrypted": out / "encrypted", "plain": out / "plain"}
 
