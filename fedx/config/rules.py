@@ -229,5 +229,5 @@ PSI_COUNT_TO = ("all", "label_party")
 LABEL_BLOCKS = ("two_key", "one_key")
 
 
-#: The synthetic sources of a vertical run (one table per party; fedx.data.synthetic.health_insurance).
-VERTICAL_SYNTHETIC = ("synthetic/health_insurance",)
+#: The synthetic sources of a vertical run (one table per party; fedx.data.synthetic.health_insurance, .credit).
+VERTICAL_SYNTHETIC = ("synthetic/health_insurance", "synthetic/credit")

@@ -127,6 +127,7 @@ class SecureBoostFeatureParty:
         self._g = self._h = None
         self._plain: tuple[np.ndarray, np.ndarray] | None = None
         self._tree = -1
+        self._node = np.zeros(0, dtype=np.int64)
 
     def describe(self) -> bytes:
         """Setup message to the label party: its column names and the number of bins of each."""
@@ -163,7 +164,9 @@ class SecureBoostFeatureParty:
         features in the tree's column sample.
         """
         head, arrays = _unpack(message)
-        node_of_row, nodes, features = arrays["node"], [int(n) for n in arrays["nodes"]], arrays["features"]
+        node_of_row, nodes, features = arrays["node"].astype(np.int64), [int(n) for n in arrays["nodes"]], \
+            arrays["features"]
+        self._node = node_of_row
         layout = HistogramLayout(features=features.astype(np.int64), n_bins=self.edges.n_bins[features])
         if self._plain is not None:
             slot = _slots(node_of_row, nodes)
@@ -195,8 +198,8 @@ class SecureBoostFeatureParty:
 
     def split(self, message: bytes) -> bytes:
         """Keep the threshold of each split on its columns; return which of the node's rows go left."""
-        head, arrays = _unpack(message)
-        node_of_row = arrays["node"]
+        head, _ = _unpack(message)
+        node_of_row = self._node        # the rows of each node at this level, from the level's request
         bits = []
         for s in head["splits"]:
             f, b, dleft = int(s["feature"]), int(s["bin"]), bool(s["default_left"])
@@ -426,7 +429,7 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
                 if i == 0:
                     part = node_histograms(own_flat, g, h, _slots(node, nodes), len(nodes), size)
                 else:
-                    ask = _pack({"tree": t, "level": level}, {"node": node, "nodes": np.asarray(nodes),
+                    ask = _pack({"tree": t, "level": level}, {"node": _compact(node), "nodes": np.asarray(nodes),
                                                              "features": local[i]})
                     reply = parties[owner].histograms(send(label.name, owner, "sb_nodes", ask))
                     send(owner, label.name, "sb_histograms", reply)
@@ -450,6 +453,12 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
     log.info("secureboost: %d trees, %.1f s, %.1f MB", len(structures), time.perf_counter() - t0,
              stats.total_bytes / 1e6)
     return SecureBoostModel(structures, base_margin, params, owners, feature_names, label.name, shares)
+
+
+def _compact(node: np.ndarray) -> np.ndarray:
+    """Node ids in the smallest unsigned type that holds them (a tree of depth D has < 2^(D+1) nodes)."""
+    top = int(node.max()) if node.size else 0
+    return node.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
 
 
 def _no_edges(all_bins: np.ndarray) -> BinEdges:
@@ -478,7 +487,7 @@ def _apply(label: SecureBoostLabelParty, parties: Mapping[str, SecureBoostFeatur
             continue
         owner = owners[i]
         ask = _pack({"tree": tree, "splits": [{"node": s.node, "feature": s.feature - int(starts[i]), "bin": s.bin,
-                                               "default_left": s.default_left} for s in group]}, {"node": node})
+                                               "default_left": s.default_left} for s in group]})
         _, bits = _unpack(send(owner, label.name, "sb_partition",
                                parties[owner].split(send(label.name, owner, "sb_split", ask))))
         for k, s in enumerate(group):
