@@ -88,7 +88,8 @@ def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bo
     if cfg.model.kind == "gbdt":
         from .run_gbdt import run_vertical_gbdt
 
-        return run_vertical_gbdt(cfg, out_dir, progress=progress, force=force, tables=tables)
+        return run_vertical_gbdt(cfg, out_dir, progress=progress, force=force, tables=tables,
+                                 steps=(_Audit, _default_out_dir, _intersect))
     target = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "result.json", resume=False, force=force, resumable=False)
     say: Callable[[str], None] = (lambda line: print(line, flush=True)) if progress else (lambda line: None)

@@ -122,9 +122,14 @@ def _scores(y: np.ndarray, p: np.ndarray, binary: bool) -> dict[str, Any]:
 
 
 def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
-                      tables: Mapping[str, pd.DataFrame] | None = None) -> RunResult:
-    """Run a vertical ``model.kind: gbdt`` config in simulation (the module docstring says how)."""
-    from .run import _Audit, _default_out_dir, _intersect
+                      tables: Mapping[str, pd.DataFrame] | None = None,
+                      steps: tuple[Any, Any, Any] = ()) -> RunResult:
+    """Run a vertical ``model.kind: gbdt`` config in simulation (the module docstring says how).
+
+    ``steps`` are the vertical run's shared steps (:mod:`fedx.vertical.run`, which calls this): the ledgers
+    and relay receipts, the default run folder, and the private set intersection with the hold-out.
+    """
+    _Audit, _default_out_dir, _intersect = steps
 
     target = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "result.json", resume=False, force=force, resumable=False)

@@ -53,8 +53,6 @@ __all__ = ["ENCRYPTIONS", "FitStats", "SecureBoostFeatureParty", "SecureBoostLab
 log = logging.getLogger(__name__)
 
 ENCRYPTIONS = ("ckks", "none")
-#: Indicator vectors encoded and summed per batch (bounds the memory of a level at a feature party).
-MASK_BATCH = 64
 
 Observe = Callable[[str, str, str, bytes], None]
 
@@ -124,7 +122,7 @@ class SecureBoostFeatureParty:
         self.bins = self.edges.bin(self.X)
         self.splits = PartySplits(name, self.feature_names)
         self._evaluator: Any = None
-        self._g = self._h = None
+        self._pair: Any = None
         self._plain: tuple[np.ndarray, np.ndarray] | None = None
         self._tree = -1
         self._node = np.zeros(0, dtype=np.int64)
@@ -152,9 +150,9 @@ class SecureBoostFeatureParty:
         self._tree = int(meta["tree"])
         if self._evaluator is None:
             raise HEError(f"party {self.name}: encrypted gradients before the label party's public context")
-        n = self.X.shape[0]
-        self._g = self._evaluator.load_vector(parts[1], n, f"{self.name}: encrypted gradients")
-        self._h = self._evaluator.load_vector(parts[2], n, f"{self.name}: encrypted hessians")
+        from ..he.histograms import HistogramEvaluator
+
+        self._pair = HistogramEvaluator(self._evaluator, parts[1], self.X.shape[0], f"{self.name}: encrypted g/h")
         self._plain = None
 
     def histograms(self, message: bytes) -> bytes:
@@ -172,29 +170,18 @@ class SecureBoostFeatureParty:
             slot = _slots(node_of_row, nodes)
             hist = node_histograms(layout.flat_bins(self.bins), *self._plain, slot, len(nodes), layout.size)
             return _pack({"level": head["level"]}, {"hist": hist})
-        evaluator = self._evaluator
-        masks = self._masks(node_of_row, nodes, layout)
-        blobs = []
-        for start in range(0, len(masks), MASK_BATCH):
-            batch = masks[start:start + MASK_BATCH]
-            encoded = evaluator.encode(batch)
-            blobs.append(evaluator.inner_sums(self._g, encoded=encoded, count=len(batch)))
-            blobs.append(evaluator.inner_sums(self._h, encoded=encoded, count=len(batch)))
-        return _join([json.dumps({"level": head["level"], "count": len(masks)}).encode(), *blobs])
+        from ..he.histograms import block_width
 
-    def _masks(self, node_of_row: np.ndarray, nodes: list[int], layout: HistogramLayout) -> list[np.ndarray]:
-        """The 0/1 indicator of every (node, feature, bin), in the flat histogram's order."""
-        n = node_of_row.shape[0]
-        zero = np.zeros(n)
-        out: list[np.ndarray] = []
-        for node in nodes:
-            in_node = node_of_row == node
-            for f, nb in zip(layout.features, layout.n_bins):
-                col = self.bins[:, f]
-                for b in range(int(nb)):
-                    m = in_node & (col == b)
-                    out.append(m.astype(np.float64) if m.any() else zero)
-        return out
+        slot = _slots(node_of_row, nodes)
+        rows = np.flatnonzero(slot >= 0)
+        total = len(nodes) * layout.size
+        width = block_width(total)
+        flat = (slot[rows, None] * layout.size + layout.flat_bins(self.bins[rows])).ravel()
+        rows = np.repeat(rows, len(layout.features))
+        block = flat // width
+        blocks = [(rows[block == k], flat[block == k] - k * width) for k in range(-(-total // width))]
+        blob = self._pair.block_sums(blocks, width)
+        return _join([json.dumps({"level": head["level"], "count": total, "width": width}).encode(), blob])
 
     def split(self, message: bytes) -> bytes:
         """Keep the threshold of each split on its columns; return which of the node's rows go left."""
@@ -316,7 +303,9 @@ class SecureBoostLabelParty:
         if self.key is None:
             body = _pack({"tree": tree}, {"g": g, "h": h})
             return body + len(body).to_bytes(8, "big")
-        return _join([json.dumps({"tree": tree}).encode(), self.key.encrypt(g), self.key.encrypt(h)])
+        from ..he.histograms import encrypt_pair
+
+        return _join([json.dumps({"tree": tree}).encode(), encrypt_pair(self.key, g, h)])
 
     def decrypt_histograms(self, message: bytes, shape: tuple[int, int], stats: FitStats, party: str) -> np.ndarray:
         """A feature party's sums as ``(nodes, size, 2)`` on the grid (the CKKS error checked)."""
@@ -326,15 +315,16 @@ class SecureBoostLabelParty:
             if hist.shape != (*shape, 2):
                 raise DataError(f"party {party}: histograms of shape {hist.shape}, expected {(*shape, 2)}")
             return hist
+        from ..he.histograms import block_width, decrypt_blocks
+
         parts = _split(message)
-        count = int(json.loads(parts[0])["count"])
-        if count != shape[0] * shape[1] or len(parts) % 2 == 0:
-            raise HEError(f"party {party}: {count} encrypted sums, expected {shape[0] * shape[1]}")
-        gs, hs = [], []
-        for i in range(1, len(parts), 2):
-            gs.append(self.key.decrypt_sums(parts[i], f"sums of g from {party}"))
-            hs.append(self.key.decrypt_sums(parts[i + 1], f"sums of h from {party}"))
-        out = np.stack([np.concatenate(gs), np.concatenate(hs)], axis=1)
+        head = json.loads(parts[0])
+        total = shape[0] * shape[1]
+        width = block_width(total)
+        if int(head["count"]) != total or int(head["width"]) != width or len(parts) != 2:
+            raise HEError(f"party {party}: {head.get('count')} encrypted sums, expected {total}")
+        counts = [min(width, total - k) for k in range(0, total, width)]
+        out = decrypt_blocks(self.key, parts[1], counts, width, f"histograms from {party}")
         snapped = quantize(out, self.params.quantum_bits)
         error = float(np.max(np.abs(out - snapped))) if out.size else 0.0
         stats.max_error = max(stats.max_error, error)
