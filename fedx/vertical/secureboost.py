@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 ENCRYPTIONS = ("ckks", "none")
 
 Observe = Callable[[str, str, str, bytes], None]
+#: Messages sent once per run (the rest are per tree).
+SETUP_KINDS = ("sb_describe", "sb_public_key")
 
 
 def _pack(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -232,8 +234,9 @@ class FitStats:
 
     def to_dict(self) -> dict[str, Any]:
         trees = max(len(self.levels_per_tree), 1)
+        setup = sum(v for k, v in self.bytes.items() if k in SETUP_KINDS)
         return {"seconds": dict(self.seconds), "bytes": dict(self.bytes), "messages": dict(self.messages),
-                "bytes_per_tree": self.total_bytes / trees, "levels_per_tree": list(self.levels_per_tree),
+                "bytes_setup": setup, "bytes_per_tree": (self.total_bytes - setup) / trees, "levels_per_tree": list(self.levels_per_tree),
                 "max_decryption_error": self.max_error}
 
 
