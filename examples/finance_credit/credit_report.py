@@ -19,8 +19,8 @@ def report(doc: dict[str, Any]) -> str:
     label = doc["model"]["label_party"]
     joint, base = doc["metrics"]["test"], doc["baselines"]
     partners = [p for p in doc["parties"] if p != label]
-    lines = [f"Held-out shared customers: {joint['rows']:,} (default rate {joint['event_rate']:.1%}); "
-             f"{doc['psi']['shared']:,} customers shared by all three, {doc['psi']['fit_rows']:,} to fit.", "",
+    lines = [(f"Held-out shared customers: {joint['rows']:,} (default rate {joint['event_rate']:.1%}); "
+              f"{doc['psi']['shared']:,} customers shared by all three, {doc['psi']['fit_rows']:,} to fit."), "",
              "| model | ROC-AUC | KS |", "|---|---|---|"]
     if "local" in base:
         b = base["local"][label]
@@ -50,8 +50,8 @@ def report(doc: dict[str, Any]) -> str:
     setup = sum(v for k, v in m["bytes"].items() if k in ("sb_describe", "sb_public_key"))
     per_tree = (sum(m["bytes"].values()) - setup) / m["trees"]
     seconds = m["seconds"] if isinstance(m["seconds"], (int, float)) else sum(m["seconds"].values())
-    lines += ["", f"Fit: {m['trees']} trees in {seconds:.0f} s, {per_tree / 1e6:.2f} MB per tree "
-                  f"(and {setup / 1e6:.1f} MB once: the bank's public context)."]
+    lines += ["", (f"Fit: {m['trees']} trees in {seconds:.0f} s, {per_tree / 1e6:.2f} MB per tree "
+                   f"(and {setup / 1e6:.1f} MB once: the bank's public context).")]
     return "\n".join(lines)
 
 

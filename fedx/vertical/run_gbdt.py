@@ -39,10 +39,15 @@ from ..trees.binning import BinEdges
 from ..trees.horizontal import fit_pooled
 from ..trees.params import GBDTParams
 from .psi import select_test_rows
-from .secureboost import FitStats, SecureBoostFeatureParty, SecureBoostLabelParty, fit_secureboost
+from .secureboost import (
+    FitStats,
+    SecureBoostFeatureParty,
+    SecureBoostLabelParty,
+    fit_secureboost,
+)
 from .tables import PartyTable, describe, load_party_tables
 
-__all__ = ["gbdt_params", "lift_table", "ks_statistic", "party_columns", "run_vertical_gbdt"]
+__all__ = ["gbdt_params", "ks_statistic", "lift_table", "party_columns", "run_vertical_gbdt"]
 
 
 def gbdt_params(cfg: Config) -> GBDTParams:
@@ -104,7 +109,7 @@ def lift_table(y: np.ndarray, score: np.ndarray, groups: int = 10) -> list[dict[
         events = float(y[idx].sum())
         seen += events
         r = events / len(idx) if len(idx) else 0.0
-        out.append({"decile": k, "rows": int(len(idx)), "events": int(events), "event_rate": r,
+        out.append({"decile": k, "rows": len(idx), "events": int(events), "event_rate": r,
                     "min_score": float(score[idx].min()) if len(idx) else None,
                     "cumulative_capture": seen / total if total else 0.0, "lift": r / rate if rate else 0.0})
     return out
@@ -115,10 +120,10 @@ def _scores(y: np.ndarray, p: np.ndarray, binary: bool) -> dict[str, Any]:
 
     if binary:
         auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
-        return {"roc_auc": auc, "ks": ks_statistic(y, p), "rows": int(len(y)), "event_rate": float(y.mean())}
+        return {"roc_auc": auc, "ks": ks_statistic(y, p), "rows": len(y), "event_rate": float(y.mean())}
     mu = np.maximum(p, 1e-300)
     dev = 2.0 * np.sum(np.where(y > 0, y * np.log(np.maximum(y, 1e-300) / mu), 0.0) - (y - mu))
-    return {"poisson_deviance": float(dev), "rows": int(len(y))}
+    return {"poisson_deviance": float(dev), "rows": len(y)}
 
 
 def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
@@ -186,8 +191,8 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
         off_test = None if e_test is None else np.log(e_test)
         p_test = (model.predict_proba(held)[:, 1] if binary else model.predict(held, offset=off_test)) \
             if len(y_test) else np.zeros(0)
-        metrics: dict[str, Any] = {"test": _scores(y_test, p_test, binary) if len(y_test) else None, "fit_rows": int(len(y)),
-                   "test_rows": int(len(y_test))}
+        metrics: dict[str, Any] = {"test": _scores(y_test, p_test, binary) if len(y_test) else None, "fit_rows": len(y),
+                   "test_rows": len(y_test)}
         baselines: dict[str, Any] = {}
         lift = {"joint": lift_table(y_test, p_test) if binary and len(y_test) else None}
         if "local" in cfg.report.baselines and len(y_test):
@@ -226,7 +231,7 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
                       **{("phase_seconds" if k == "seconds" else k): v for k, v in stats.to_dict().items()}},
             "lift": lift,
             "psi": {"shared": label_al.n_shared, "rows": {n: len(t.df) for n, t in parties.items()},
-                    "fit_rows": int(len(y)), "test_rows": int(test.sum()), "seconds": psi["seconds"],
+                    "fit_rows": len(y), "test_rows": int(test.sum()), "seconds": psi["seconds"],
                     "bytes": psi["bytes"], "messages": psi["messages"], "policy": psi["policy"].to_dict()},
             "parties": described, "baselines": baselines, "history": [],
             "privacy": {

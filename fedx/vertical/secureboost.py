@@ -41,7 +41,13 @@ import numpy as np
 
 from ..errors import DataError, HEError
 from ..trees.binning import BinEdges
-from ..trees.engine import HistogramLayout, Split, TreeBuilder, node_histograms, quantize
+from ..trees.engine import (
+    HistogramLayout,
+    Split,
+    TreeBuilder,
+    node_histograms,
+    quantize,
+)
 from ..trees.horizontal import tree_features
 from ..trees.model import Tree
 from ..trees.objectives import get_objective

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fedx.errors import BlobError, HEError
-from fedx.he.histograms import HistogramEvaluator, block_width, decrypt_blocks, encrypt_pair
+from fedx.he.histograms import (
+    HistogramEvaluator,
+    block_width,
+    decrypt_blocks,
+    encrypt_pair,
+)
 from fedx.he.vectors import VectorEvaluator, VectorKey
 
 

@@ -18,17 +18,17 @@ import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trees"))
-from trees_support import classification  # noqa: E402
+from trees_support import classification
 
-from fedx.errors import DataError  # noqa: E402
-from fedx.trees import BinEdges, GBDTParams, fit_pooled  # noqa: E402
-from fedx.vertical.secureboost import (  # noqa: E402
+from fedx.errors import DataError
+from fedx.trees import BinEdges, GBDTParams, fit_pooled
+from fedx.vertical.secureboost import (
     FitStats,
     SecureBoostFeatureParty,
     SecureBoostLabelParty,
     fit_secureboost,
 )
-from fedx.vertical.secureboost_model import load_joint  # noqa: E402
+from fedx.vertical.secureboost_model import load_joint
 
 COLUMNS = {"bank": [0, 3], "telecom": [1, 2], "utility": [4, 5]}
 ORDER = [0, 3, 1, 2, 4, 5]

@@ -112,7 +112,7 @@ def generate_credit(n_customers: int = 60_000, *, telecom_share: float = 0.75, u
     if not 0.0 <= outsiders <= 5.0:
         raise ConfigError(f"data.params.outsiders: expected a number in [0, 5], got {outsiders!r}")
     rng = np.random.default_rng(seed)
-    n_out = int(round(outsiders * n_customers))
+    n_out = round(outsiders * n_customers)
     everyone = _people(rng, n_customers + 2 * n_out)
     ids = rng.permutation(10_000_000 + np.arange(len(everyone)) * 7 + 3)[: len(everyone)]
     everyone.insert(0, "customer_id", [f"C{i:09d}" for i in ids])
