@@ -212,8 +212,17 @@ class FedxEstimator(BaseEstimator):
         return kind(model, **kwargs)
 
     @classmethod
-    def load(cls, path: str | Path) -> FedxEstimator:
-        """Read a model file written by a run (``institutions/NAME/model.pt``) or by :meth:`save`."""
+    def load(cls, path: str | Path) -> Any:
+        """Read a model file written by a run (``institutions/NAME/model.pt``) or by :meth:`save`.
+
+        A vertical gbdt run folder (or its parties' ``model.json`` parts) gives the joint SecureBoost predictor
+        (:func:`fedx.vertical.secureboost_model.load_joint`).
+        """
+        p = Path(path)
+        if p.is_dir() or p.suffix == ".json":
+            from .vertical.secureboost_model import load_joint
+
+            return load_joint(p)
         return cls.from_model(FedxModel.load(path))
 
     def save(self, path: str | Path) -> Path:

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from .rules import VERTICAL_ENCRYPTIONS, VERTICAL_SYNTHETIC, VERTICAL_TASKS, _f
+from .rules import GBDT_TASK_OBJECTIVE, VERTICAL_ENCRYPTIONS, VERTICAL_SYNTHETIC, VERTICAL_TASKS, _f
+
+#: What vertical gradient-boosted trees learn (model.kind: gbdt).
+VERTICAL_GBDT_TASKS = tuple(GBDT_TASK_OBJECTIVE)
 
 __all__ = ["VerticalPartyConfig", "check_vertical_data", "check_vertical_run"]
 
@@ -33,7 +36,8 @@ class VerticalPartyConfig:
     exposure: str | None = _f(None, doc="column with exposure (the label party; claim_frequency)")
     weight: str | None = _f(None, doc="column with weights (the label party; claim counts for claim_severity)")
     features: dict[str, Literal["numeric", "categorical"]] = _f(
-        factory=dict, doc="its columns in the model (categoricals are one-hot coded, first level the reference)")
+        factory=dict, doc="its columns in the model (categoricals are one-hot coded, first level the reference; "
+                          "model.kind gbdt: optional, every column but the id and the target by default)")
     levels: dict[str, list[str]] = _f(factory=dict, doc="declared levels of its categorical features (the first "
                                                         "is the reference; default: the sorted levels of its table)")
 
@@ -96,8 +100,6 @@ def check_vertical_data(data: Any, path: str) -> None:
             for key in ("target", "exposure", "weight"):
                 if getattr(party, key) is not None:
                     raise ConfigError(f"{where}.{key}: only the label party ({data.label_party}) holds the {key}")
-            if not party.features:
-                raise ConfigError(f"{where}.features: a feature party needs at least one feature")
         used = {key: getattr(party, key) for key in ("target", "exposure", "weight") if getattr(party, key)}
         for col in ids:
             if col in party.features or col in used.values():
@@ -114,10 +116,17 @@ def check_vertical_data(data: Any, path: str) -> None:
 
 def check_vertical_run(cfg: Any) -> None:
     """The rules of a whole vertical run that involve other sections than ``data:``."""
+    if cfg.model.kind == "gbdt":
+        _check_vertical_gbdt(cfg)
+        return
+    for name, party in cfg.data.parties.items():
+        if name != cfg.data.label_party and not party.features:
+            raise ConfigError(f"data.parties.{name}.features: a feature party needs at least one feature")
     if cfg.task not in VERTICAL_TASKS:
         raise ConfigError(f"task: a vertical run fits a GLM for {' or '.join(VERTICAL_TASKS)}, got {cfg.task!r}")
     if cfg.model.kind != "glm":
-        raise ConfigError(f"model.kind: a vertical run fits a GLM (model: {{kind: glm}}), got {cfg.model.kind!r}")
+        raise ConfigError(f"model.kind: a vertical run fits a GLM (model: {{kind: glm}}) or gradient-boosted trees "
+                          f"(model: {{kind: gbdt}}), got {cfg.model.kind!r}")
     if cfg.federation.aggregator != "newton":
         raise ConfigError(f"federation.aggregator: a vertical GLM is fitted by newton, got "
                           f"{cfg.federation.aggregator!r}")
@@ -141,6 +150,29 @@ def check_vertical_run(cfg: Any) -> None:
         raise ConfigError(f"data.parties: under CKKS a vertical GLM takes at most two feature parties (a product over "
                           f"k parties' rows needs k ciphertext levels), got {features}")
     label = cfg.data.parties[cfg.data.label_party]
+    if label.exposure is not None and cfg.task != "claim_frequency":
+        raise ConfigError(f"data.parties.{cfg.data.label_party}.exposure: exposure is for claim_frequency, the task "
+                          f"is {cfg.task}")
+
+
+def _check_vertical_gbdt(cfg: Any) -> None:
+    """The rules of a vertical SecureBoost run (``model.kind: gbdt``)."""
+    sec = cfg.security
+    if cfg.task not in VERTICAL_GBDT_TASKS:
+        raise ConfigError(f"task: vertical gradient-boosted trees learn {' or '.join(VERTICAL_GBDT_TASKS)}, got "
+                          f"{cfg.task!r}")
+    if sec.encryption not in VERTICAL_ENCRYPTIONS:
+        raise ConfigError(f"security.encryption: a vertical run takes {' or '.join(VERTICAL_ENCRYPTIONS)} (the label "
+                          f"party's own CKKS key), got {sec.encryption!r}; set security.encryption: ckks")
+    if sec.keys is not None:
+        raise ConfigError("security.keys: the label party of a vertical run makes its own key for the run; remove "
+                          "security.keys")
+    if sec.psi_reveal != "all":
+        raise ConfigError("security.psi_reveal: vertical gradient-boosted trees need every party to know its shared "
+                          "rows (each bins and splits its own columns over them); set security.psi_reveal: all")
+    label = cfg.data.parties[cfg.data.label_party]
+    if label.weight is not None:
+        raise ConfigError(f"data.parties.{cfg.data.label_party}.weight: row weights are not taken by model.kind: gbdt")
     if label.exposure is not None and cfg.task != "claim_frequency":
         raise ConfigError(f"data.parties.{cfg.data.label_party}.exposure: exposure is for claim_frequency, the task "
                           f"is {cfg.task}")

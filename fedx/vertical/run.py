@@ -6,7 +6,8 @@
 1. Subject identification: the label party intersects its ids with each feature party's by ECDH-PSI
    (:mod:`fedx.vertical.psi`); the rows of the run are those every party holds, in the common order of a
    keyed hash. ``data.test_fraction`` of them are held out, chosen by another keyed hash.
-2. The vertical GLM (:mod:`fedx.vertical.glm_parties`) is fitted on the other rows, each party holding only
+2. The vertical GLM (:mod:`fedx.vertical.glm_parties`), or with ``model.kind: gbdt`` SecureBoost
+   (:mod:`fedx.vertical.run_gbdt`), is fitted on the other rows, each party holding only
    its own columns; a progress line per Newton round. The label party fits its own columns alone on the same
    rows (the lift), and the held-out rows are scored at the fitted coefficients by one more round.
 3. result.json (the coefficients named ``party:column`` with standard errors and relativities, the PSI sizes,
@@ -84,6 +85,11 @@ def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bo
     if resume:
         raise ConfigError(f"{option('resume')}: a vertical run is one fit and keeps no checkpoint; run it again (with "
                           f"{option('force')} to replace a finished run)")
+    if cfg.model.kind == "gbdt":
+        from .run_gbdt import run_vertical_gbdt
+
+        return run_vertical_gbdt(cfg, out_dir, progress=progress, force=force, tables=tables,
+                                 steps=(_Audit, _default_out_dir, _intersect))
     target = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "result.json", resume=False, force=force, resumable=False)
     say: Callable[[str], None] = (lambda line: print(line, flush=True)) if progress else (lambda line: None)

@@ -156,12 +156,15 @@ def _read(cfg: Config, name: str, spec: VerticalPartyConfig) -> tuple[pd.DataFra
 @functools.lru_cache(maxsize=2)
 def _generate(source: str, params: str, seed: int) -> dict[str, pd.DataFrame]:
     """The tables of a synthetic source (each party takes its own; generated once per process and params)."""
+    from ..data.synthetic.credit import generate_credit
     from ..data.synthetic.health_insurance import VERTICAL_SOURCES
 
-    generator = VERTICAL_SOURCES[source]
+    generator = {**VERTICAL_SOURCES, "synthetic/credit": generate_credit}[source]
     kwargs = json.loads(params)
     check_keywords(generator, kwargs, f"data.params of {source}", skip=("seed",))
     data = generator(**kwargs, seed=seed)
+    if hasattr(data, "tables"):
+        return data.tables()
     return {"insurer": data.insurer, **data.hospitals}
 
 
@@ -182,10 +185,18 @@ def _checked(cfg: Config, name: str, df: pd.DataFrame, origin: str, spec: Vertic
     levels: dict[str, list[str]] = {}
     for col, kind in spec.features.items():
         if kind == "numeric":
-            numbers(df[col], where, allow_missing=False)
+            numbers(df[col], where, allow_missing=cfg.model.kind == "gbdt")  # trees route missing values
             continue
         levels[col] = _levels(df[col], where, spec.levels.get(col))
-    if is_label:
+    if is_label and cfg.model.kind == "gbdt":
+        y = numbers(df[spec.target], where, "the target", allow_missing=False)
+        binary = cfg.model.gbdt_objective(cfg.task) == "binary:logistic"
+        bad = ~np.isin(y, (0.0, 1.0)) if binary else y < 0
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SchemaError(f"{where}: column {spec.target!r}, row {i + 1}: the target is {y[i]:g}; task {cfg.task} "
+                              f"needs {'0/1 targets' if binary else 'counts >= 0'} ({int(bad.sum())} row(s) like it)")
+    elif is_label:
         fam = family_of(cfg)
         y = numbers(df[spec.target], where, "the target", allow_missing=False)
         bad = y <= 0 if fam == "gamma" else y < 0
