@@ -49,6 +49,24 @@ NEWTON_TOLERANCE: dict[str, Any] = {"lo": 0.0, "hi": 1.0, "lo_open": True, "hi_o
 TWEEDIE_POWER: dict[str, Any] = {"lo": 1.0, "hi": 2.0, "lo_open": True, "hi_open": True}
 
 
+#: Gradient-boosted trees (``model.kind: gbdt``): bounds of the settings, and the objective each task takes.
+GBDT_DEPTH: dict[str, Any] = {"lo": 1, "hi": 16}
+
+
+GBDT_BINS: dict[str, Any] = {"lo": 2, "hi": 256}
+
+
+GBDT_SHARE: dict[str, Any] = {"lo": 0.0, "hi": 1.0, "lo_open": True}
+
+
+GBDT_OBJECTIVES = ("auto", "binary:logistic", "count:poisson")
+
+
+#: The objective that ``model.objective: auto`` picks for each task a GBDT can learn.
+GBDT_TASK_OBJECTIVE = {"fraud": "binary:logistic", "disease_risk": "binary:logistic",
+                       "claim_frequency": "count:poisson"}
+
+
 def check_number(value: Any, path: str, bound: Mapping[str, Any]) -> float:
     """``value`` as a float if it is a finite number within ``bound``; else ConfigError naming ``path``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from .vertical import VerticalPartyConfig, check_vertical_data, check_vertical_run
-from .rules import LABEL_BLOCKS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
+from .rules import GBDT_BINS, GBDT_DEPTH, GBDT_OBJECTIVES, GBDT_SHARE, GBDT_TASK_OBJECTIVE, LABEL_BLOCKS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINES, DROPOUT, ENCRYPTIONS, NEWTON_L2, NEWTON_TOLERANCE, ROBUST_AGGREGATORS, TASKS, TWEEDIE_POWER, _check_edges, _check_interval, _f, _to_plain, categorical_uses, check_unique
 
 
 
@@ -21,16 +21,41 @@ from .rules import LABEL_BLOCKS, PSI_COUNT_TO, PSI_REVEAL, AGGREGATORS, BASELINE
 class ModelConfig:
     """``model:``: which model the task builds."""
 
-    kind: Literal["mlp", "logistic", "glm"] = _f("mlp", doc="the model family")
+    kind: Literal["mlp", "logistic", "glm", "gbdt"] = _f(
+        "mlp", doc="the model family (gbdt: gradient-boosted trees, docs/trees.md)")
     hidden: list[int] = _f(factory=lambda: [64, 32], doc="hidden layer widths of the MLP")
     dropout: float = _f(0.0, **DROPOUT, doc="dropout between MLP layers")
     family: Literal["auto", "poisson", "gamma", "tweedie", "binomial"] = _f(
         "auto", doc="GLM family for the newton aggregator (auto: the task's own)")
+    trees: int = _f(100, lo=1, doc="gbdt: number of boosting rounds, one tree each")
+    depth: int = _f(6, **GBDT_DEPTH, doc="gbdt: depth of every tree (one message round per level)")
+    learning_rate: float = _f(0.3, lo=0.0, lo_open=True, doc="gbdt: shrinkage of every leaf value (XGBoost's eta)")
+    bins: int = _f(256, **GBDT_BINS, doc="gbdt: most bins per feature, from a federated quantile sketch "
+                                         "(missing values aside)")
+    l2: float = _f(1.0, lo=0.0, doc="gbdt: L2 penalty on leaf weights (XGBoost's lambda)")
+    min_child_weight: float = _f(1.0, lo=0.0, doc="gbdt: least hessian sum in each child of a split")
+    gamma: float = _f(0.0, lo=0.0, doc="gbdt: least loss reduction of a split (XGBoost's min_split_loss)")
+    subsample: float = _f(1.0, **GBDT_SHARE, doc="gbdt: share of each institution's rows drawn for each tree")
+    colsample: float = _f(1.0, **GBDT_SHARE, doc="gbdt: share of the features drawn for each tree")
+    objective: Literal[GBDT_OBJECTIVES] = _f(  # type: ignore[valid-type]
+        "auto", doc="gbdt: binary:logistic or count:poisson (auto: binary:logistic for fraud and disease_risk, "
+                    "count:poisson for claim_frequency)")
 
     def check(self, path: str) -> None:
         for i, width in enumerate(self.hidden):
             if width < 1:
                 raise ConfigError(f"{path}.hidden[{i}]: expected a positive layer width, got {width}")
+
+    def gbdt_objective(self, task: str | None) -> str:
+        """The boosting objective of ``model.kind: gbdt`` for ``task`` (``objective: auto`` resolved)."""
+        auto = GBDT_TASK_OBJECTIVE.get(task or "")
+        if auto is None:
+            raise ConfigError(f"model.kind: gbdt learns {', '.join(GBDT_TASK_OBJECTIVE)}; task {task!r} needs "
+                              f"another model.kind")
+        if self.objective != "auto" and self.objective != auto:
+            raise ConfigError(f"model.objective: {self.objective} does not fit task {task} (expected {auto} "
+                              f"or auto)")
+        return auto
 
 
 @dataclass
@@ -64,7 +89,7 @@ class DataConfig:
     na_values: dict[str, list[Any]] = _f(factory=dict, doc="codes that mean missing, per column (e.g. chol: [0])")
     target_above: float | None = _f(None, doc="binary target: 1 where the target column exceeds this value")
     test_fraction: float = _f(0.2, lo=0.0, hi=0.9, doc="held out at each institution")
-    standardize: bool | None = _f(None, doc="scale numeric features (default: yes, except for GLMs)")
+    standardize: bool | None = _f(None, doc="scale numeric features (default: yes, except for GLMs and gbdt)")
     missing_indicators: bool = _f(True, doc="add a was-missing column for numeric features with gaps")
     id: str | list[str] | None = _f(None, doc="vertical: the id column (or columns) that every party identifies "
                                               "people by, for the private set intersection")
@@ -356,12 +381,31 @@ class Config:
         if self.model.family == "binomial" and self.task != "disease_risk" or \
                 self.model.family in ("poisson", "gamma", "tweedie") and self.task == "disease_risk":
             raise ConfigError(f"model.family: {self.model.family} does not fit task {self.task}")
+        if self.model.kind == "gbdt":
+            self._check_gbdt()
+        elif self.model.objective != "auto":
+            raise ConfigError(f"model.objective: a boosting objective is for model.kind: gbdt, got kind "
+                              f"'{self.model.kind}'")
         if self.model.kind == "glm" and self.task in ("fraud", "disease_risk"):
             raise ConfigError(f"model.kind: glm is for claim_frequency/claim_severity; use "
                               f"logistic for task '{self.task}'")
         if self.federation.min_clients > self.n_institutions_hint():
             raise ConfigError(f"federation.min_clients: {self.federation.min_clients} is more than "
                               f"the {self.n_institutions_hint()} institutions in data.institutions")
+
+    def _check_gbdt(self) -> None:
+        if self.task is not None:
+            self.model.gbdt_objective(self.task)
+        agg = self.federation.aggregator
+        if agg != "fedavg":
+            raise ConfigError(f"federation.aggregator: model.kind: gbdt sums histograms of gradients, it uses no "
+                              f"aggregator; remove federation.aggregator (got '{agg}')")
+        if self.security.dp is not None:
+            raise ConfigError("security.dp: differential privacy is not available for model.kind: gbdt; "
+                              "remove security.dp")
+        if self.federation.fraction < 1.0:
+            raise ConfigError("federation.fraction: model.kind: gbdt sums every institution's histograms at "
+                              "every level, so it needs fraction 1.0")
 
     def n_institutions_hint(self) -> int:
         """Number of institutions when the config fixes it (sizes given), else a large number."""
@@ -374,10 +418,10 @@ class Config:
 
     @property
     def standardize(self) -> bool:
-        """Whether numeric features are scaled (default: yes, except for GLMs)."""
+        """Whether numeric features are scaled (default: yes, except for GLMs and trees)."""
         if self.data.standardize is not None:
             return self.data.standardize
-        return self.model.kind != "glm" and self.federation.aggregator != "newton"
+        return self.model.kind not in ("glm", "gbdt") and self.federation.aggregator != "newton"
 
     def resolve_path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
