@@ -213,7 +213,12 @@ class FedxEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path) -> FedxEstimator:
-        """Read a model file written by a run (``institutions/NAME/model.pt``) or by :meth:`save`."""
+        """Read a model file written by a run (``institutions/NAME/model.pt``, or ``model.json`` for trees) or by
+        :meth:`save`."""
+        from .trees.saved import SavedGBDT, is_gbdt_file
+
+        if is_gbdt_file(path):
+            return cls.from_model(SavedGBDT.load(path))  # type: ignore[arg-type]
         return cls.from_model(FedxModel.load(path))
 
     def save(self, path: str | Path) -> Path:
