@@ -20,7 +20,7 @@ from fedx.trees import fit_pooled
 from fedx.trees.run import gbdt_params
 from fedx.trees.saved import SavedGBDT
 
-from trees_support import classification
+from trees_support import classification, counts
 
 BANKS = ("north", "south", "west")
 
@@ -118,3 +118,23 @@ def test_resume_after_some_trees_grows_the_uninterrupted_model(tmp_path: Path) -
     assert [h["tree"] for h in r.history] == [1, 2, 3, 4]
     with pytest.raises(ConfigError, match=r"model\.trees: 3 is fewer than the 4 tree\(s\)"):
         fedx.run(_config(trees=3), tmp_path / "resumed", tables=df, progress=False, resume=True)
+
+
+def test_claim_frequency_trees_take_the_exposure_as_offset(tmp_path: Path) -> None:
+    X, y, exposure = counts(3000)
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    df["years"], df["claims"] = exposure, y
+    df["insurer"] = np.array(BANKS)[np.random.default_rng(2).integers(0, 3, len(df))]
+    cfg = {"name": "freq", "task": "claim_frequency", "seed": 1,
+           "model": {"kind": "gbdt", "trees": 3, "depth": 2, "learning_rate": 0.3, "bins": 16},
+           "data": {"target": "claims", "exposure": "years", "split_by": "insurer", "test_fraction": 0.3},
+           "federation": {"min_clients": 2}, "security": {"encryption": "none"},
+           "report": {"baselines": ["centralized"], "plots": False}}
+    r = fedx.run(cfg, tmp_path / "freq", tables=df, progress=False)
+    assert r.model["objective"] == "count:poisson"
+    dev = next(k for k in r.metrics if "deviance" in k)
+    assert r.metrics[dev] == pytest.approx(r.baselines["centralized"][dev], rel=1e-12)
+    model = fedx.load_model(tmp_path / "freq" / "institutions" / "north" / "model.json")
+    rows = df.head(50)
+    doubled = model.predict(rows, exposure=2 * rows["years"].to_numpy())
+    np.testing.assert_allclose(doubled, 2 * model.predict(rows), rtol=1e-12)
