@@ -213,16 +213,23 @@ class FedxEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
-        """Read a model file written by a run (``institutions/NAME/model.pt``) or by :meth:`save`.
+        """Read a model file written by a run (``institutions/NAME/model.pt``, or ``model.json`` for trees) or by
+        :meth:`save`.
 
-        A vertical gbdt run folder (or its parties' ``model.json`` parts) gives the joint SecureBoost predictor
+        A horizontal gbdt's ``model.json`` gives its estimator. A vertical gbdt run folder (or its parties'
+        ``model.json`` parts) gives the joint SecureBoost predictor
         (:func:`fedx.vertical.secureboost_model.load_joint`).
         """
+        from .trees.saved import FORMAT as GBDT_FORMAT
+        from .trees.saved import SavedGBDT, is_gbdt_file
+
         p = Path(path)
-        if p.is_dir() or p.suffix == ".json":
+        if p.is_dir() or (is_gbdt_file(p) and _json_format(p) != GBDT_FORMAT):
             from .vertical.secureboost_model import load_joint
 
             return load_joint(p)
+        if is_gbdt_file(p):
+            return cls.from_model(SavedGBDT.load(p))  # type: ignore[arg-type]
         return cls.from_model(FedxModel.load(path))
 
     def save(self, path: str | Path) -> Path:
@@ -334,3 +341,14 @@ class FedxRegressor(RegressorMixin, FedxEstimator):
         the model was fitted with one (an array ``X`` then needs ``exposure=``), else the exposure is 1.
         """
         return self.model.predict(self._frame(X), exposure=exposure)
+
+
+def _json_format(path: Path) -> object:
+    """The ``format`` field of a JSON model file (None when it has none or cannot be read)."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("format") if isinstance(doc, dict) else None

@@ -41,6 +41,7 @@ class RunProgress:
                                   disable=not self.live, transient=False)
         self._task: Any = None
         self._total: int | None = None
+        self._unit = "round"
 
     def __enter__(self) -> RunProgress:
         self._progress.__enter__()
@@ -61,7 +62,9 @@ class RunProgress:
         if kind == "connected":
             p.update(t, description=f"{len(info['institutions'])} institutions connected")
         elif kind == "rounds":
-            p.update(t, description="rounds", total=info["total"], completed=info["start"] - 1)
+            p.update(t, description=f"{info.get('unit', 'round')}s", total=info["total"], completed=info["start"] - 1)
+        elif kind == "level":
+            p.update(t, status=f"tree {info['tree']}/{info['trees']}: level {info['level']}/{info['depth']}")
         elif kind == "resumed":
             self.console.print(f"resuming after round {info['round']} from the checkpoint")
         elif kind == "round_start":
@@ -79,15 +82,17 @@ class RunProgress:
             line = f"{len(info['institutions'])} institutions connected: {', '.join(info['institutions'])}"
         elif kind == "rounds":
             self._total = int(info["total"])
-            line = f"rounds {info['start']}-{info['total']}"
+            self._unit = str(info.get("unit", "round"))
+            line = f"{self._unit}s {info['start']}-{info['total']}"
         elif kind == "resumed":
             line = f"resuming after round {info['round']} from the checkpoint"
         elif kind == "round_end":
             of = f"/{self._total}" if self._total is not None else ""
             status = self._round_status(info)
             seconds = info.get("seconds")
-            took = f" ({seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
-            line = f"round {info['round']}{of}" + (f": {status}" if status else "") + took
+            levels = f", {info['levels']} levels" if "levels" in info else ""   # a tree of a gbdt run
+            took = f" ({seconds:.1f} s{levels})" if isinstance(seconds, (int, float)) else ""
+            line = f"{self._unit} {info['round']}{of}" + (f": {status}" if status else "") + took
         elif kind == "phase" and info.get("what"):
             line = str(info["what"])
         else:

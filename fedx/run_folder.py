@@ -31,7 +31,7 @@ from .config import Config
 from .errors import ConfigError
 
 #: Config keys that may change when a run is resumed: more rounds, a longer timeout, plots or none.
-RESUMABLE_KEYS: tuple[str, ...] = ("federation.rounds", "federation.timeout", "report.plots")
+RESUMABLE_KEYS: tuple[str, ...] = ("federation.rounds", "federation.timeout", "report.plots", "model.trees")
 
 _PYTHON = {"force": "force=True", "resume": "resume=True", "out": "out_dir", "run": "fedx.run", "stats": "fedx.stats"}
 _CLI = {"force": "--force", "resume": "--resume", "out": "--out", "run": "`fedx run`", "stats": "`fedx stats`"}
@@ -184,7 +184,10 @@ def check_resume(cfg: Config, out: Path) -> None:
     """
     index = json.loads((out / "checkpoint" / "index.json").read_text())
     done = int(index.get("round", 0))
-    if cfg.federation.rounds < done:
+    if index.get("kind") == "gbdt" and cfg.model.trees < done:
+        raise ConfigError(f"model.trees: {cfg.model.trees} is fewer than the {done} tree(s) the run in {out} has "
+                          f"grown; resume with model.trees >= {done}")
+    if index.get("kind") != "gbdt" and cfg.federation.rounds < done:
         raise ConfigError(f"federation.rounds: {cfg.federation.rounds} is fewer than the {done} round(s) the run in "
                           f"{out} has completed; resume with federation.rounds >= {done}")
     theirs = index.get("config")

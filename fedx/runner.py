@@ -111,6 +111,10 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config, out_dir: st
     # Everything that can be checked is checked before anything is written or Ray starts.
     given_keys = run_keys.given_keys(cfg)
     checked = _checked_tables(cfg, given, task.target_kind)
+    if cfg.model.kind == "gbdt":  # gradient-boosted trees from summed histograms: fedx.trees.run
+        from .trees.run import run_gbdt
+
+        return run_gbdt(cfg, folder, checked, given_keys, progress=progress)
     with folder.writing() as out:
         with _simulated_sites(cfg, out, checked, given_keys) as sites, \
                 RunProgress(task.primary_metric, enabled=progress) as bar:

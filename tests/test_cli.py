@@ -152,7 +152,7 @@ def test_resume_allows_more_rounds_and_nothing_else(federation, tmp_path: Path) 
     cfg_path = federation()
     out = tmp_path / "run"
     finished_run(out, cfg_path, rounds_done=2)
-    assert RESUMABLE_KEYS == ("federation.rounds", "federation.timeout", "report.plots")
+    assert RESUMABLE_KEYS == ("federation.rounds", "federation.timeout", "report.plots", "model.trees")
     check_resume(load_config(cfg_path, overrides={"federation.rounds": 5, "federation.timeout": 60,
                                                   "report.plots": True}), out)
     with pytest.raises(ConfigError, match=r"federation\.rounds: 1 is fewer than the 2 round\(s\)"):

@@ -31,11 +31,11 @@ from .horizontal import (
 from .model import GBDTModel, Tree
 from .objectives import LossObjective, get_objective
 from .params import MAX_BINS, OBJECTIVES, GBDTParams
-from .summation import Combine, EncryptedSum, plain_sum
+from .summation import Combine, EncryptedSum, PlainSum, plain_sum
 
 __all__ = [
     "MAX_BINS", "OBJECTIVES", "BinEdges", "Combine", "EncryptedSum", "FitReport", "GBDTModel", "GBDTParams",
     "HistogramLayout", "HorizontalParty", "LossObjective", "QuantileSketch", "SortedColumns", "Split", "Tree",
     "TreeBuilder", "federated_edges", "fit_horizontal", "fit_pooled", "get_objective", "local_moments",
-    "node_histograms", "plain_sum", "quantize", "sketch_probabilities", "tree_features",
+    "node_histograms", "PlainSum", "plain_sum", "quantize", "sketch_probabilities", "tree_features",
 ]

@@ -136,6 +136,17 @@ class HorizontalParty:
         go_left = np.where(missing, dleft[node], b <= cut[node])
         self._node[rows] = np.where(go_left, left[node], right[node])
 
+    def resume(self, trees: list[Tree]) -> None:
+        """Add the leaf values of trees grown earlier (a checkpoint) to this institution's margins.
+
+        A tree routes raw values exactly as the institutions routed their bins (``x < cut_k`` is
+        ``bin <= k``), and the values are added in the same order, so the margins are those of the
+        uninterrupted run, bit for bit.
+        """
+        assert self.margin is not None
+        for tree in trees:
+            self.margin = self.margin + tree.predict(self.X)
+
     def end_tree(self, tree: Tree) -> None:
         """Add the tree's leaf values to this institution's margins (every row sits in a leaf now)."""
         assert self.margin is not None and self._node is not None
@@ -156,9 +167,11 @@ def federated_edges(parties: Mapping[str, HorizontalParty], max_bins: int, combi
                     ) -> tuple[BinEdges, int]:
     """The bin edges from the federated quantile sketch; also the number of counting stages."""
     first = next(iter(parties.values()))
-    sketch = QuantileSketch(first.X.shape[1], max_bins, combine([p.moments() for p in parties.values()], exact=False))
+    sketch = QuantileSketch(first.X.shape[1], max_bins, combine([p.moments() for p in parties.values()], exact=False,
+                                                                what="gbdt-sketch-moments"))
     while not sketch.done:
-        sketch.advance(combine([p.sketch_counts(sketch) for p in parties.values()]))
+        sketch.advance(combine([p.sketch_counts(sketch) for p in parties.values()],
+                               what=f"gbdt-sketch-{sketch.stages + 1}"))
     return sketch.edges(), sketch.stages
 
 
@@ -173,7 +186,8 @@ def tree_features(params: GBDTParams, n_features: int, tree_index: int) -> np.nd
 
 def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, feature_names: list[str],
                    *, combine: Combine = plain_sum, edges: BinEdges | None = None,
-                   progress: Callable[[int, int], None] | None = None, report: FitReport | None = None
+                   progress: Callable[[int, int], None] | None = None, report: FitReport | None = None,
+                   start: GBDTModel | None = None, on_tree: Callable[[GBDTModel], None] | None = None
                    ) -> GBDTModel:
     """Boost ``params.trees`` trees over the institutions' rows, summing only vectors with ``combine``.
 
@@ -193,6 +207,11 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
         Called as ``progress(tree, level)`` after every level.
     report : FitReport, optional
         Filled with timings and round counts.
+    start : GBDTModel, optional
+        Continue boosting this model (a checkpoint): its edges and base margin are kept, and each
+        institution adds its trees to its own margins before the next tree (no message is needed).
+    on_tree : callable, optional
+        Called with the model so far after every tree (to checkpoint it).
 
     Returns
     -------
@@ -206,24 +225,35 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
                         f"found {widths}")
     report = report if report is not None else FitReport()
     t0 = time.perf_counter()
-    if edges is None:
+    if start is not None:
+        if start.edges is None:
+            raise DataError("fit_horizontal: the model to continue keeps no bin edges")
+        edges = start.edges
+    elif edges is None:
         edges, report.sketch_stages = federated_edges(parties, params.max_bins, combine)
         report.rounds += report.sketch_stages + 1
     report.seconds["sketch"] = time.perf_counter() - t0
     objective = get_objective(params.objective)
-    if params.base_score is not None:
-        score = params.base_score
+    if start is not None:
+        base_margin = start.base_margin
     else:
-        y_sum, exposure_sum = combine([p.totals() for p in parties.values()], exact=False)
-        report.rounds += 1
-        score = objective.base_score(float(y_sum), float(exposure_sum))
-    base_margin = objective.base_margin(score)
+        if params.base_score is not None:
+            score = params.base_score
+        else:
+            y_sum, exposure_sum = combine([p.totals() for p in parties.values()], exact=False, what="gbdt-totals")
+            report.rounds += 1
+            score = objective.base_score(float(y_sum), float(exposure_sum))
+        base_margin = objective.base_margin(score)
     for p in parties.values():
         p.start(edges, base_margin)
     all_bins = edges.n_bins
     trees: list[Tree] = []
+    if start is not None:
+        trees = list(start.trees)
+        for p in parties.values():
+            p.resume(trees)
     t1 = time.perf_counter()
-    for t in range(params.trees):
+    for t in range(len(trees), params.trees):
         features = tree_features(params, edges.n_features, t)
         layout = HistogramLayout(features=features, n_bins=all_bins[features])
         for p in parties.values():
@@ -232,7 +262,7 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
         level = 0
         while not builder.done:
             nodes = builder.request()
-            total = combine([p.histograms(nodes) for p in parties.values()])
+            total = combine([p.histograms(nodes) for p in parties.values()], what=f"gbdt-level-{level + 1}")
             splits = builder.grow(total.reshape(len(nodes), layout.size, 2))
             for p in parties.values():
                 p.apply(splits)
@@ -245,6 +275,8 @@ def fit_horizontal(parties: Mapping[str, HorizontalParty], params: GBDTParams, f
             p.end_tree(tree)
         trees.append(tree)
         report.levels_per_tree.append(level)
+        if on_tree is not None:
+            on_tree(GBDTModel(trees, base_margin, params, feature_names, edges))
     report.seconds["trees"] = time.perf_counter() - t1
     log.info("fit_horizontal: %d trees, %d rounds, %.1f s", len(trees), report.rounds, time.perf_counter() - t0)
     return GBDTModel(trees, base_margin, params, feature_names, edges)

@@ -17,13 +17,28 @@ from .engine import quantize
 
 #: ``combine(vectors, exact=True)``: the sum of the institutions' vectors. ``exact`` says that every vector is
 #: on the ``2**-quantum_bits`` grid (counts, histograms), so that the sum must come back exact; the moments
-#: of the sketch are not, and need only float precision.
+#: of the sketch are not, and need only float precision. ``what`` names the message (``gbdt-level-3``), for
+#: the audit ledgers.
 Combine = Callable[..., np.ndarray]
 
 
-def plain_sum(vectors: Sequence[np.ndarray], exact: bool = True) -> np.ndarray:
+def plain_sum(vectors: Sequence[np.ndarray], exact: bool = True, what: str = "sum") -> np.ndarray:
     """The plaintext sum (exact for vectors on a common ``2**-bits`` grid)."""
     return np.sum(np.stack([np.asarray(v, dtype=np.float64) for v in vectors]), axis=0)
+
+
+class PlainSum:
+    """The plaintext sum, telling ``observe(what, messages, total)`` the bytes each institution sends."""
+
+    def __init__(self, observe: Callable[[str, Sequence[bytes], bytes], None] | None = None) -> None:
+        self.observe = observe
+
+    def __call__(self, vectors: Sequence[np.ndarray], exact: bool = True, what: str = "sum") -> np.ndarray:
+        arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in vectors]
+        total = plain_sum(arrays, exact)
+        if self.observe is not None:
+            self.observe(what, [a.tobytes() for a in arrays], total.tobytes())
+        return total
 
 
 class EncryptedSum:
@@ -41,6 +56,9 @@ class EncryptedSum:
         The institutions' keys (the secret context encrypts and decrypts, the public one aggregates).
     quantum_bits : int
         The grid of the summed vectors.
+    observe : callable, optional
+        ``observe(what, blobs, total)`` after each sum: the institutions' blobs (in order) and the aggregate
+        (for audit ledgers and byte counts).
 
     Attributes
     ----------
@@ -50,18 +68,22 @@ class EncryptedSum:
         Largest distance of a decrypted value from the grid, over every sum so far.
     """
 
-    def __init__(self, keys: Any, quantum_bits: int) -> None:
+    def __init__(self, keys: Any, quantum_bits: int,
+                 observe: Callable[[str, Sequence[bytes], bytes], None] | None = None) -> None:
         self.keys = keys
         self.quantum_bits = quantum_bits
+        self.observe = observe
         self.bytes_up = 0
         self.bytes_down = 0
         self.max_error = 0.0
 
-    def __call__(self, vectors: Sequence[np.ndarray], exact: bool = True) -> np.ndarray:
+    def __call__(self, vectors: Sequence[np.ndarray], exact: bool = True, what: str = "sum") -> np.ndarray:
         from .. import he
 
         blobs = [he.encrypt(self.keys.secret, [np.asarray(v, dtype=np.float64)], kind="sum") for v in vectors]
         total = he.aggregate(self.keys.public, blobs)
+        if self.observe is not None:
+            self.observe(what, blobs, total)
         self.bytes_up += sum(len(b) for b in blobs)
         self.bytes_down += len(total) * len(blobs)
         arrays, _ = he.decrypt(self.keys.secret, total)

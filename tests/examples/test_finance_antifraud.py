@@ -77,3 +77,31 @@ def test_table_and_plot_are_generated_from_the_results(runs: dict[str, Path]) ->
         assert f"{row['federated']['auprc']:.3f}" in table
     assert "✅ federated AUPRC" in table
     assert (runs["encrypted"] / "per_bank.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def gbdt_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gbdt.yaml as shipped but with few small trees (the 400-tree run is the README's and the benchmark's)."""
+    out = tmp_path_factory.mktemp("antifraud-gbdt") / "gbdt"
+    cfg = fedx.load_config(EXAMPLE / "gbdt.yaml", overrides={"model.trees": 5, "model.depth": 3, "model.bins": 64})
+    assert cfg.security.encryption == "bfv-compact" and cfg.model.kind == "gbdt"
+    fedx.run(cfg, out, progress=False)
+    return out
+
+
+def test_gbdt_table_compares_trees_and_mlp_from_the_results(runs: dict[str, Path], gbdt_run: Path) -> None:
+    g = _result(gbdt_run)
+    assert g["metrics"]["auprc"] == pytest.approx(g["baselines"]["centralized"]["auprc"], abs=1e-12)
+    done = subprocess.run([sys.executable, str(EXAMPLE / "make_gbdt_table.py"), str(runs["encrypted"]), str(gbdt_run)],
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    m = _result(runs["encrypted"])
+    lines: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("| bank_"):
+            lines.setdefault(line.split("|")[1].strip(), line)   # the first table (AUPRC)
+    for bank in g["comparison"]:
+        cells = [c.strip() for c in lines[bank].split("|")[2:8]]   # the first (AUPRC) table's row of the bank
+        assert cells[1] == f"{m['comparison'][bank]['federated']['auprc']:.3f}"
+        assert cells[4] == f"{g['comparison'][bank]['federated']['auprc']:.3f}"
+        assert cells[3] == f"{g['comparison'][bank]['local']['auprc']:.3f}"
