@@ -58,6 +58,8 @@ def test_bad_gbdt_settings_name_the_key(model: dict, expected: str) -> None:
     ({"federation": {"aggregator": "fedadam"}}, r"federation\.aggregator: model\.kind: gbdt .*\(got 'fedadam'\)"),
     ({"security": {"dp": {"clip": 1.0}}}, r"security\.dp: differential privacy is not available for model\.kind"),
     ({"federation": {"fraction": 0.5}}, r"federation\.fraction: model\.kind: gbdt sums every institution"),
+    ({"security": {"encryption": "bfv-compact", "masking": "pairwise"}},
+     r"security\.masking: model\.kind: gbdt sums its histograms .* without pairwise masks"),
 ])
 def test_gbdt_rules_across_sections(change: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):

@@ -448,6 +448,10 @@ class Config:
         if self.federation.fraction < 1.0:
             raise ConfigError("federation.fraction: model.kind: gbdt sums every institution's histograms at "
                               "every level, so it needs fraction 1.0")
+        if self.security.masking != "none":
+            raise ConfigError("security.masking: model.kind: gbdt sums its histograms under encryption without "
+                              "pairwise masks (masks cover model updates, the Newton GLM statistics and fedx "
+                              "stats); set security.masking: none")
 
     def n_institutions_hint(self) -> int:
         """Number of institutions when the config fixes it (sizes given), else a large number."""
