@@ -69,7 +69,7 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
     out.mkdir(parents=True, exist_ok=True)
     home = out / "flwr-home"
     public_path = None
-    if cfg.security.encryption != "none":
+    if cfg.security.encryption != "none" and not cfg.data.vertical:   # a vertical party makes its own keys
         if cfg.security.keys is None:
             raise DeploymentError("security.keys: a deployment needs the folder with public.fxk from `fedx keygen`")
         public_path = cfg.resolve_path(cfg.security.keys)
@@ -304,10 +304,15 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, retry_for
     out = node.out_path.resolve()
     out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A vertical run's party keeps its state between messages in this process (fedx.vertical.service).
+    from ..vertical.service import PartyService
+
+    service = PartyService(node.name, node.data_path, out, say=say).start()
     try:
         return NodeSupervisor(node, Path(node_path), out, once=once, retry_for=retry_for,
                               keep_running=keep_running, say=say).run()
     finally:
+        service.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -472,20 +477,26 @@ class NodeSupervisor:
         options = supernode_options(self.node, self.node_path, self.out)
         name = self.node.name
         while True:
-            proc = deploy.start_supernode(**options, wait_ready=False,
+            proc = deploy.start_supernode(**options, wait_ready=False, isolation="process",
                                           max_wait_time=self.retry_for or None)
             self.say(f"{name}: SuperNode started (pid {proc.pid}), connecting to {self.node.superlink.address}; "
                      f"log {proc.log_path}")
+            from .node_tasks import NodeTasks
+
+            tasks = NodeTasks(getattr(proc, "address", "")).start()   # its ClientApp runs in this process
             try:
                 outcome, value = self._watch(proc, deadline)
             except KeyboardInterrupt:
                 deploy.stop(proc)
+                tasks.stop()
                 self.say(f"{name}: stopped")
                 return 130
             except BaseException:
                 deploy.stop(proc)
+                tasks.stop()
                 raise
             deploy.stop(proc)
+            tasks.stop()
             if proc.node_id is not None:   # it had joined: a fresh window to rejoin, from now
                 delays = retry_delays()
                 deadline = None if self.retry_for == 0 else self.clock() + self.retry_for

@@ -235,14 +235,15 @@ class PartySession:
             assert al.rows is not None
             self._test = select_test_rows(self.table.ids, al.rows, self.psi.secret, self.cfg.data.test_fraction)
             return self._maybe_fit()
-        return self._maybe_columns()
+        self._stage = "fit"
+        return []
 
     def _maybe_columns(self) -> list[Outgoing]:
-        """A feature party's column names, once the PSI is done and its channel with the label party is up."""
-        if self.is_label or self._sent_columns or self.alignment is None or not self._channels[self.label_name].ready:
+        """A feature party's column names (public in the config, but for the levels of its categoricals), once its
+        channel with the label party is up."""
+        if self.is_label or self._sent_columns or not self._channels[self.label_name].ready:
             return []
         self._sent_columns = True
-        self._stage = "fit"
         _, names = self.table.design(np.zeros(0, dtype=np.int64))
         meta = {"names": names, "reference_levels": self.table.reference_levels()}
         return [self._seal(self.label_name, "glm-columns", meta, b"", 0)]
