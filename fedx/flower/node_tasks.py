@@ -49,6 +49,7 @@ class NodeTasks:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.tasks = 0
+        self._last_error = ""
 
     def start(self) -> NodeTasks:
         """Start asking for tasks."""
@@ -67,7 +68,7 @@ class NodeTasks:
         if token is not None:
             interceptors.append(RuntimeTokenHttpInterceptor(token))
         return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=True,
-                                                     interceptors=interceptors,
+                                                     root_certificates=None, interceptors=interceptors,
                                                      retry_invoker=make_simple_http_retry_invoker())
 
     def _loop(self) -> None:
@@ -82,7 +83,10 @@ class NodeTasks:
                     self._run(res.token)
                     continue
             except Exception as exc:  # noqa: BLE001 - the SuperNode is starting, restarting or gone: ask again
-                log.debug("asking the SuperNode for a task: %s", exc)
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self._last_error:
+                    log.info("asking the SuperNode at %s for a task: %s", self.address, text)
+                    self._last_error = text
                 if client is not None:
                     try:
                         client.close()

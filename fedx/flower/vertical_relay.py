@@ -65,6 +65,9 @@ class VerticalRelay:
         How long to wait for every party's node.
     """
 
+    #: Messages kept waiting at the SuperLink for each party that is not done (see :meth:`_relay`).
+    KEEP_QUEUED = 2
+
     def __init__(self, cfg: Config, grid: Grid, out_dir: str | Path, *, expected_nodes: int = 0,
                  wait_seconds: float = 300.0) -> None:
         if not cfg.data.vertical or not cfg.data.parties:
@@ -92,15 +95,7 @@ class VerticalRelay:
         done: dict[str, bool] = {p: False for p in self.parties}
         try:
             replies = self._ask({p: {"config": self.cfg.to_dict()} for p in self.parties}, V_START, {})
-            inbox = self._route(replies, done)
-            while inbox:
-                self.waves += 1
-                replies = self._ask({p: {} for p in inbox}, V_DELIVER, inbox)
-                inbox = self._route(replies, done)
-            unfinished = [p for p, d in done.items() if not d]
-            if unfinished:
-                raise FederationError(f"vertical run: the parties stopped exchanging messages before "
-                                      f"{', '.join(unfinished)} finished")
+            self._relay(self._route(replies, done), done)
         except FedxError as exc:
             self._end("failed", str(exc))
             raise
@@ -109,6 +104,67 @@ class VerticalRelay:
         write_atomic(self.out / "result.json", json.dumps(doc, indent=2))
         log.info("vertical run %s finished in %d waves: %s", self.run_id, self.waves, self.out / "result.json")
         return doc
+
+    def _relay(self, inbox: dict[str, list[bytes]], done: dict[str, bool]) -> None:
+        """Forward messages until every party is done.
+
+        A party has at most one message with protocol messages outstanding, so they reach it in order. Besides,
+        every party that is not done always has :attr:`KEEP_QUEUED` messages waiting at the SuperLink (empty ones
+        when nothing is for it): a SuperNode that finds no message waiting sleeps 3 s before it looks again, and
+        a fit is dozens of hops in turn.
+        """
+        outstanding: dict[str, tuple[str, bool]] = {}   # message id -> (party, carries messages)
+        last_reply = {p: time.monotonic() for p in self.parties}
+        pending = {p: list(inbox.get(p, [])) for p in self.parties}
+        while True:
+            for party in self.parties:
+                mine = [carries for p, carries in outstanding.values() if p == party]
+                push: list[tuple[list[bytes], bool]] = []
+                if pending[party] and not any(mine):
+                    push.append((pending[party], True))
+                    pending[party] = []
+                    self.waves += 1
+                if not done[party]:
+                    push += [([], False)] * max(0, self.KEEP_QUEUED - len(mine) - len(push))
+                if push:
+                    if not mine:
+                        last_reply[party] = time.monotonic()
+                    nid = self.node_of[party]
+                    msgs = [self._message(nid, V_DELIVER, {}, m) for m, _ in push]
+                    for mid, (_, carries) in zip(self.grid.push_messages(msgs), push):
+                        outstanding[mid] = (party, carries)
+            if all(done.values()) and not any(pending.values()) and not any(c for _, c in outstanding.values()):
+                return
+            if not outstanding:
+                unfinished = [p for p, d in done.items() if not d]
+                raise FederationError(f"vertical run: the parties stopped exchanging messages before "
+                                      f"{', '.join(unfinished)} finished")
+            got = 0
+            for reply in self.grid.pull_messages(list(outstanding)):
+                party, _ = outstanding.pop(reply.metadata.reply_to_message_id)
+                last_reply[party] = time.monotonic()
+                got += 1
+                doc, msgs = self._read(reply)
+                if doc.get("status") != "ok":
+                    raise FederationError(f"vertical run: party {party!r} stopped the run: {doc.get('reason')}")
+                for receiver, routed in self._route({party: (doc, msgs)}, done, keep_done=True).items():
+                    pending[receiver].extend(routed)
+            waiting = {p for p, _ in outstanding.values()}
+            late = [p for p in waiting if time.monotonic() - last_reply[p] > self.timeout]
+            if late:
+                raise FederationError(f"vertical run: party {', '.join(repr(p) for p in late)} did not answer within "
+                                      f"{self.timeout:g} s (federation.timeout); its node is gone or stuck, and a "
+                                      f"vertical fit needs every party, so the run stops")
+            if not got:
+                time.sleep(0.02)
+
+    def _read(self, reply: Message) -> tuple[dict[str, Any], list[bytes]]:
+        if reply.has_error():
+            return {"status": "error", "reason": reply.error.reason}, []
+        try:
+            return read_json(reply.content), read_messages(reply.content)
+        except FedxError as exc:
+            return {"status": "error", "reason": str(exc)}, []
 
     def _connect(self) -> None:
         deadline = time.monotonic() + self.wait_seconds
@@ -157,14 +213,7 @@ class VerticalRelay:
             for reply in self.grid.pull_messages(pending):
                 mid = reply.metadata.reply_to_message_id
                 pending.discard(mid)
-                nid = sent_to[mid]
-                if reply.has_error():
-                    out[nid] = ({"status": "error", "reason": reply.error.reason}, [])
-                    continue
-                try:
-                    out[nid] = (read_json(reply.content), read_messages(reply.content))
-                except FedxError as exc:
-                    out[nid] = ({"status": "error", "reason": str(exc)}, [])
+                out[sent_to[mid]] = self._read(reply)
             if pending:
                 time.sleep(0.02)
         return out
@@ -187,14 +236,14 @@ class VerticalRelay:
         return replies
 
     def _route(self, replies: Mapping[str, tuple[dict[str, Any], list[bytes]]],
-               done: dict[str, bool]) -> dict[str, list[bytes]]:
+               done: dict[str, bool], keep_done: bool = False) -> dict[str, list[bytes]]:
         """Receipt each message the parties sent and sort them into the receivers' inboxes."""
         inbox: dict[str, list[bytes]] = {}
         for party in self.parties:
             if party not in replies:
                 continue
             doc, messages = replies[party]
-            done[party] = bool(doc.get("done"))
+            done[party] = bool(doc.get("done")) or (keep_done and done[party])
             meta = doc.get("messages") or []
             if len(meta) != len(messages):
                 raise FederationError(f"vertical run: party {party!r} sent {len(messages)} messages described by "

@@ -209,7 +209,13 @@ def test_run_matches_statsmodels_on_the_joined_table(tmp_path: Path, one_hospita
     # A finished run is never overwritten without --force.
     before = (tmp_path / "run" / "result.json").read_bytes()
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
-    assert "holds a finished run" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "holds a finished run" in said and "--force" in said and "--resume" not in said
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "checkpoint").mkdir()   # an unfinished horizontal run: a vertical one cannot continue it
+    assert main(["run", str(cfg), "--out", str(tmp_path / "other")]) == 2
+    said = capsys.readouterr().err
+    assert "holds an unfinished run" in said and "--force" in said and "--resume" not in said
     assert (tmp_path / "run" / "result.json").read_bytes() == before
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--force", "--quiet"]) == 0
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--resume"]) == 2
