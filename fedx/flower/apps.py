@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from flwr.app import Context, Message, RecordDict
@@ -27,8 +26,8 @@ from flwr.serverapp import Grid, ServerApp
 from ..config import NodeConfig, load_config, load_node_config
 from ..errors import DeploymentError
 from . import protocol as P
-from .operate import record_run_end
 from .records import json_record, read_json
+from .run_end import record_run_end
 from .vertical_client import handle_vertical, vertical_phase
 
 if TYPE_CHECKING:

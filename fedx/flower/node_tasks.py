@@ -22,11 +22,18 @@ from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+)
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+from flwr.supernode.runtime.run_clientapp import (
+    pull_task_input,
+    push_message,
+    push_task_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +97,8 @@ class NodeTasks:
                 if client is not None:
                     try:
                         client.close()
-                    except Exception:  # noqa: BLE001
-                        pass
+                    except Exception as close_exc:  # noqa: BLE001 - it is dropped either way
+                        log.debug("closing the Runtime API client: %s", close_exc)
                 client = None
                 self._stop.wait(0.5)
                 continue
@@ -112,7 +119,7 @@ class NodeTasks:
             message, context, _, _ = pull_task_input(client)
             reply = client_app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
-        except Exception as exc:  # noqa: BLE001 - the server gets an error reply, as from flwr-clientapp
+        except Exception as exc:
             log.exception("the ClientApp raised an exception")
             details = f"{type(exc)}:<'{exc}'>"
             if message is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -32,6 +31,7 @@ from ..config import Config, NodeConfig
 from ..errors import DeploymentError
 from ..run_keys import server_public_key
 from . import deploy
+from .run_end import RUN_END_FILE
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ RUN_CONFIG_KEYS = ("fedx-config", "fedx-out", "fedx-public", "fedx-expected-node
 
 #: Seconds a node keeps trying to join (or rejoin) its server before it gives up (``fedx node --retry-for``).
 DEFAULT_RETRY_FOR = 600.0
-
-#: Written by the ClientApp into the node's ``out_dir`` when it has answered a run's final message.
-RUN_END_FILE = "run-ended.json"
 
 #: The node ids `fedx server` got when registering each institution's key, in its ``out_dir``.
 NODE_IDS_FILE = "node-ids.json"
@@ -358,16 +355,6 @@ def retry_delays(first: float = 2.0, factor: float = 2.0, cap: float = 60.0) -> 
     while True:
         yield delay
         delay = min(delay * factor, cap)
-
-
-def record_run_end(out_dir: str | os.PathLike[str], run_id: int) -> Path:
-    """Note in the node's ``out_dir`` that it has answered the final message of run ``run_id``."""
-    path = Path(out_dir) / RUN_END_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"run_id": int(run_id), "time": time.time()}))
-    os.replace(tmp, path)
-    return path
 
 
 class RunEndWatcher:

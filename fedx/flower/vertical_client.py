@@ -18,8 +18,8 @@ from flwr.app import Context, Message, RecordDict
 
 from ..config import NodeConfig
 from ..errors import FedxError
-from .operate import record_run_end
 from .records import blobs_record, json_record, read_blobs, read_json
+from .run_end import record_run_end
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def handle_vertical(msg: Message, context: Context, node: NodeConfig, req: dict[
                 record_run_end(out_dir, context.run_id)
     except FedxError as exc:
         doc.update(status="error", reason=str(exc), error_type=type(exc).__name__)
-    except Exception as exc:  # noqa: BLE001 - a party must answer, not crash the relay
+    except Exception as exc:
         log.exception("%s: unexpected error in %s", node.name, phase)
         doc.update(status="error", reason=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
     return Message(RecordDict({"fedx": json_record(doc), **records}), reply_to=msg)

@@ -41,7 +41,15 @@ from ..privacy.audit import AuditLedger, head_from
 from ..report import SCHEMA_VERSION
 from ..vertical.channel import route
 from .records import json_record, read_json
-from .vertical_client import REC_MESSAGES, V_DELIVER, V_END, V_HELLO, V_START, messages_record, read_messages
+from .vertical_client import (
+    REC_MESSAGES,
+    V_DELIVER,
+    V_END,
+    V_HELLO,
+    V_START,
+    messages_record,
+    read_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +229,8 @@ class VerticalRelay:
     def _ask(self, docs: Mapping[str, Mapping[str, Any]], phase: str,
              inbox: Mapping[str, Sequence[bytes]]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         """One wave: a message to each party named in ``docs``; the replies by party, each checked."""
-        msgs = {self.node_of[p]: self._message(self.node_of[p], phase, doc, inbox.get(p, ())) for p, doc in docs.items()}
+        msgs = {self.node_of[p]: self._message(self.node_of[p], phase, doc, inbox.get(p, ()))
+                for p, doc in docs.items()}
         got = self._exchange(msgs, phase)
         by_node = {nid: p for p, nid in self.node_of.items()}
         replies = {by_node[nid]: r for nid, r in got.items()}

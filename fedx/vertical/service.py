@@ -112,7 +112,7 @@ class PartyService:
                     return
                 try:
                     header, blobs = _receive(conn)
-                except (EOFError, OSError, ValueError):
+                except (EOFError, OSError, ValueError, TypeError):
                     continue
                 with self._lock:
                     answer, out = self.handle(header, blobs)
@@ -132,8 +132,8 @@ class PartyService:
             if op == "deliver":
                 session = self._sessions.get(run)
                 if session is None:
-                    raise DeploymentError(f"party {self.name}: no session of run {run} at this node (was its `fedx node` "
-                                          f"restarted mid-run? a vertical run cannot resume)")
+                    raise DeploymentError(f"party {self.name}: no session of run {run} at this node (was its "
+                                          f"`fedx node` restarted mid-run? a vertical run cannot resume)")
                 out = []
                 for message in blobs:
                     out.extend(session.receive(message))
@@ -216,5 +216,5 @@ def _send(conn: Connection, header: dict[str, Any], blobs: Sequence[bytes]) -> N
 def _receive(conn: Connection) -> tuple[dict[str, Any], list[bytes]]:
     header = json.loads(conn.recv_bytes())
     if not isinstance(header, dict):
-        raise ValueError("a party service request is not a JSON object")
+        raise TypeError("a party service request is not a JSON object")
     return header, [conn.recv_bytes() for _ in range(int(header.pop("blobs", 0)))]

@@ -99,11 +99,11 @@ def test_a_tampered_replayed_or_foreign_message_is_refused(tmp_path: Path, table
     other = sessions(cfg, tables, tmp_path / "b", "run-1")   # the same run id, other keys
     queue = [(n, m) for n, s in mine.items() for m in s.start()]
     theirs = [(n, m) for n, s in other.items() for m in s.start()]
-    for n, m in theirs:   # the other run's parties agree their own keys
+    for _, m in theirs:   # the other run's parties agree their own keys
         other[m.to].receive(m.message)
     delivered = []
     while queue:
-        sender, out = queue.pop(0)
+        _, out = queue.pop(0)
         if route(out.message).sealed and route(out.message).kind.startswith("glm-round"):
             break
         queue.extend((out.to, m) for m in mine[out.to].receive(out.message))
