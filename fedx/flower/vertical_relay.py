@@ -73,8 +73,10 @@ class VerticalRelay:
         How long to wait for every party's node.
     """
 
-    #: Messages kept waiting at the SuperLink for each party that is not done (see :meth:`_relay`).
-    KEEP_QUEUED = 2
+    #: Empty messages kept waiting at the SuperLink for each party that is not done (see :meth:`_relay`). Off:
+    #: on a busy 2-core machine two waiting messages doubled the time of a hop (every message costs the
+    #: SuperLink and the SuperNode their work), more than the SuperNode's 3 s sleeps they save.
+    KEEP_QUEUED = 0
 
     def __init__(self, cfg: Config, grid: Grid, out_dir: str | Path, *, expected_nodes: int = 0,
                  wait_seconds: float = 300.0) -> None:
@@ -116,10 +118,10 @@ class VerticalRelay:
     def _relay(self, inbox: dict[str, list[bytes]], done: dict[str, bool]) -> None:
         """Forward messages until every party is done.
 
-        A party has at most one message with protocol messages outstanding, so they reach it in order. Besides,
-        every party that is not done always has :attr:`KEEP_QUEUED` messages waiting at the SuperLink (empty ones
-        when nothing is for it): a SuperNode that finds no message waiting sleeps 3 s before it looks again, and
-        a fit is dozens of hops in turn.
+        A party has at most one message with protocol messages outstanding, so they reach it in order, and gets
+        the next one as soon as it has answered (not in waves of every party). With :attr:`KEEP_QUEUED` > 0,
+        every party that is not done also has that many empty messages waiting at the SuperLink: a SuperNode
+        that finds no message waiting sleeps 3 s before it looks again.
         """
         outstanding: dict[str, tuple[str, bool]] = {}   # message id -> (party, carries messages)
         last_reply = {p: time.monotonic() for p in self.parties}
