@@ -93,6 +93,16 @@ class VerticalRelay:
         self.node_of: dict[str, int] = {}
         self.sent = {p: {"messages": 0, "bytes": 0} for p in self.parties}
         self.waves = 0
+        self.log_path = self.out / "relay.log"
+
+    def note(self, line: str) -> None:
+        """A line of the relay's log (``out_dir/relay.log``, and the ServerApp's log)."""
+        log.info("%s", line)
+        try:
+            with self.log_path.open("a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.log_path, exc)
 
     # ------------------------------------------------------------------ the run
 
@@ -100,19 +110,21 @@ class VerticalRelay:
         """Relay the run to its end; return (and write) the relay's result document."""
         t0 = time.monotonic()
         self._connect()
-        log.info("vertical run %s: parties %s", self.run_id, ", ".join(f"{p} (node {n})"
+        self.note(f"vertical run {self.run_id}: parties " + ", ".join(f"{p} (node {n})"
                                                                      for p, n in self.node_of.items()))
         done: dict[str, bool] = {p: False for p in self.parties}
         try:
             replies = self._ask({p: {"config": self.cfg.to_dict()} for p in self.parties}, V_START, {})
             self._relay(self._route(replies, done), done)
         except FedxError as exc:
+            self.note(f"the run stops: {exc}")
             self._end("failed", str(exc))
+            self.note("the parties were told; the run ends")
             raise
         self._end("ok", None)
         doc = self._document(time.monotonic() - t0)
         write_atomic(self.out / "result.json", json.dumps(doc, indent=2))
-        log.info("vertical run %s finished in %d waves: %s", self.run_id, self.waves, self.out / "result.json")
+        self.note(f"vertical run {self.run_id} finished in {self.waves} waves: {self.out / 'result.json'}")
         return doc
 
     def _relay(self, inbox: dict[str, list[bytes]], done: dict[str, bool]) -> None:
@@ -142,6 +154,10 @@ class VerticalRelay:
                     nid = self.node_of[party]
                     msgs = [self._message(nid, V_DELIVER, {}, m) for m, _ in push]
                     for mid, (_, carries) in zip(self.grid.push_messages(msgs), push):
+                        if not mid:   # the SuperLink would not take a message for this node
+                            raise FederationError(f"vertical run: party {party!r} cannot be reached (the server "
+                                                  f"refused a message for its node); a vertical fit needs every "
+                                                  f"party, so the run stops")
                         outstanding[mid] = (party, carries)
             if all(done.values()) and not any(pending.values()) and not any(c for _, c in outstanding.values()):
                 return
@@ -157,6 +173,9 @@ class VerticalRelay:
                 doc, msgs = self._read(reply)
                 if doc.get("status") != "ok":
                     raise FederationError(f"vertical run: party {party!r} stopped the run: {doc.get('reason')}")
+                if doc.get("messages"):
+                    self.note(f"{party}: {len(doc['messages'])} message(s) "
+                              f"({', '.join(sorted({m['kind'] for m in doc['messages']}))})")
                 for receiver, routed in self._route({party: (doc, msgs)}, done, keep_done=True).items():
                     pending[receiver].extend(routed)
             waiting = {p for p, _ in outstanding.values()}
@@ -215,8 +234,8 @@ class VerticalRelay:
                   timeout: float | None = None) -> dict[int, tuple[dict[str, Any], list[bytes]]]:
         """Push one message per node and pull the replies, until all are in or the timeout passes."""
         ids = list(self.grid.push_messages(list(messages.values())))
-        sent_to = {mid: nid for mid, nid in zip(ids, messages)}
-        pending = set(ids)
+        sent_to = {mid: nid for mid, nid in zip(ids, messages) if mid}   # no id: a node the SuperLink refuses
+        pending = set(sent_to)
         out: dict[int, tuple[dict[str, Any], list[bytes]]] = {}
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while pending and time.monotonic() < deadline:

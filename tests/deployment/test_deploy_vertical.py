@@ -138,17 +138,17 @@ def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path,
 
 def test_a_party_that_drops_out_stops_the_run_naming_it(tmp_path: Path, processes: Processes) -> None:
     root = tmp_path / "dep"
-    build_vertical(root, deploy.free_port(), timeout=20)
+    build_vertical(root, deploy.free_port(), timeout=60)
     start_all(root, processes)
     # Once the fit is under way (the PSI is done at the second hospital), that hospital's node dies.
-    wait_for(lambda: "PSI done" in (root / "hospital_b" / "hospital_b.out").read_text(), 180, "the PSI")
+    wait_for(lambda: "PSI done" in (root / "hospital_b" / "hospital_b.out").read_text(), 400, "the PSI")
     processes.kill("hospital_b")
     t0 = time.monotonic()
     server = processes.procs["server"]
-    assert server.wait(timeout=120) != 0
+    assert server.wait(timeout=300) != 0, (root / "server-out" / "relay.log").read_text()[-3000:]
     said = (root / "server.out").read_text()
     assert "party 'hospital_b'" in said and "a vertical fit needs every party" in said, said[-3000:]
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 240
     # The other parties are told and stop; what they sent before is in their ledgers and the receipts.
     for name in ("insurer", "hospital_a"):
         assert processes.procs[name].wait(timeout=120) == 0, (root / name / f"{name}.out").read_text()[-2000:]
