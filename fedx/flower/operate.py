@@ -31,7 +31,7 @@ from ..config import Config, NodeConfig
 from ..errors import DeploymentError
 from ..run_keys import server_public_key
 from . import deploy
-from .run_end import RUN_END_FILE
+from .run_end import RUN_END_FILE, record_run_end  # noqa: F401 - part of what `fedx node` does
 
 log = logging.getLogger(__name__)
 
