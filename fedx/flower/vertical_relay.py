@@ -172,7 +172,7 @@ class VerticalRelay:
                 got += 1
                 doc, msgs = self._read(reply)
                 if doc.get("status") != "ok":
-                    raise FederationError(f"vertical run: party {party!r} stopped the run: {doc.get('reason')}")
+                    raise FederationError(self._failure(party, doc))
                 if doc.get("messages"):
                     self.note(f"{party}: {len(doc['messages'])} message(s) "
                               f"({', '.join(sorted({m['kind'] for m in doc['messages']}))})")
@@ -188,8 +188,8 @@ class VerticalRelay:
                 time.sleep(0.02)
 
     def _read(self, reply: Message) -> tuple[dict[str, Any], list[bytes]]:
-        if reply.has_error():
-            return {"status": "error", "reason": reply.error.reason}, []
+        if reply.has_error():   # from Flower, not from the party: its node is gone or its ClientApp failed
+            return {"status": "error", "flower": True, "reason": reply.error.reason}, []
         try:
             return read_json(reply.content), read_messages(reply.content)
         except FedxError as exc:
@@ -262,8 +262,15 @@ class VerticalRelay:
                                   f"fit needs every party, so the run stops")
         for party, (doc, _) in replies.items():
             if doc.get("status") != "ok":
-                raise FederationError(f"vertical run: party {party!r} stopped the run: {doc.get('reason')}")
+                raise FederationError(self._failure(party, doc))
         return replies
+
+    @staticmethod
+    def _failure(party: str, doc: Mapping[str, Any]) -> str:
+        if doc.get("flower"):
+            return (f"vertical run: party {party!r} is unavailable ({doc.get('reason')}); a vertical fit needs every "
+                    f"party, so the run stops")
+        return f"vertical run: party {party!r} stopped the run: {doc.get('reason')}"
 
     def _route(self, replies: Mapping[str, tuple[dict[str, Any], list[bytes]]],
                done: dict[str, bool], keep_done: bool = False) -> dict[str, list[bytes]]:
