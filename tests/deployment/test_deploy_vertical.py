@@ -21,7 +21,7 @@ from fedx_deploy_support import Processes, cli, simulate, wait_for
 from fedx.data.synthetic.health_insurance import generate_health_insurance
 from fedx.flower import deploy
 
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PARTIES = ("insurer", "hospital_a", "hospital_b")
 FEATURES = {"insurer": {"age_band": "categorical", "sex": "categorical"},
