@@ -118,7 +118,7 @@ def write_result(result: RunResult, *, plots: bool = True, primary_metric: str |
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     path = out / "result.json"
-    write_atomic(path, json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False))
+    write_atomic(path, json.dumps(json_ready(result.to_dict()), indent=2, allow_nan=False))
     _write_history_csv(out / "history.csv", result.history)
     _write_institutions_csv(out / "institutions.csv", result.comparison)
     if plots:
@@ -136,14 +136,14 @@ def _first_metric(metrics: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/Inf to null, Paths to strings, whole counts to integers."""
     if isinstance(value, Mapping):
-        return {str(k): _count(_clean(v)) if k in COUNT_KEYS else _clean(v) for k, v in value.items()}
+        return {str(k): _count(json_ready(v)) if k in COUNT_KEYS else json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, (np.floating, float)):
         f = float(value)
         return f if math.isfinite(f) else None

@@ -125,6 +125,10 @@ class RunFolder:
                     more = f", or {option('resume')} to continue it with more rounds" if resumable else ""
                     raise ConfigError(f"{out}: holds a finished run; choose another {option('out')}, or pass "
                                       f"{option('force')} to replace it{more}")
+                if not resumable:
+                    raise ConfigError(f"{out}: holds an unfinished run of another kind (a checkpoint), which this "
+                                      f"run cannot continue; choose another {option('out')}, or pass "
+                                      f"{option('force')} to replace it")
                 raise ConfigError(f"{out}: holds an unfinished run; pass {option('resume')} to continue it, or "
                                   f"{option('force')} to start over")
             return cls(out, "replace", keep_if)

@@ -17,19 +17,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from ..config import load_config, load_node_config
+from ..config import NodeConfig, load_config, load_node_config
 from ..errors import DeploymentError
-from ..institution import LocalPolicy, NodeSpec
-from ..run_keys import server_public_key
 from . import protocol as P
-from .client_app import make_client_app
-from .operate import record_run_end
-from .records import read_json
-from .server_app import Orchestrator
+from .records import json_record, read_json
+from .run_end import record_run_end
+from .vertical_client import handle_vertical, vertical_phase
+
+if TYPE_CHECKING:
+    from ..institution import NodeSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,19 @@ def _run_value(context: Context, key: str, default: str | None = None) -> str:
     return str(value)
 
 
-def node_spec_from_context(context: Context) -> NodeSpec:
-    """The institution's settings, from the node file named in the SuperNode's node config."""
+def node_file_from_context(context: Context) -> NodeConfig:
+    """The node file named in the SuperNode's node config."""
     path = context.node_config.get("fedx-node")
     if not path:
         raise DeploymentError("this SuperNode has no fedx-node in its node config; start it with `fedx node`")
-    node = load_node_config(str(path))
+    return load_node_config(str(path))
+
+
+def node_spec_from_context(context: Context) -> NodeSpec:
+    """The institution's settings, from the node file named in the SuperNode's node config."""
+    from ..institution import LocalPolicy, NodeSpec
+
+    node = node_file_from_context(context)
     return NodeSpec(name=node.name, data=node.data_path, out_dir=node.out_path, keys=node.keys_path,
                     policy=LocalPolicy(require_encryption=node.policy.require_encryption,
                                        min_cohort=node.policy.min_cohort))
@@ -59,6 +68,15 @@ server_app = ServerApp()
 def _server_main(grid: Grid, context: Context) -> None:
     cfg = load_config(_run_value(context, "fedx-config"))
     out = Path(_run_value(context, "fedx-out"))
+    if cfg.data.vertical:
+        from .vertical_relay import VerticalRelay
+
+        VerticalRelay(cfg, grid, out, expected_nodes=int(_run_value(context, "fedx-expected-nodes", "0")),
+                      wait_seconds=float(context.run_config.get("fedx-wait-seconds", 300))).run()
+        return
+    from ..run_keys import server_public_key
+    from .server_app import Orchestrator
+
     public = None
     if cfg.security.encryption != "none":
         public = server_public_key(cfg, _run_value(context, "fedx-public"))
@@ -88,5 +106,23 @@ def note_run_end(msg: Message, context: Context, call_next: Callable[[Message, C
     return reply
 
 
+def _handle(msg: Message, context: Context) -> Message:
+    """A vertical phase goes to the party service (a light process: no torch); any other to the institution."""
+    req = vertical_phase(msg)
+    if req is not None:
+        try:
+            node = node_file_from_context(context)
+        except Exception as exc:  # noqa: BLE001 - the server learns why
+            doc = {"phase": req.get("phase"), "status": "error", "reason": str(exc), "error_type": type(exc).__name__}
+            return Message(RecordDict({"fedx": json_record(doc)}), reply_to=msg)
+        return handle_vertical(msg, context, node, req)
+    from .client_app import _handle as handle_institution
+
+    return note_run_end(msg, context, lambda m, c: handle_institution(m, c, node_spec_from_context))
+
+
 # Plain assignments: Flower finds a component only as a top-level name (not an annotated one).
-client_app = make_client_app(node_spec_from_context, mods=[note_run_end])
+client_app = ClientApp()
+client_app.query()(_handle)
+client_app.train()(_handle)
+client_app.evaluate()(_handle)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -32,6 +31,7 @@ from ..config import Config, NodeConfig
 from ..errors import DeploymentError
 from ..run_keys import server_public_key
 from . import deploy
+from .run_end import RUN_END_FILE, record_run_end  # noqa: F401 - part of what `fedx node` does
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ RUN_CONFIG_KEYS = ("fedx-config", "fedx-out", "fedx-public", "fedx-expected-node
 
 #: Seconds a node keeps trying to join (or rejoin) its server before it gives up (``fedx node --retry-for``).
 DEFAULT_RETRY_FOR = 600.0
-
-#: Written by the ClientApp into the node's ``out_dir`` when it has answered a run's final message.
-RUN_END_FILE = "run-ended.json"
 
 #: The node ids `fedx server` got when registering each institution's key, in its ``out_dir``.
 NODE_IDS_FILE = "node-ids.json"
@@ -69,7 +66,7 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
     out.mkdir(parents=True, exist_ok=True)
     home = out / "flwr-home"
     public_path = None
-    if cfg.security.encryption != "none":
+    if cfg.security.encryption != "none" and not cfg.data.vertical:   # a vertical party makes its own keys
         if cfg.security.keys is None:
             raise DeploymentError("security.keys: a deployment needs the folder with public.fxk from `fedx keygen`")
         public_path = cfg.resolve_path(cfg.security.keys)
@@ -304,10 +301,15 @@ def run_node(node: NodeConfig, node_path: Path, *, once: bool = False, retry_for
     out = node.out_path.resolve()
     out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A vertical run's party keeps its state between messages in this process (fedx.vertical.service).
+    from ..vertical.service import PartyService
+
+    service = PartyService(node.name, node.data_path, out, say=say).start()
     try:
         return NodeSupervisor(node, Path(node_path), out, once=once, retry_for=retry_for,
                               keep_running=keep_running, say=say).run()
     finally:
+        service.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -353,16 +355,6 @@ def retry_delays(first: float = 2.0, factor: float = 2.0, cap: float = 60.0) -> 
     while True:
         yield delay
         delay = min(delay * factor, cap)
-
-
-def record_run_end(out_dir: str | os.PathLike[str], run_id: int) -> Path:
-    """Note in the node's ``out_dir`` that it has answered the final message of run ``run_id``."""
-    path = Path(out_dir) / RUN_END_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"run_id": int(run_id), "time": time.time()}))
-    os.replace(tmp, path)
-    return path
 
 
 class RunEndWatcher:
@@ -472,20 +464,26 @@ class NodeSupervisor:
         options = supernode_options(self.node, self.node_path, self.out)
         name = self.node.name
         while True:
-            proc = deploy.start_supernode(**options, wait_ready=False,
+            proc = deploy.start_supernode(**options, wait_ready=False, isolation="process",
                                           max_wait_time=self.retry_for or None)
             self.say(f"{name}: SuperNode started (pid {proc.pid}), connecting to {self.node.superlink.address}; "
                      f"log {proc.log_path}")
+            from .node_tasks import NodeTasks
+
+            tasks = NodeTasks(getattr(proc, "address", "")).start()   # its ClientApp runs in this process
             try:
                 outcome, value = self._watch(proc, deadline)
             except KeyboardInterrupt:
                 deploy.stop(proc)
+                tasks.stop()
                 self.say(f"{name}: stopped")
                 return 130
             except BaseException:
                 deploy.stop(proc)
+                tasks.stop()
                 raise
             deploy.stop(proc)
+            tasks.stop()
             if proc.node_id is not None:   # it had joined: a fresh window to rejoin, from now
                 delays = retry_delays()
                 deadline = None if self.retry_for == 0 else self.clock() + self.retry_for

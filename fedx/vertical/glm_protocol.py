@@ -22,7 +22,7 @@ from ..privacy.audit import AuditLedger
 from .glm_messages import message_kind
 from .glm_parties import FeatureParty, LabelParty
 
-__all__ = ["VerticalGLMResult", "evaluate_vertical_glm", "exchange", "fit_vertical_glm"]
+__all__ = ["VerticalGLMResult", "evaluate_vertical_glm", "exchange", "fit_vertical_glm", "vertical_result"]
 
 
 @dataclass
@@ -108,7 +108,7 @@ def fit_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | F
         No convergence within ``max_rounds``, or any error of the Newton rule.
     """
     history = exchange(label, features, max_rounds=max_rounds, ledgers=ledgers, relay=relay, on_round=on_round)
-    return _result(label, history)
+    return vertical_result(label, history)
 
 
 def evaluate_vertical_glm(label: LabelParty, features: Mapping[str, FeatureParty] | FeatureParty, *,
@@ -180,7 +180,8 @@ def _close(step: dict[str, Any], history: list[dict[str, Any]], on_round: Callab
         on_round({**step, "deviance": label.last_deviance})
 
 
-def _result(label: LabelParty, history: list[dict[str, Any]]) -> VerticalGLMResult:
+def vertical_result(label: LabelParty, history: list[dict[str, Any]]) -> VerticalGLMResult:
+    """The result of a finished fit, from the label party (which holds every coefficient) and the rounds' history."""
     assert label.state is not None and label.rule is not None and label.total is not None
     names = label.coefficient_names()
     results = GLMResults.from_newton(label.total, label.state, label.rule, names[1:], label.reference_levels)

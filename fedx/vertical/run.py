@@ -44,7 +44,7 @@ from ..atomic import write_atomic
 from ..config import Config
 from ..errors import ConfigError
 from ..privacy.audit import AuditLedger
-from ..report import SCHEMA_VERSION, RunResult, _clean
+from ..report import SCHEMA_VERSION, RunResult, json_ready
 from ..run_folder import RunFolder, option
 from .channel import route
 from .glm_parties import FeatureParty, LabelParty
@@ -52,7 +52,7 @@ from .glm_protocol import VerticalGLMResult, evaluate_vertical_glm, fit_vertical
 from .psi import Alignment, PSIParty, PSIPolicy, run_psi, select_test_rows
 from .tables import PartyTable, describe, family_of, load_party_tables
 
-__all__ = ["run_vertical"]
+__all__ = ["SentLedger", "history_csv", "pricing_table_csv", "run_vertical"]
 
 
 def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
@@ -102,9 +102,9 @@ def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bo
         psi = _intersect(cfg, parties, audit, say)
         fit = _fit(cfg, parties, psi, audit, say)
         doc = _document(cfg, parties, psi, fit, out, folder, audit)
-        write_atomic(out / "result.json", json.dumps(_clean(doc), indent=2, allow_nan=False))
-        write_atomic(out / "pricing_table.csv", _pricing_csv(fit["result"].results))
-        write_atomic(out / "history.csv", _history_csv(fit["result"].history))
+        write_atomic(out / "result.json", json.dumps(json_ready(doc), indent=2, allow_nan=False))
+        write_atomic(out / "pricing_table.csv", pricing_table_csv(fit["result"].results))
+        write_atomic(out / "history.csv", history_csv(fit["result"].history))
     if progress:
         _print_summary(doc, fit["result"], folder.target, say)
     return RunResult(metrics=doc["metrics"], history=doc["history"], out_dir=folder.target, baselines=doc["baselines"],
@@ -122,7 +122,7 @@ def _safe(name: str) -> str:
 
 # ---------------------------------------------------------------------- the ledgers and the relay's receipts
 
-class _Ledger:
+class SentLedger:
     """A party's audit ledger, remembering the ledger head before each message (the relay's receipt anchors it)."""
 
     def __init__(self, path: Path) -> None:
@@ -131,12 +131,14 @@ class _Ledger:
 
     def append(self, *, round: int, kind: str, payload: bytes, checks: Mapping[str, Any] | None = None,
                anchor: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Append one message that leaves the party (as :meth:`AuditLedger.append`)."""
         head = self.ledger.head
         entry = self.ledger.append(round=round, kind=kind, payload=payload, checks=checks, anchor=anchor)
         self._sent[entry["sha256"]].append((int(round), str(kind), head))
         return entry
 
     def sent(self, message: bytes) -> tuple[int, str, dict[str, Any]]:
+        """The round, kind and ledger head before the entry of a message appended earlier (each is told once)."""
         queue = self._sent.get(hashlib.sha256(message).hexdigest())
         if not queue:
             raise ConfigError(f"{self.ledger.path}: the relay forwarded a message that its sender's ledger does "
@@ -148,7 +150,7 @@ class _Audit:
     """Every party's ledger, and the receipts of the in-memory relay (the fedx server's role in deployment)."""
 
     def __init__(self, out: Path, names: list[str]) -> None:
-        self.ledgers = {n: _Ledger(out / "institutions" / _safe(n) / "ledger.jsonl") for n in names}
+        self.ledgers = {n: SentLedger(out / "institutions" / _safe(n) / "ledger.jsonl") for n in names}
         self.receipts = AuditLedger(out / "receipts.jsonl")
 
     def relay(self, sender: str, receiver: str, message: bytes) -> None:
@@ -343,7 +345,7 @@ def _document(cfg: Config, parties: Mapping[str, PartyTable], psi: dict[str, Any
             "parties": described, "baselines": baselines, "privacy": privacy, "history": res.history}
 
 
-def _pricing_csv(results: GLMResults) -> str:
+def pricing_table_csv(results: GLMResults) -> str:
     """The pricing table: the base rate, then each relativity with its 95% interval, by party and feature."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -364,7 +366,7 @@ def _g(x: Any) -> str:
     return "" if x is None else f"{float(x):.10g}"
 
 
-def _history_csv(history: list[dict[str, Any]]) -> str:
+def history_csv(history: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     keys = ["round", "seconds", "cpu_seconds", "bytes_up", "bytes_down", "bytes_between", "messages"]
     w = csv.writer(buf, lineterminator="\n")

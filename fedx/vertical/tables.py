@@ -28,7 +28,7 @@ from ..data.tables import read_table
 from ..errors import ConfigError, DataError, PSIError, SchemaError
 from .ids import PartyIds, normalise_ids
 
-__all__ = ["PartyTable", "family_of", "load_party_tables"]
+__all__ = ["PartyTable", "family_of", "load_party_table", "load_party_tables"]
 
 
 @dataclass
@@ -133,6 +133,30 @@ def load_party_tables(cfg: Config, tables: Mapping[str, pd.DataFrame] | None = N
             df, origin = _read(cfg, name, spec)
         out[name] = _checked(cfg, name, df, origin, spec, is_label=name == cfg.data.label_party)
     return out
+
+
+def load_party_table(cfg: Config, name: str, df: pd.DataFrame | None = None, origin: str | None = None) -> PartyTable:
+    """One party's table, read from its ``source`` (or given as ``df``, from ``origin``) and checked.
+
+    A deployed party reads only its own table (its node file's ``data``), with its section of the config.
+
+    Raises
+    ------
+    ConfigError, DataError, SchemaError, PSIError
+        Naming the party, the table's origin and the column.
+    """
+    parties = cfg.data.parties
+    if not cfg.data.vertical or parties is None:
+        raise ConfigError("load_party_table: the config is not vertical (data.partition: vertical)")
+    if name not in parties:
+        raise ConfigError(f"party {name!r} is not one of data.parties ({', '.join(parties)}): check the node's name")
+    spec = parties[name]
+    if df is None:
+        df, origin = _read(cfg, name, spec)
+    elif not isinstance(df, pd.DataFrame) or df.empty:
+        raise DataError(f"party {name} ({origin or 'its table'}): expected a non-empty table")
+    return _checked(cfg, name, df.reset_index(drop=True), origin or f"tables[{name!r}]", spec,
+                    is_label=name == cfg.data.label_party)
 
 
 def _read(cfg: Config, name: str, spec: VerticalPartyConfig) -> tuple[pd.DataFrame, str]:

@@ -62,7 +62,8 @@ def test_two_feature_parties_match_statsmodels(family: str, label_block: str) ->
     label = LabelParty("insurer", d["xg"], ["age", "male"], d["y"], family=family, exposure=d["exposure"],
                        encryption="none", label_block=label_block, seed=0)
     seen: list[tuple[str, str]] = []
-    res = fit_vertical_glm(label, {"hospital": FeatureParty("hospital", d["x1"], ["bmi", "diabetes"], encryption="none"),
+    res = fit_vertical_glm(label, {"hospital": FeatureParty("hospital", d["x1"], ["bmi", "diabetes"],
+                                                            encryption="none"),
                                    "lab": FeatureParty("lab", d["x2"], ["hba1c", "smoker"], encryption="none")},
                            relay=lambda a, b, r, m: seen.append((a, b)))
     assert list(res.params) == ["Intercept", "insurer:age", "insurer:male", "hospital:bmi", "hospital:diabetes",
@@ -175,7 +176,8 @@ def test_held_out_deviance_at_given_coefficients() -> None:
     beta = np.array(list(res.params.values()))
     held = LabelParty("insurer", d["xg"][test], ["age", "male"], d["y"][test], family="gamma", encryption="none",
                       evaluate=beta)
-    dev = evaluate_vertical_glm(held, {"hospital": FeatureParty("hospital", d["x1"][test], ["a", "b"], encryption="none"),
+    dev = evaluate_vertical_glm(held, {"hospital": FeatureParty("hospital", d["x1"][test], ["a", "b"],
+                                                                encryption="none"),
                                        "lab": FeatureParty("lab", d["x2"][test], ["c", "d"], encryption="none")})
     X = np.column_stack([np.ones(1000), d["xg"][test], d["x1"][test], d["x2"][test]])
     want = sm.families.Gamma(sm.families.links.Log()).deviance(d["y"][test], np.exp(X @ beta))

@@ -90,7 +90,8 @@ data:
   id: person_id
   label_party: insurer
   parties:
-    insurer:  {source: insurer.csv, target: claims, exposure: exposure, features: {age_band: categorical, region: categorical}}
+    insurer:  {source: insurer.csv, target: claims, exposure: exposure,
+               features: {age_band: categorical, region: categorical}}
     hospital: {source: hospital.csv, features: {diabetes: numeric, bmi: numeric}}
 federation: {aggregator: newton, rounds: 30}
 security: {encryption: ckks}
@@ -155,7 +156,8 @@ def test_two_feature_parties_need_every_party_to_know_its_rows() -> None:
     parties = {"insurer": {"source": "i.csv", "target": "claims"},
                "hospital_a": {"source": "a.csv", "features": {"x": "numeric"}},
                "hospital_b": {"source": "b.csv", "features": {"y": "numeric"}}}
-    with pytest.raises(ConfigError, match=r"security\.psi_reveal: with 2 feature parties .*set security\.psi_reveal: all"):
+    with pytest.raises(ConfigError,
+                       match=r"security\.psi_reveal: with 2 feature parties .*set security\.psi_reveal: all"):
         config_from_dict(vertical_doc(parties))
     assert config_from_dict(vertical_doc(parties, security={"psi_reveal": "all"})).security.psi_reveal == "all"
 
@@ -209,7 +211,13 @@ def test_run_matches_statsmodels_on_the_joined_table(tmp_path: Path, one_hospita
     # A finished run is never overwritten without --force.
     before = (tmp_path / "run" / "result.json").read_bytes()
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
-    assert "holds a finished run" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "holds a finished run" in said and "--force" in said and "--resume" not in said
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "checkpoint").mkdir()   # an unfinished horizontal run: a vertical one cannot continue it
+    assert main(["run", str(cfg), "--out", str(tmp_path / "other")]) == 2
+    said = capsys.readouterr().err
+    assert "holds an unfinished run" in said and "--force" in said and "--resume" not in said
     assert (tmp_path / "run" / "result.json").read_bytes() == before
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--force", "--quiet"]) == 0
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--resume"]) == 2
@@ -263,7 +271,8 @@ def _heart_tables(tmp_path: Path) -> pd.DataFrame:
 @pytest.mark.parametrize("reveal", ["label_party", "all"])
 def test_real_table_split_by_columns(tmp_path: Path, reveal: str) -> None:
     joined = _heart_tables(tmp_path)
-    parties = {"clinic": {"source": "clinic.csv", "target": "chol", "features": {"age": "numeric", "sex": "categorical"}},
+    parties = {"clinic": {"source": "clinic.csv", "target": "chol",
+                          "features": {"age": "numeric", "sex": "categorical"}},
                "lab": {"source": "lab.csv", "features": {"trestbps": "numeric", "thalch": "numeric",
                                                          "exang": "categorical"}}}
     doc = vertical_doc(parties, task="claim_severity", security={"psi_reveal": reveal})
@@ -364,6 +373,7 @@ def test_tweedie_family_from_the_config(tmp_path: Path, one_hospital) -> None:
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     joined = data.insurer.merge(data.hospitals["hospital"], on="person_id")
     family = sm.families.Tweedie(var_power=1.3, link=sm.families.links.Log())
-    ref = joined_fit(joined, [(INSURER, "insurer"), ({**CONDITIONS, **TESTS}, "hospital")], "claims", family, "exposure")
+    ref = joined_fit(joined, [(INSURER, "insurer"), ({**CONDITIONS, **TESTS}, "hospital")], "claims", family,
+                     "exposure")
     assert result["model"]["family"] == "tweedie" and result["model"]["tweedie_power"] == 1.3
     assert_result_matches(result, ref, 1e-6)

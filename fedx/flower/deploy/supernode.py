@@ -72,6 +72,7 @@ def start_supernode(
     max_wait_time: float | None = None,
     wait_ready: bool = True,
     startup_timeout: float = 30.0,
+    isolation: str = "subprocess",
 ) -> FlowerProcess:
     """Start ``flower-supernode``; by default wait until the SuperLink has accepted it.
 
@@ -111,12 +112,17 @@ def start_supernode(
         Wait for the node id (:func:`wait_supernode_ready`); a refused node raises.
     startup_timeout : float
         Seconds to wait for the node id.
+    isolation : str
+        ``subprocess``: the SuperNode starts a ``flwr-clientapp`` process per message; ``process``: another
+        process runs its tasks from its Runtime API (``fedx node`` does, :mod:`fedx.flower.node_tasks`).
 
     Returns
     -------
     FlowerProcess
         With ``node_id`` set when ``wait_ready``.
     """
+    if isolation not in ("subprocess", "process"):
+        raise DeploymentError(f"start_supernode: isolation must be subprocess or process, got {isolation!r}")
     if insecure and (root_certificates is not None or private_key is not None):
         raise DeploymentError("start_supernode: insecure=True takes neither root_certificates nor private_key")
     if not insecure:
@@ -138,7 +144,7 @@ def start_supernode(
     home.mkdir(parents=True, exist_ok=True)
 
     argv = [_bin("flower-supernode"), "--superlink", superlink_address,
-            "--host", host, "--port", str(port), "--isolation", "subprocess"]
+            "--host", host, "--port", str(port), "--isolation", isolation]
     if insecure:
         argv.append("--insecure")
     else:

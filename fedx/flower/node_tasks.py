@@ -1,0 +1,138 @@
+"""Run a SuperNode's ClientApp tasks in the ``fedx node`` process, in place of a ``flwr-clientapp`` process each.
+
+By default Flower's SuperNode starts a fresh ``flwr-clientapp`` process for every message: it imports Flower and
+the app each time, seconds of work on a busy machine. A vertical run passes dozens of short messages in turn
+(every Newton round is several hops between the parties), so ``fedx node`` starts its SuperNode with
+``--isolation process`` and runs the tasks itself, one at a time, in a thread: :class:`NodeTasks` asks the
+SuperNode's Runtime API for the next task (as Flower's SuperExec does), pulls its message and context, calls
+the ClientApp, and pushes the reply and the context back (as ``flwr-clientapp`` does). The ClientApp and
+what it sees are the same; only the process is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
+from flwr.supernode.runtime.run_clientapp import (
+    pull_task_input,
+    push_message,
+    push_task_output,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NodeTasks"]
+
+
+class NodeTasks:
+    """The ClientApp tasks of one SuperNode (``--isolation process``), run in a background thread.
+
+    Parameters
+    ----------
+    runtime_address : str
+        The SuperNode's Runtime API, ``host:port`` on 127.0.0.1.
+    poll : float
+        Seconds between two asks when no task is waiting.
+    """
+
+    def __init__(self, runtime_address: str, *, poll: float = 0.05) -> None:
+        self.address, self.poll = runtime_address, float(poll)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.tasks = 0
+        self._last_error = ""
+
+    def start(self) -> NodeTasks:
+        """Start asking for tasks."""
+        self._thread = threading.Thread(target=self._loop, name="fedx-node-tasks", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after the task under way."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _client(self, component: str, token: str | None = None) -> RuntimeHttpClient:
+        interceptors: list[Any] = [RuntimeTracingInterceptor(), RuntimeVersionHttpInterceptor(component_name=component)]
+        if token is not None:
+            interceptors.append(RuntimeTokenHttpInterceptor(token))
+        return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=True,
+                                                     root_certificates=None, interceptors=interceptors,
+                                                     retry_invoker=make_simple_http_retry_invoker())
+
+    def _loop(self) -> None:
+        client = None
+        while not self._stop.is_set():
+            try:
+                if client is None:
+                    client = self._client("SuperExec")
+                res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP],
+                                                            agentapp_fab_hashes=[]))
+                if res.HasField("task") and res.token:
+                    self._run(res.token)
+                    continue
+            except Exception as exc:  # noqa: BLE001 - the SuperNode is starting, restarting or gone: ask again
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self._last_error:
+                    log.info("asking the SuperNode at %s for a task: %s", self.address, text)
+                    self._last_error = text
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception as close_exc:  # noqa: BLE001 - it is dropped either way
+                        log.debug("closing the Runtime API client: %s", close_exc)
+                client = None
+                self._stop.wait(0.5)
+                continue
+            self._stop.wait(self.poll)
+
+    def _run(self, token: str) -> None:
+        """One task: pull its message and context, call the ClientApp, push the reply and the context."""
+        from .apps import client_app
+
+        client = self._client("flwr-clientapp", token)
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat.start()
+        message: Message | None = None
+        reply: Message | None = None
+        context: Context | None = None
+        status, details = SubStatus.FAILED, "ClientApp task failed"
+        try:
+            message, context, _, _ = pull_task_input(client)
+            reply = client_app(message=message, context=context)
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as exc:
+            log.exception("the ClientApp raised an exception")
+            details = f"{type(exc)}:<'{exc}'>"
+            if message is not None:
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message)
+        finally:
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+                push_task_output(client=client, context=context, sub_status=status, details=details)
+            except Exception as exc:  # noqa: BLE001
+                log.error("pushing the reply to the SuperNode failed: %s", exc)
+            if heartbeat.is_running:
+                heartbeat.stop()
+            client.close()
+            self.tasks += 1
+            time.sleep(0)

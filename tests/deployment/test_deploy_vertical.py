@@ -1,0 +1,158 @@
+"""A vertical run on Flower's deployment engine through the CLI: an insurer and two hospitals, each a `fedx node`
+with its own table, and `fedx server` relaying their messages over TLS with node authentication. The deployed fit
+equals the simulated one and statsmodels on the joined table, every party's ledger verifies against the server's
+receipts, and a party whose node dies mid-run stops the run with an error that names it. (Support:
+fedx_deploy_support.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import yaml
+from fedx_deploy_support import Processes, cli, simulate, wait_for
+
+from fedx.data.synthetic.health_insurance import generate_health_insurance
+from fedx.flower import deploy
+
+pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(900)]
+
+PARTIES = ("insurer", "hospital_a", "hospital_b")
+FEATURES = {"insurer": {"age_band": "categorical", "sex": "categorical"},
+            "hospital_a": {"diabetes": "numeric", "hypertension": "numeric"},
+            "hospital_b": {"bmi": "numeric"}}
+
+
+def build_vertical(root: Path, port: int, *, n: int = 2_500, timeout: float = 60) -> dict[str, pd.DataFrame]:
+    """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
+    root.mkdir(parents=True, exist_ok=True)
+    res = cli("certs", "--out", "certs", cwd=root)
+    assert res.returncode == 0, res.stderr
+    (root / "nodekeys").mkdir()
+    data = generate_health_insurance(n, hospitals=2, hospital_split="columns", seed=5)
+    tables = {"insurer": data.insurer, **data.hospitals}
+    parties = {}
+    for name in PARTIES:
+        site = root / name
+        site.mkdir()
+        res = cli("node-keys", "--name", name, "--out", str(site), cwd=root)
+        assert res.returncode == 0, res.stderr
+        (root / "nodekeys" / f"{name}.pub").write_bytes((site / f"{name}.pub").read_bytes())
+        tables[name].to_csv(site / f"{name}.csv", index=False)
+        tables[name].to_csv(root / f"{name}.csv", index=False)   # for the simulated run of the same config
+        node = {"name": name, "data": f"{name}.csv", "out_dir": "out",
+                "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "../certs/ca.crt",
+                              "auth_key": f"{name}.key"}}
+        (site / "node.yaml").write_text(yaml.safe_dump(node))
+        parties[name] = {"source": f"{name}.csv", "features": FEATURES[name]}
+    parties["insurer"].update(target="claims", exposure="exposure")
+    job = {"name": "vertical-deployed", "seed": 5, "task": "claim_frequency", "model": {"kind": "glm"},
+           "data": {"partition": "vertical", "id": "person_id", "label_party": "insurer", "parties": parties,
+                    "test_fraction": 0.0},
+           "federation": {"aggregator": "newton", "rounds": 30, "timeout": timeout},
+           "security": {"encryption": "none", "psi_reveal": "all"},
+           "deployment": {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
+                          "wait_seconds": 60}}
+    (root / "server.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    return tables
+
+
+def start_all(root: Path, processes: Processes) -> None:
+    processes.start("server", ["server", "--config", "server.yaml"], root)
+    wait_for(lambda: "launched" in (root / "server.out").read_text(), 120, "the run to launch")
+    for name in PARTIES:
+        processes.start(name, ["node", "--config", "node.yaml"], root / name)
+
+
+def joined_fit(tables: dict[str, pd.DataFrame]):
+    joined = tables["insurer"].merge(tables["hospital_a"], on="person_id").merge(tables["hospital_b"], on="person_id")
+    cols = {}
+    for party in PARTIES:
+        for col, kind in FEATURES[party].items():
+            if kind == "numeric":
+                cols[f"{party}:{col}"] = joined[col].to_numpy(float)
+            else:
+                for level in sorted(set(joined[col].astype(str)))[1:]:
+                    cols[f"{party}:{col}[T.{level}]"] = (joined[col].astype(str) == level).to_numpy(float)
+    X = pd.DataFrame(cols)
+    X.insert(0, "Intercept", 1.0)
+    return sm.GLM(joined["claims"].to_numpy(float), X, family=sm.families.Poisson(),
+                  exposure=joined["exposure"].to_numpy(float)).fit(tol=1e-12)
+
+
+def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path, processes: Processes) -> None:
+    root = tmp_path / "dep"
+    tables = build_vertical(root, deploy.free_port())
+    t0 = time.monotonic()
+    start_all(root, processes)
+    assert processes.procs["server"].wait(timeout=800) == 0, (root / "server.out").read_text()[-3000:]
+    seconds = time.monotonic() - t0
+    for name in PARTIES:
+        assert processes.procs[name].wait(timeout=120) == 0, (root / name / f"{name}.out").read_text()[-2000:]
+
+    # The label party holds the model; the relay's result holds only what a relay sees.
+    result = json.loads((root / "insurer" / "out" / "result.json").read_text())
+    relay = json.loads((root / "server-out" / "result.json").read_text())
+    assert relay["role"] == "relay" and set(relay["parties"]) == set(PARTIES) and "coefficients" not in str(relay)
+    assert (root / "insurer" / "out" / "pricing_table.csv").exists()
+    for name in ("hospital_a", "hospital_b"):
+        assert not (root / name / "out" / "result.json").exists()
+
+    # The same config in simulation (`fedx run`): the same coefficients; and statsmodels on the joined table.
+    sim = simulate(root / "server.yaml", tmp_path / "sim")
+    got = {c["name"]: c for c in result["model"]["coefficients"]}
+    want = {c["name"]: c for c in sim["model"]["coefficients"]}
+    assert list(got) == list(want)
+    np.testing.assert_allclose([got[k]["estimate"] for k in want], [want[k]["estimate"] for k in want],
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose([got[k]["std_error"] for k in want], [want[k]["std_error"] for k in want], rtol=1e-8)
+    ref = joined_fit(tables)
+    assert list(got) == list(ref.params.index)
+    np.testing.assert_allclose([got[k]["estimate"] for k in got], ref.params.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose([got[k]["std_error"] for k in got], ref.bse.to_numpy(), rtol=1e-6)
+    assert result["metrics"]["deviance"] == pytest.approx(ref.deviance, rel=1e-6)
+    assert result["psi"]["shared"] == sim["psi"]["shared"] == int(ref.nobs)
+
+    # Every party's ledger verifies against the server's receipts, and holds exactly what the server received.
+    receipts = [json.loads(line) for line in (root / "server-out" / "receipts.jsonl").read_text().splitlines()]
+    for name in PARTIES:
+        ledger = root / name / "out" / "ledger.jsonl"
+        res = cli("audit", "verify", str(ledger), "--receipts", str(root / "server-out" / "receipts.jsonl"), cwd=root)
+        assert res.returncode == 0, res.stderr
+        assert "not receipted" not in res.stdout
+        entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+        assert sorted((e["kind"], e["sha256"]) for e in entries) == sorted(
+            (r["kind"], r["sha256"]) for r in receipts if r["checks"]["institution"] == name)
+        kinds = {e["kind"] for e in entries}
+        assert "psi-hello" in kinds and "glm-hello" in kinds
+        assert ({"psi-blinded", "psi-result", "glm-setup", "glm-round"} if name == "insurer" else
+                {"psi-spec", "psi-reply", "glm-columns", "glm-round_reply"}) <= kinds, kinds
+    print(f"deployed vertical run: {seconds:.1f} s, {relay['waves']} waves")
+
+
+def test_a_party_that_drops_out_stops_the_run_naming_it(tmp_path: Path, processes: Processes) -> None:
+    root = tmp_path / "dep"
+    build_vertical(root, deploy.free_port(), timeout=60)
+    start_all(root, processes)
+    # Once the fit is under way (the PSI is done at the second hospital), that hospital's node dies.
+    wait_for(lambda: "PSI done" in (root / "hospital_b" / "hospital_b.out").read_text(), 400, "the PSI")
+    processes.kill("hospital_b")
+    t0 = time.monotonic()
+    server = processes.procs["server"]
+    assert server.wait(timeout=300) != 0, (root / "server-out" / "relay.log").read_text()[-3000:]
+    said = (root / "server.out").read_text()
+    assert "party 'hospital_b'" in said and "a vertical fit needs every party" in said, said[-3000:]
+    assert time.monotonic() - t0 < 240
+    # The other parties are told and stop; what they sent before is in their ledgers and the receipts.
+    for name in ("insurer", "hospital_a"):
+        assert processes.procs[name].wait(timeout=120) == 0, (root / name / f"{name}.out").read_text()[-2000:]
+        ledger = root / name / "out" / "ledger.jsonl"
+        res = cli("audit", "verify", str(ledger), "--receipts", str(root / "server-out" / "receipts.jsonl"), cwd=root)
+        assert res.returncode == 0, res.stderr
+    assert not (root / "server-out" / "result.json").exists()
