@@ -146,3 +146,16 @@ def test_the_serverapp_reads_the_config_with_the_command_line_overrides(tmp_path
     seen = load_config(operate.write_effective_config(plain, out))
     assert _config_digest(seen) == _config_digest(plain)
     assert seen.federation.rounds == 5
+
+
+def test_a_gbdt_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from fedx.config import config_from_dict
+    from fedx.errors import DeploymentError
+
+    cfg = config_from_dict({"name": "trees", "task": "fraud", "model": {"kind": "gbdt", "trees": 5},
+                            "data": {"source": "synthetic/transactions", "split_by": "bank", "target": "is_fraud"},
+                            "deployment": {"port": deploy.free_port(), "out_dir": str(tmp_path / "out"),
+                                           "insecure": True}})
+    with pytest.raises(DeploymentError, match=r"model\.kind: gbdt runs in simulation only"):
+        operate.serve(cfg, tmp_path / "server.yaml", say=lambda _: None)
+    assert not (tmp_path / "out").exists()
