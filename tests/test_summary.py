@@ -70,7 +70,9 @@ def _serve(tmp_path: Path, config: Path, summary: FederationSummary, monkeypatch
         def run(self) -> FederationSummary:
             return summary
 
-    monkeypatch.setattr(apps, "Orchestrator", _Orchestrator)
+    from fedx.flower import server_app
+
+    monkeypatch.setattr(server_app, "Orchestrator", _Orchestrator)  # apps imports it when a run starts
     run_config = {"fedx-config": str(config), "fedx-out": str(tmp_path / "server-out"),
                   "fedx-public": str(tmp_path / "keys"), "fedx-expected-nodes": "2"}
     apps._server_main(None, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from .._version import __version__
 from ..atomic import write_atomic
 from ..config import Config
 from ..data.schema import numbers
-from ..report import SCHEMA_VERSION, RunResult, _clean
+from ..report import SCHEMA_VERSION, RunResult, json_ready
 from ..run_folder import RunFolder
 from ..trees.binning import BinEdges
 from ..trees.horizontal import fit_pooled
@@ -245,7 +245,7 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
                 **({"receipts": folder.final_path(audit.receipts.path)} if audit is not None else {}),
             },
         }
-        write_atomic(out / "result.json", json.dumps(_clean(doc), indent=2, allow_nan=False))
+        write_atomic(out / "result.json", json.dumps(json_ready(doc), indent=2, allow_nan=False))
     if progress:
         t = metrics["test"]
         if t and binary:
