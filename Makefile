@@ -30,10 +30,10 @@ demo: setup
 		--set security.encryption=none --set security.masking=none --set 'report.baselines=[]'
 	$(PY) examples/finance_antifraud/make_table.py $(DEMO_OUT) --plain $(DEMO_OUT)-plain
 
-# Two workers, one test file each at a time: the deployment tests spend most of their time waiting on
-# Flower's polling, and the other worker fills that time.
+# Three workers on two cores, one test file each at a time: the deployment tests spend most of their time
+# waiting on Flower's polling, and the other workers fill that time.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not deployment"

@@ -26,7 +26,7 @@ from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry.retry_invoker import RetryInvoker, constant
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
 from flwr.supernode.runtime.run_clientapp import (
@@ -36,6 +36,28 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 log = logging.getLogger(__name__)
+
+#: HTTP statuses of the SuperNode's Runtime API that are worth asking again (it is busy or restarting).
+_RETRY_STATUS = frozenset({502, 503, 504})
+
+
+def _local_retry_invoker() -> RetryInvoker:
+    """Retries for calls to this node's own SuperNode, on 127.0.0.1: short and bounded.
+
+    Flower's default for its clientapp processes backs off exponentially without limit, and answers an HTTP 401
+    by sending SIGINT to its own process. Both are wrong in the ``fedx node`` process: while the SuperLink is
+    restarting, a backoff grown to tens of seconds made the node miss the restarted run's first message, and a
+    signal would stop the node itself. Here a call is retried every 0.25 s for at most 5 s, then the error
+    reaches the task loop, which asks again.
+    """
+    import httpx
+
+    def give_up(exc: Exception) -> bool:
+        return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code not in _RETRY_STATUS
+
+    return RetryInvoker(wait_gen_factory=lambda: constant(0.25), recoverable_exceptions=(httpx.TransportError,
+                                                                                        httpx.HTTPStatusError),
+                        max_tries=None, max_time=5.0, should_giveup=give_up, jitter=None)
 
 __all__ = ["NodeTasks"]
 
@@ -76,7 +98,7 @@ class NodeTasks:
             interceptors.append(RuntimeTokenHttpInterceptor(token))
         return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=True,
                                                      root_certificates=None, interceptors=interceptors,
-                                                     retry_invoker=make_simple_http_retry_invoker())
+                                                     retry_invoker=_local_retry_invoker())
 
     def _loop(self) -> None:
         client = None

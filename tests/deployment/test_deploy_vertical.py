@@ -138,7 +138,7 @@ def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path,
 
 def test_a_party_that_drops_out_stops_the_run_naming_it(tmp_path: Path, processes: Processes) -> None:
     root = tmp_path / "dep"
-    build_vertical(root, deploy.free_port(), timeout=60)
+    build_vertical(root, deploy.free_port(), timeout=30)  # a hop takes seconds: 30 s unanswered is a party gone
     start_all(root, processes)
     # Once the fit is under way (the PSI is done at the second hospital), that hospital's node dies.
     wait_for(lambda: "PSI done" in (root / "hospital_b" / "hospital_b.out").read_text(), 400, "the PSI")
