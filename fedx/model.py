@@ -30,7 +30,7 @@ from torch import nn
 
 from .atomic import atomic_file
 from .data.preprocess import Preprocessor
-from .data.tables import mask_na_codes
+from .data.tables import log_exposure, mask_na_codes
 from .errors import DataError
 from .tasks import TabularData, get_task
 from .tasks.base import BinaryTask
@@ -117,29 +117,10 @@ class FedxModel(nn.Module):
 
     def _offset(self, df: pd.DataFrame, exposure: Any) -> np.ndarray | None:
         """log(exposure) of each row, or None (exposure 1)."""
-        column = self.preprocessor.schema.exposure
-        task = get_task(self.task_name)
-        if exposure is None:
-            if column is None:
-                return None
-            if column not in df.columns:
-                raise DataError(f"predict: column {column!r} (exposure) is missing; the model was fitted with "
-                                f"exposure, so give the table that column or pass exposure=")
-            exposure, what = df[column], f"column {column!r} (exposure)"
-        else:
-            what = "exposure"
-            if getattr(task, "family", None) != "poisson":
-                raise DataError(f"predict: exposure= is for claim_frequency; a {self.task_name} model takes none")
-        try:
-            e = np.asarray(exposure, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise DataError(f"predict: {what}: expected positive numbers") from None
-        if e.shape != (len(df),):
-            raise DataError(f"predict: {what}: expected {len(df)} values (one per row), got {e.size}")
-        bad = ~(np.isfinite(e) & (e > 0))
-        if bad.any():
-            raise DataError(f"predict: {what}: expected positive finite numbers, found {e[bad][0]}")
-        return np.log(e).astype(np.float32)
+        if exposure is not None and getattr(get_task(self.task_name), "family", None) != "poisson":
+            raise DataError(f"predict: exposure= is for claim_frequency; a {self.task_name} model takes none")
+        offset = log_exposure(df, self.preprocessor.schema.exposure, exposure)
+        return None if offset is None else offset.astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         """Write the model (weights and preprocessing) to ``path``; readable with :meth:`load`."""

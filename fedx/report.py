@@ -274,6 +274,12 @@ def plot_institutions(result: RunResult, metric: str, path: Path) -> Path | None
     return path
 
 
+def print_run_summary(result: RunResult, task: Any) -> None:
+    """The final table of a run: the task's primary metric and up to three others."""
+    shown = [m for m in task.metric_names if m not in (task.primary_metric, "n", "base_rate")]
+    print_summary(result, [task.primary_metric, *shown[:3]])
+
+
 def print_summary(result: RunResult, metrics: Sequence[str] | None = None) -> None:
     """The final table in the terminal: per institution, local vs federated vs centralized."""
     from rich.console import Console

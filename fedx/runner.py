@@ -30,7 +30,7 @@ from . import run_keys
 from .config import Config, load_config
 from .errors import ConfigError
 from .institution import LocalPolicy, NodeSpec
-from .report import RunResult, print_summary
+from .report import RunResult, print_run_summary
 from .run_folder import RunFolder, option
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config, out_dir: st
                                       centralized_per_institution=central_per_inst, final_path=folder.final_path)
     result.out_dir = folder.target
     if progress:
-        shown = [m for m in task.metric_names if m not in (task.primary_metric, "n", "base_rate")]
-        print_summary(result, [task.primary_metric, *shown[:3]])
+        print_run_summary(result, task)
     return result
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -19,6 +20,35 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet", ".pq")
 # A timestamp format that matches nothing turns pyarrow's date and time inference off.
 _CONVERT = pacsv.ConvertOptions(true_values=["\x00"], false_values=["\x00"], timestamp_parsers=["\x00"],
                                 strings_can_be_null=True)
+
+
+def log_exposure(df: pd.DataFrame, column: str | None, exposure: Any) -> np.ndarray | None:
+    """log(exposure) of each row of ``df``, from ``exposure`` or else the model's exposure ``column`` (None: 1).
+
+    Raises
+    ------
+    DataError
+        The column is missing, or the values are not ``len(df)`` positive finite numbers.
+    """
+    if exposure is None:
+        if column is None:
+            return None
+        if column not in df.columns:
+            raise DataError(f"predict: column {column!r} (exposure) is missing; the model was fitted with "
+                            f"exposure, so give the table that column or pass exposure=")
+        exposure, what = df[column], f"column {column!r} (exposure)"
+    else:
+        what = "exposure"
+    try:
+        e = np.asarray(exposure, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError(f"predict: {what}: expected positive numbers") from None
+    if e.shape != (len(df),):
+        raise DataError(f"predict: {what}: expected {len(df)} values (one per row), got {e.size}")
+    bad = ~(np.isfinite(e) & (e > 0))
+    if bad.any():
+        raise DataError(f"predict: {what}: expected positive finite numbers, found {e[bad][0]}")
+    return np.log(e)
 
 
 def mask_na_codes(df: pd.DataFrame, na_values: Mapping[str, Sequence[Any]]) -> pd.DataFrame:

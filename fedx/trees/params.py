@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 Objective = Literal["binary:logistic", "count:poisson"]
 OBJECTIVES: tuple[Objective, ...] = ("binary:logistic", "count:poisson")
@@ -114,3 +117,12 @@ class GBDTParams:
         if not ok:
             span = f"{'>' if low_open else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
             raise ConfigError(f"model.{name}: expected a finite number {span}, got {value!r}")
+
+
+def gbdt_params(cfg: Config) -> GBDTParams:
+    """The engine's settings from the config's ``model:`` section (``objective: auto`` resolved by task)."""
+    m = cfg.model
+    return GBDTParams(trees=m.trees, max_depth=m.depth, learning_rate=m.learning_rate, reg_lambda=m.l2,
+                      min_child_weight=m.min_child_weight, gamma=m.gamma, subsample=m.subsample,
+                      colsample=m.colsample, max_bins=m.bins, objective=m.gbdt_objective(cfg.task),  # type: ignore[arg-type]
+                      seed=cfg.seed)

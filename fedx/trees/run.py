@@ -54,20 +54,11 @@ from ..tasks import TabularData, get_task
 from .binning import BinEdges
 from .horizontal import FitReport, HorizontalParty, federated_edges, fit_horizontal
 from .model import GBDTModel, Tree
-from .params import GBDTParams
+from .params import GBDTParams, gbdt_params
 from .saved import SavedGBDT, tree_matrix
 from .summation import EncryptedSum, PlainSum
 
 __all__ = ["gbdt_params", "run_gbdt"]
-
-
-def gbdt_params(cfg: Config) -> GBDTParams:
-    """The engine's settings from the config's ``model:`` section (``objective: auto`` resolved by task)."""
-    m = cfg.model
-    return GBDTParams(trees=m.trees, max_depth=m.depth, learning_rate=m.learning_rate, reg_lambda=m.l2,
-                      min_child_weight=m.min_child_weight, gamma=m.gamma, subsample=m.subsample,
-                      colsample=m.colsample, max_bins=m.bins, objective=m.gbdt_objective(cfg.task),  # type: ignore[arg-type]
-                      seed=cfg.seed)
 
 
 class _Site:
@@ -154,7 +145,7 @@ def run_gbdt(cfg: Config, folder: RunFolder, tables: Mapping[str, pd.DataFrame],
     """
     from .. import he
     from ..progress import RunProgress
-    from ..report import print_summary
+    from ..report import print_run_summary
 
     task = get_task(cfg.task)  # type: ignore[arg-type]
     params = gbdt_params(cfg)
@@ -236,8 +227,7 @@ def run_gbdt(cfg: Config, folder: RunFolder, tables: Mapping[str, pd.DataFrame],
                                       centralized_per_institution=central_per_inst, final_path=folder.final_path)
     result.out_dir = folder.target
     if progress:
-        shown = [m for m in task.metric_names if m not in (task.primary_metric, "n", "base_rate")]
-        print_summary(result, [task.primary_metric, *shown[:3]])
+        print_run_summary(result, task)
     return result
 
 

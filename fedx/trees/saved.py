@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..atomic import write_atomic
 from ..data.preprocess import Preprocessor
-from ..data.tables import mask_na_codes
+from ..data.tables import log_exposure, mask_na_codes
 from ..errors import DataError
 from .model import GBDTModel
 
@@ -97,24 +97,7 @@ class SavedGBDT:
             if exposure is not None:
                 raise DataError(f"predict: exposure= is for claim_frequency; a {self.task_name} model takes none")
             return self.gbdt.predict_proba(X)[:, 1]
-        return self.gbdt.predict(X, offset=self._offset(df, exposure))
-
-    def _offset(self, df: pd.DataFrame, exposure: Any) -> np.ndarray | None:
-        column = self.preprocessor.schema.exposure
-        if exposure is None:
-            if column is None:
-                return None
-            if column not in df.columns:
-                raise DataError(f"predict: column {column!r} (exposure) is missing; the model was fitted with "
-                                f"exposure, so give the table that column or pass exposure=")
-            exposure = df[column]
-        try:
-            e = np.asarray(exposure, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise DataError("predict: exposure: expected positive numbers") from None
-        if e.shape != (len(df),) or not np.all(np.isfinite(e) & (e > 0)):
-            raise DataError(f"predict: exposure: expected {len(df)} positive finite numbers (one per row)")
-        return np.log(e)
+        return self.gbdt.predict(X, offset=log_exposure(df, self.preprocessor.schema.exposure, exposure))
 
     # ------------------------------------------------------------------ the file
 

@@ -37,7 +37,7 @@ from ..report import SCHEMA_VERSION, RunResult, json_ready
 from ..run_folder import RunFolder
 from ..trees.binning import BinEdges
 from ..trees.horizontal import fit_pooled
-from ..trees.params import GBDTParams
+from ..trees.params import gbdt_params
 from .psi import select_test_rows
 from .secureboost import (
     FitStats,
@@ -48,15 +48,6 @@ from .secureboost import (
 from .tables import PartyTable, describe, load_party_tables
 
 __all__ = ["gbdt_params", "ks_statistic", "lift_table", "party_columns", "run_vertical_gbdt"]
-
-
-def gbdt_params(cfg: Config) -> GBDTParams:
-    """The engine's settings from ``model:``."""
-    m = cfg.model
-    return GBDTParams(trees=m.trees, max_depth=m.depth, learning_rate=m.learning_rate, reg_lambda=m.l2,
-                      min_child_weight=m.min_child_weight, gamma=m.gamma, subsample=m.subsample,
-                      colsample=m.colsample, max_bins=m.bins, objective=m.gbdt_objective(cfg.task),  # type: ignore[arg-type]
-                      seed=cfg.seed)
 
 
 def party_columns(cfg: Config, table: PartyTable) -> dict[str, str]:
