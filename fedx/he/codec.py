@@ -155,7 +155,7 @@ def decrypt(secret: SecretContext, blob: bytes) -> tuple[Arrays, float]:
     preset.check_capacity(header.kind, header.n_summed, header.bound, header.rho, "blob")
     if header.kind == "mean" and header.rho <= 0.0:
         raise BlobError("blob: its rhos sum to 0, so it holds no weighted mean")
-    rows = key.seal_key.decrypt(chunks, header.kind, "blob")
+    rows = key.seal_key.decrypt(chunks, header.kind, header.c1, header.n_summed, "blob")
     flat = preset.decode(header.kind, rows, header.n_values, header.rho)
     if header.report.clipped:
         log.info("he.decrypt: the %d blobs summed include %d clipped values", header.n_summed, header.report.clipped)
@@ -178,7 +178,8 @@ def noise_budget(secret: SecretContext, blob: bytes) -> int:
     key = _require_secret(secret, "he.noise_budget")
     header, chunks = unpack_blob(blob)
     header.check_context(key.preset, key.fingerprint, "blob")
-    return key.seal_key.noise_budget(chunks, header.kind, "blob")
+    header.check_layout(key.preset, "blob")
+    return key.seal_key.noise_budget(chunks, header.kind, header.c1, header.n_summed, "blob")
 
 
 def _require_secret(secret: Any, who: str) -> SecretContext:
