@@ -45,7 +45,8 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         ``rho = weight / total_weight``, so the rhos of a round sum to 1 and many clients fit. Without it
         the blob carries ``rho = weight``: the aggregate still decrypts to the weighted mean, but the
         summed weights must fit the preset's range (bfv-compact at 16 bits: a sum of weights of at
-        most 15.75), and a weight beyond it is refused with a CapacityError naming ``total_weight``.
+        most 16.38 with the default max_clients 16), and a weight beyond it is refused with a
+        CapacityError naming ``total_weight``.
     kind : {"mean", "sum"}
         Weighted mean of model updates, or plain sum of statistics.
     value_bound : float, optional

@@ -16,7 +16,8 @@ def describe(preset: Preset | str) -> dict[str, Any]:
     """Security, parameters, precision, capacity and bytes per parameter of ``preset``.
 
     Bytes per parameter are those of the ciphertexts (the blob header adds a few hundred bytes): an
-    upload, and an aggregate of 10 updates (``aggregate``), 100 and 1000 (seeds or ``c1``, the smaller).
+    upload, an aggregate of 10 updates (``aggregate``; at most ``max_additions``) and one of
+    ``max_additions`` updates (``aggregate_max``), each with the seeds or ``c1``, whichever is smaller.
 
     Parameters
     ----------
@@ -38,10 +39,9 @@ def describe(preset: Preset | str) -> dict[str, Any]:
         **p.details(),
         "bytes_per_param": {
             "upload": round(sizes["mean_upload"] / per_value["mean"], 3),
-            "aggregate": round(sizes["mean_aggregate_10"] / per_value["mean"], 3),
-            "aggregate_100": round(sizes["mean_aggregate_100"] / per_value["mean"], 3),
-            "aggregate_1000": round(sizes["mean_aggregate_1000"] / per_value["mean"], 3),
+            "aggregate": round(sizes["mean_aggregate"] / per_value["mean"], 3),
+            "aggregate_max": round(sizes["mean_aggregate_max"] / per_value["mean"], 3),
             "sum_upload": round(sizes["sum_upload"] / per_value["sum"], 3),
-            "sum_aggregate": round(sizes["sum_aggregate_10"] / per_value["sum"], 3),
+            "sum_aggregate": round(sizes["sum_aggregate"] / per_value["sum"], 3),
         },
     }

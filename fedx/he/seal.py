@@ -191,14 +191,16 @@ class Engine:
 
     @functools.cached_property
     def sizes(self) -> dict[str, int]:
-        """Bytes of one update chunk, and of one aggregate chunk per number of updates, at each kind's level."""
+        """Bytes of one update chunk, and of one aggregate chunk of 10 updates (at most ``max_additions``)
+        and of ``max_additions`` updates, at each kind's level."""
         n = self.preset.poly_modulus_degree
         out: dict[str, int] = {}
         for kind in KINDS:
             primes = self.primes(kind)
             out[f"{kind}_upload"] = wire.chunk_size(n, primes, "seeds", 1)
-            for count in (10, 100, 1000):
-                out[f"{kind}_aggregate_{count}"] = wire.chunk_size(n, primes, wire.c1_mode(count, n, primes), count)
+            for name, count in (("aggregate", min(10, self.preset.max_additions)),
+                                ("aggregate_max", self.preset.max_additions)):
+                out[f"{kind}_{name}"] = wire.chunk_size(n, primes, wire.c1_mode(count, n, primes), count)
         return out
 
 

@@ -84,7 +84,7 @@ def test_bfv_clipping_is_applied_counted_and_reported() -> None:
 
 
 @pytest.mark.parametrize("preset, weights", [
-    ("bfv-compact", [1.0, 2.5, 7.0, 4.0]),      # at 16 bits the weights of one sum may add up to 15.75
+    ("bfv-compact", [1.0, 2.5, 7.0, 4.0]),      # at 16 bits (max_clients 16) the weights of one sum may add up to 16.38
     ("ckks", [120.0, 30.0, 850.0, 4.0]),
 ])
 def test_without_total_weight_the_aggregate_is_the_true_weighted_mean(preset: str, weights: list[float]) -> None:

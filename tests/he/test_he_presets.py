@@ -68,7 +68,8 @@ def test_bfv_compact_describe_states_its_limits() -> None:
     assert d["bits"] == 16 and d["clip"] == 1.0 and d["max_clients"]["mean_at_rho_1"] == 16 == p.max_clients
     assert d["quantization_step"] == pytest.approx(1.0 / 32767)
     assert d["max_clients"] == {"mean_at_rho_1": 16, "mean_with_total_weight": 16, "sum": 16}
-    assert d["bytes_per_param"]["upload"] <= 4.1 and d["bytes_per_param"]["aggregate"] <= 4.3
+    assert d["bytes_per_param"]["upload"] <= 4.1 and d["bytes_per_param"]["aggregate"] <= 4.2
+    assert d["bytes_per_param"]["aggregate_max"] == pytest.approx((32 * 4096 / 8 + 16 * 65) / 4096, abs=1e-3)
     assert "n * 1.53e-05 / sum(rho)" in d["precision"]["mean"]
 
 
@@ -78,6 +79,7 @@ def test_ckks_describe_states_its_limits() -> None:
     assert d["capacity"]["mean_sum_of_rho_times_max_abs"] == pytest.approx(2.0**18, rel=1e-6)
     # c0 at 60 bits and a seed up, c0 and ten seeds down.
     assert 15 <= d["bytes_per_param"]["upload"] <= d["bytes_per_param"]["aggregate"] < 15.5
+    assert d["bytes_per_param"]["aggregate_max"] == 30.0  # 4096 seeds would outgrow c1
 
 
 @pytest.mark.parametrize("overrides, error, message", [
