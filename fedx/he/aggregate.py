@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
 
-from ..errors import HEError, KeyFileError
 import numpy as np
 
+from ..errors import HEError, KeyFileError
 from . import seal, wire
 from .blob import BlobHeader, pack_blob, unpack_blob
 from .keys import PublicContext, SecretContext

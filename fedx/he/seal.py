@@ -25,7 +25,6 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from ..errors import BlobError, CapacityError, HEError, KeyFileError
-
 from . import wire
 from .schemes import KINDS, BfvPreset, CkksPreset, Kind, Preset
 
