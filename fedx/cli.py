@@ -63,7 +63,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from . import he
 
-    overrides = {k: v for k, v in (("bits", args.bits), ("clip", args.clip)) if v is not None}
+    overrides = {k: v for k, v in (("bits", args.bits), ("clip", args.clip), ("max_clients", args.max_clients))
+                 if v is not None}
     keys = he.keygen(args.preset, **overrides)
     paths = keys.save(args.out)
     print(f"fingerprint {keys.fingerprint_text} ({keys.preset.name})")
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", type=Path, required=True, help="folder for secret.fxk and public.fxk")
     k.add_argument("--bits", type=int, help="quantization bits (bfv-compact)")
     k.add_argument("--clip", type=float, help="clip range (bfv-compact)")
+    k.add_argument("--max-clients", type=int, help="most updates one sum holds at full precision (bfv-compact; "
+                                                   "default 16): sets the moduli, and so the bytes per parameter")
     k.set_defaults(func=cmd_keygen)
 
     c = _command(sub, "certs", "create a CA and the server's TLS certificate (cryptography library)")

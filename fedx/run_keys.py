@@ -24,15 +24,21 @@ from .errors import ConfigError, FedxError
 log = logging.getLogger(__name__)
 
 
-def he_overrides(cfg: Config) -> dict[str, Any]:
+def he_overrides(cfg: Config, n_institutions: int | None = None) -> dict[str, Any]:
     """The settings of fresh HE keys: ``security.he``, with the clip range widened for client-level DP.
 
     Under client-level DP each bfv-compact value is a clipped update plus its share of the noise, which
     needs the range :func:`dp_clip_range` gives. A ``security.he.clip`` sized for plaintext updates (for
     example 2.0 in the anti-fraud example) would cut the noise, so the range is widened to that bound,
     and the log says so.
+
+    Unless ``security.he.max_clients`` is given, bfv-compact keys hold sums of ``n_institutions`` updates
+    (the federation's size, when known), so that every institution keeps the full ``bits`` of precision.
     """
     overrides = cfg.security.he.overrides()
+    known = n_institutions if n_institutions is not None else federation_size(cfg)
+    if cfg.security.encryption == "bfv-compact" and "max_clients" not in overrides and known is not None:
+        overrides["max_clients"] = known
     need = dp_clip_range(cfg)
     if need is None:
         return overrides
@@ -47,6 +53,16 @@ def he_overrides(cfg: Config) -> dict[str, Any]:
                     dp.noise_multiplier, cfg.federation.min_clients, need)
         overrides["clip"] = need
     return overrides
+
+
+def federation_size(cfg: Config) -> int | None:
+    """The number of institutions when the config fixes it (``data.institutions``, or
+    ``deployment.expected_nodes``), else None: the most updates a bfv-compact sum of a round must hold."""
+    n = cfg.n_institutions_hint()
+    if n < (1 << 30):
+        return n
+    deployment = getattr(cfg, "deployment", None)
+    return getattr(deployment, "expected_nodes", None)
 
 
 def dp_clip_range(cfg: Config) -> float | None:
@@ -98,6 +114,16 @@ def check_preset(cfg: Config, preset: Any, where: str) -> None:
         raise ConfigError(f"{where}: the keys quantize to {have_bits} bits, and security.he.bits is {he_cfg.bits}: "
                           f"make keys with `fedx keygen --preset {enc} --bits {he_cfg.bits}`, or change "
                           f"security.he.bits")
+    have_max = getattr(preset, "max_clients", None)
+    if he_cfg.max_clients is not None and have_max != he_cfg.max_clients:
+        raise ConfigError(f"{where}: the keys hold sums of {have_max} updates (he.max_clients), and "
+                          f"security.he.max_clients is {he_cfg.max_clients}: make keys with `fedx keygen --preset "
+                          f"{enc} --max-clients {he_cfg.max_clients}`, or change security.he.max_clients")
+    known = federation_size(cfg)
+    if have_max is not None and known is not None and known > have_max:
+        raise ConfigError(f"{where}: the keys hold sums of at most {have_max} updates (he.max_clients), and the "
+                          f"federation has {known} institutions: make keys with `fedx keygen --preset {enc} "
+                          f"--max-clients {known}`")
     widened = need is not None and he_cfg.clip is not None and need > he_cfg.clip
     if he_cfg.clip is not None and have_clip != he_cfg.clip and not widened:
         raise ConfigError(f"{where}: the keys clip values to {have_clip:g}, and security.he.clip is {he_cfg.clip:g}: "
@@ -156,8 +182,9 @@ def given_keys(cfg: Config) -> tuple[Any, Path] | None:
     return public, folder
 
 
-def run_folder_keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
-    """Keys kept in a simulated run's folder ``out/keys``: those of the run being resumed, or fresh ones."""
+def run_folder_keys(cfg: Config, out: Path, n_institutions: int | None = None) -> tuple[Any, Path | None]:
+    """Keys kept in a simulated run's folder ``out/keys``: those of the run being resumed, or fresh ones
+    (for ``n_institutions`` institutions, :func:`he_overrides`)."""
     if cfg.security.encryption == "none":
         return None, None
     from . import he
@@ -166,7 +193,7 @@ def run_folder_keys(cfg: Config, out: Path) -> tuple[Any, Path | None]:
     if (folder / "public.fxk").exists():
         return server_public_key(cfg, folder), folder
     try:
-        keys = he.keygen(cfg.security.encryption, **he_overrides(cfg))
+        keys = he.keygen(cfg.security.encryption, **he_overrides(cfg, n_institutions))
     except FedxError as exc:
         raise ConfigError(f"security.he: {exc}") from None
     keys.save(folder)

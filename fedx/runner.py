@@ -263,7 +263,7 @@ def _checked_tables(cfg: Config, given: _Given | None, target_kind: str | None) 
 def _simulated_sites(cfg: Config, out: Path, tables: dict[str, pd.DataFrame],
                      given_keys: tuple[Any, Path] | None) -> Iterator[_Sites]:
     """Each institution's table in a file of its own (deleted afterwards), and the keys."""
-    public, keys_dir = given_keys if given_keys is not None else run_keys.run_folder_keys(cfg, out)
+    public, keys_dir = given_keys if given_keys is not None else run_keys.run_folder_keys(cfg, out, len(tables))
     data_dir = Path(tempfile.mkdtemp(prefix="fedx-sites-"))
     try:
         specs = []

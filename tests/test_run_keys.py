@@ -98,3 +98,29 @@ def test_fedx_server_refuses_keys_that_do_not_fit_before_it_starts_a_superlink(
     with pytest.raises(_Started):
         operate.serve(cfg, tmp_path / "server.yaml", say=said.append)
     assert f"HE public key bfv-compact, fingerprint {keys.fingerprint_text}" in "\n".join(said)
+
+
+def test_max_clients_follows_the_federation_and_keys_that_hold_fewer_are_refused(tmp_path: Path) -> None:
+    from fedx.run_keys import he_overrides
+
+    def cfg(keys: Path | None, institutions: int | None = None, **security: Any) -> Any:
+        data = {"target": "y", **({"institutions": institutions} if institutions is not None else {})}
+        sec = {"encryption": "bfv-compact", **({"keys": str(keys)} if keys is not None else {}), **security}
+        return config_from_dict({**JOB, "data": data, "security": sec})
+
+    assert he_overrides(cfg(None, 40))["max_clients"] == 40               # data.institutions fixes the size
+    assert "max_clients" not in he_overrides(cfg(None))                   # unknown: the preset's default
+    assert he_overrides(cfg(None), n_institutions=7)["max_clients"] == 7  # known at run time
+    assert he_overrides(cfg(None, 40, he={"max_clients": 100}))["max_clients"] == 100
+    keys = _saved(tmp_path / "keys", max_clients=40)
+    assert keys.preset.max_additions == 40
+    assert server_public_key(cfg(tmp_path / "keys", 40)) == keys.public
+    with pytest.raises(ConfigError, match=r"the keys hold sums of at most 40 updates \(he\.max_clients\), and the "
+                                          r"federation has 41 institutions: make keys with `fedx keygen --preset "
+                                          r"bfv-compact --max-clients 41`"):
+        server_public_key(cfg(tmp_path / "keys", 41))
+    with pytest.raises(ConfigError, match=r"the keys hold sums of 40 updates \(he\.max_clients\), and "
+                                          r"security\.he\.max_clients is 50"):
+        server_public_key(cfg(tmp_path / "keys", he={"max_clients": 50}))
+    with pytest.raises(ConfigError, match=r"security\.he\.max_clients"):
+        cfg(None, he={"max_clients": 0})

@@ -179,10 +179,15 @@ class HEConfig:
 
     bits: int | None = _f(None, lo=2, hi=30, doc="quantization bits (bfv-compact)")
     clip: float | None = _f(None, lo=0.0, lo_open=True, doc="clip range [-clip, clip] (bfv-compact)")
+    max_clients: int | None = _f(None, lo=1, hi=1 << 20,
+                                 doc="most updates one sum holds at full precision; sets t and the modulus "
+                                     "(bfv-compact; default: the number of institutions when the config fixes it, "
+                                     "else 16)")
 
     def overrides(self) -> dict[str, Any]:
         """The settings given, as keyword arguments of :func:`fedx.he.keygen` / :func:`fedx.he.get_preset`."""
-        return {k: v for k, v in (("bits", self.bits), ("clip", self.clip)) if v is not None}
+        return {k: v for k, v in (("bits", self.bits), ("clip", self.clip), ("max_clients", self.max_clients))
+                if v is not None}
 
 
 @dataclass

@@ -14,8 +14,9 @@ Both calls of ``encrypt`` give the weighted mean; ``total_weight`` (the sum of t
 lets many more clients fit a bfv-compact sum. Each update carries a random id, and ``aggregate``
 refuses the same update twice.
 
-Presets (:data:`PRESETS`): ``bfv-compact`` (quantized, seeded symmetric ciphertexts, about 6 bytes per
-parameter up) and ``ckks`` (floats, N=8192). See docs/he-presets.md.
+Presets (:data:`PRESETS`): ``bfv-compact`` (quantized, seeded symmetric ciphertexts, about 4 bytes per
+parameter up and down for 10 institutions; its moduli follow from ``max_clients``) and ``ckks`` (floats,
+N=8192). See docs/he-presets.md.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from typing import Any
+
+import numpy as np
 
 from ..errors import HEError, KeyFileError
-from . import seal
+from . import seal, wire
 from .blob import BlobHeader, pack_blob, unpack_blob
 from .keys import PublicContext, SecretContext
 
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> bytes:
     """Sum encrypted blobs into one aggregate blob, with no secret key.
 
-    Blobs are read one at a time (a generator is fine) and added into a running accumulator, so memory
-    does not grow with their number. Every blob is checked before any of it is added: format and checksum,
+    Blobs are read one at a time (a generator is fine) and added into a running accumulator: the ``c0``
+    parts are added modulo the coefficient primes, and the seeds of ``c1`` are collected while they are
+    smaller than ``c1`` itself, then expanded and added (:mod:`fedx.he.wire`). Memory is bounded by the
+    larger of the two, not by the number of blobs. Every blob is checked before any of it is added: format and checksum,
     preset, parameters and key fingerprint against ``public``, and kind, names, shapes and dtypes against
     the first blob; the running sum is checked against the preset's capacity and noise budget.
 
@@ -53,7 +56,7 @@ def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> 
     preset = public.preset
     engine = seal.engine(preset)
     total: BlobHeader | None = None
-    acc: list[Any] = []
+    acc: list[_Chunk] = []
     seen: dict[str, int] = {}
     for i, blob in enumerate(blobs):
         what = f"blob {i}"
@@ -62,22 +65,60 @@ def aggregate(public: PublicContext | SecretContext, blobs: Iterable[bytes]) -> 
         header.check_layout(preset, what)
         header.check_disjoint(seen, what)
         seen.update(dict.fromkeys(header.ids, i))
+        summed = header
         if total is not None:
             header.check_same(total, what)
-            header = _add(total, header)
-        preset.check_capacity(header.kind, header.n_summed, header.bound, header.rho, what)
+            summed = _add(total, header)
+        preset.check_capacity(summed.kind, summed.n_summed, summed.bound, summed.rho, what)
+        kind = summed.kind
+        primes = engine.primes(kind)
+        n = preset.poly_modulus_degree
+        # c1 stays a list of seeds while all the blobs carry seeds and the seeds are smaller than c1.
+        poly = bool(acc) and acc[0].c1 is not None or header.c1 == "poly" or \
+            wire.c1_mode(summed.n_summed, n, primes) == "poly"
+        if not acc:
+            acc = [_Chunk(np.zeros((len(primes), n), np.uint64)) for _ in chunks]
+        modulus = np.array(primes, np.uint64)[:, None]
         for j, data in enumerate(chunks):
-            ct = engine.load(data, header.kind, f"{what}, ciphertext {j}")
-            if total is None:
-                acc.append(ct)
+            where = f"{what}, ciphertext {j}"
+            c0, c1 = wire.split_chunk(data, n, primes, header.c1, header.n_summed, where)
+            slot = acc[j]
+            slot.c0 = _add_mod(slot.c0, c0, modulus)
+            if isinstance(c1, list):
+                slot.seeds.extend(c1)
             else:
-                engine.add_inplace(acc[j], ct)
-        total = header
+                slot.add_poly(c1, modulus)
+            if poly and slot.seeds:
+                slot.add_poly(engine.expand(slot.seeds, kind, where), modulus)
+                slot.seeds = []
+        total = summed
         log.debug("he.aggregate: added %s (%d ciphertexts)", what, len(chunks))
     if total is None:
         raise HEError("he.aggregate got no blobs")
-    out = [engine.save(ct) for ct in acc]
-    return pack_blob(dataclasses.replace(total, stage="aggregate", chunk_sizes=tuple(len(c) for c in out)), out)
+    primes = engine.primes(total.kind)
+    mode = "poly" if acc and acc[0].c1 is not None else "seeds"
+    out = [wire.pack_poly(a.c0, primes) + (b"".join(a.seeds) if mode == "seeds" else wire.pack_poly(a.c1, primes))
+           for a in acc]
+    return pack_blob(dataclasses.replace(total, stage="aggregate", c1=mode, chunk_sizes=tuple(len(c) for c in out)),
+                     out)
+
+
+class _Chunk:
+    """The running sum of one ciphertext: ``c0``, and ``c1`` as seeds still to expand or as a polynomial."""
+
+    def __init__(self, c0: np.ndarray) -> None:
+        self.c0 = c0
+        self.seeds: list[bytes] = []
+        self.c1: np.ndarray | None = None
+
+    def add_poly(self, c1: np.ndarray, modulus: np.ndarray) -> None:
+        self.c1 = c1.copy() if self.c1 is None else _add_mod(self.c1, c1, modulus)
+
+
+def _add_mod(a: np.ndarray, b: np.ndarray, modulus: np.ndarray) -> np.ndarray:
+    """``(a + b) mod q`` per prime row, for coefficients below primes of at most 61 bits."""
+    s = a + b
+    return np.where(s >= modulus, s - modulus, s)
 
 
 def _add(total: BlobHeader, header: BlobHeader) -> BlobHeader:

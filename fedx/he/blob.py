@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import BlobError, KeyMismatchError
-from . import frame
+from . import frame, wire
 from .encoding import EncodingReport
 from .schemes import KINDS, Kind, Preset
 
 MAGIC = b"FXHE"
-VERSION = 2  # 2: the ids of the updates summed
+VERSION = 3  # 2: the ids of the updates summed; 3: packed c0, and c1 as seeds or packed (fedx.he.wire)
 ID_HEX = 32  # an update id: 128 random bits, as hex
 MAX_ARRAYS = 1_000_000
 MAX_NDIM = 32
@@ -36,6 +36,7 @@ DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"
           "float16", "float32", "float64")
 
 Stage = Literal["update", "aggregate"]
+C1_MODES = ("seeds", "poly")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class BlobHeader:
         Clipping and quantization: counts and magnitudes, summed over clients.
     chunk_sizes : tuple of int
         Byte size of each ciphertext.
+    c1 : {"seeds", "poly"}
+        How the chunks carry ``c1``: the seeds of the ``n_summed`` updates, or the summed polynomial
+        (:mod:`fedx.he.wire`).
     """
 
     version: int
@@ -90,6 +94,7 @@ class BlobHeader:
     scale: float
     report: EncodingReport
     chunk_sizes: tuple[int, ...]
+    c1: str = "seeds"
 
     @property
     def chunks(self) -> int:
@@ -111,7 +116,7 @@ class BlobHeader:
                 "scale": self.scale,
                 "report": {"values": r.values, "clipped": r.clipped, "max_abs": r.max_abs, "zeroed": r.zeroed,
                            "rounding": r.rounding},
-                "chunks": list(self.chunk_sizes)}
+                "chunks": list(self.chunk_sizes), "c1": self.c1}
 
     @classmethod
     def from_json(cls, version: int, doc: dict[str, Any], what: str) -> BlobHeader:
@@ -149,7 +154,8 @@ class BlobHeader:
                    names=None if raw_names is None else tuple(raw_names), shapes=shapes, dtypes=tuple(dtypes),
                    weight=f.number("weight", 0.0), rho=f.number("rho", 0.0), n_summed=n_summed, ids=tuple(ids),
                    bound=f.number("bound", 0.0), scale=f.number("scale", 1e-300), report=report,
-                   chunk_sizes=tuple(f.check_int("chunks", c, 16, MAX_CHUNK) for c in f.items("chunks", MAX_CHUNKS)))
+                   chunk_sizes=tuple(f.check_int("chunks", c, 16, MAX_CHUNK) for c in f.items("chunks", MAX_CHUNKS)),
+                   c1=f.text("c1", ("seeds",) if stage == "update" else C1_MODES))
 
     def check_context(self, preset: Preset, fingerprint: str, what: str) -> None:
         """Refuse a blob made under another preset, other parameters, or other keys.
@@ -169,11 +175,16 @@ class BlobHeader:
                                    f"{fingerprint[:12]} (foreign or stale keys)")
 
     def check_layout(self, preset: Preset, what: str) -> None:
-        """Refuse a blob whose ciphertext count does not fit its shapes."""
+        """Refuse a blob whose ciphertext count does not fit its shapes, or whose chunks have the wrong size."""
         expected = preset.chunks_for(self.n_values, self.kind)
         if self.chunks != expected:
             raise BlobError(f"{what} holds {self.chunks} ciphertexts, but {self.n_values} values of kind "
                             f"'{self.kind}' need {expected}")
+        primes = preset.coeff_modulus[:preset.level_primes(self.kind)]
+        size = wire.chunk_size(preset.poly_modulus_degree, primes, self.c1, self.n_summed)
+        if any(c != size for c in self.chunk_sizes):
+            raise BlobError(f"{what}: its ciphertexts must be {size} bytes each ({self.kind!r}, c1 as "
+                            f"{self.c1}, {self.n_summed} updates), the header lists {sorted(set(self.chunk_sizes))}")
 
     def check_same(self, first: BlobHeader, what: str) -> None:
         """Refuse a blob that cannot be added to ``first``.

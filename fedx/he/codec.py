@@ -45,7 +45,8 @@ def encrypt(secret: SecretContext, arrays: Sequence[Any] | Mapping[str, Any], we
         ``rho = weight / total_weight``, so the rhos of a round sum to 1 and many clients fit. Without it
         the blob carries ``rho = weight``: the aggregate still decrypts to the weighted mean, but the
         summed weights must fit the preset's range (bfv-compact at 16 bits: a sum of weights of at
-        most 15.75), and a weight beyond it is refused with a CapacityError naming ``total_weight``.
+        most 16.38 with the default max_clients 16), and a weight beyond it is refused with a
+        CapacityError naming ``total_weight``.
     kind : {"mean", "sum"}
         Weighted mean of model updates, or plain sum of statistics.
     value_bound : float, optional
@@ -155,7 +156,7 @@ def decrypt(secret: SecretContext, blob: bytes) -> tuple[Arrays, float]:
     preset.check_capacity(header.kind, header.n_summed, header.bound, header.rho, "blob")
     if header.kind == "mean" and header.rho <= 0.0:
         raise BlobError("blob: its rhos sum to 0, so it holds no weighted mean")
-    rows = key.seal_key.decrypt(chunks, header.kind, "blob")
+    rows = key.seal_key.decrypt(chunks, header.kind, header.c1, header.n_summed, "blob")
     flat = preset.decode(header.kind, rows, header.n_values, header.rho)
     if header.report.clipped:
         log.info("he.decrypt: the %d blobs summed include %d clipped values", header.n_summed, header.report.clipped)
@@ -178,7 +179,8 @@ def noise_budget(secret: SecretContext, blob: bytes) -> int:
     key = _require_secret(secret, "he.noise_budget")
     header, chunks = unpack_blob(blob)
     header.check_context(key.preset, key.fingerprint, "blob")
-    return key.seal_key.noise_budget(chunks, header.kind, "blob")
+    header.check_layout(key.preset, "blob")
+    return key.seal_key.noise_budget(chunks, header.kind, header.c1, header.n_summed, "blob")
 
 
 def _require_secret(secret: Any, who: str) -> SecretContext:

@@ -13,7 +13,11 @@ from .schemes import KINDS, Preset, get_preset
 
 
 def describe(preset: Preset | str) -> dict[str, Any]:
-    """Security, parameters, precision, capacity and measured bytes per parameter of ``preset``.
+    """Security, parameters, precision, capacity and bytes per parameter of ``preset``.
+
+    Bytes per parameter are those of the ciphertexts (the blob header adds a few hundred bytes): an
+    upload, an aggregate of 10 updates (``aggregate``; at most ``max_additions``) and one of
+    ``max_additions`` updates (``aggregate_max``), each with the seeds or ``c1``, whichever is smaller.
 
     Parameters
     ----------
@@ -36,6 +40,7 @@ def describe(preset: Preset | str) -> dict[str, Any]:
         "bytes_per_param": {
             "upload": round(sizes["mean_upload"] / per_value["mean"], 3),
             "aggregate": round(sizes["mean_aggregate"] / per_value["mean"], 3),
+            "aggregate_max": round(sizes["mean_aggregate_max"] / per_value["mean"], 3),
             "sum_upload": round(sizes["sum_upload"] / per_value["sum"], 3),
             "sum_aggregate": round(sizes["sum_aggregate"] / per_value["sum"], 3),
         },

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from tenseal import sealapi
 
 from ..errors import MaskingError
-from . import frame, seal
+from . import frame, seal, wire
 from .aggregate import aggregate
 from .blob import BlobHeader, pack_blob, unpack_blob
 from .codec import _require_secret, encode_update
@@ -177,13 +176,14 @@ def unmask(public: PublicContext | SecretContext, masked_aggregate: bytes, resid
         raise MaskingError(f"he.masked.unmask: the residual mask must be integers of shape "
                            f"{(len(chunks), preset.slots)}, got {rows.dtype} {rows.shape}")
     engine = seal.engine(preset)
+    kind = header.kind
+    n, primes = preset.poly_modulus_degree, engine.primes(kind)
     out = []
     for j, (data, row) in enumerate(zip(chunks, centre(rows, preset.plain_modulus), strict=True)):
-        ct = engine.load(data, header.kind, f"masked aggregate, ciphertext {j}")
-        pt = sealapi.Plaintext()
-        engine.encoder.encode(row.tolist(), pt)
-        engine.evaluator.sub_plain_inplace(ct, pt)
-        out.append(engine.save(ct))
+        where = f"masked aggregate, ciphertext {j}"
+        c0, c1 = wire.split_chunk(data, n, primes, header.c1, header.n_summed, where)
+        rest = b"".join(c1) if isinstance(c1, list) else wire.pack_poly(c1, primes)
+        out.append(wire.pack_poly(engine.sub_plain(c0, row, kind, where), primes) + rest)
     return pack_blob(dataclasses.replace(header, chunk_sizes=tuple(len(c) for c in out)), out)
 
 
@@ -194,7 +194,8 @@ def decrypt_residues(secret: SecretContext, blob: bytes) -> np.ndarray:
     body = unwrap(blob, "blob")[2] if bytes(blob[:4]) == MAGIC else blob
     header, chunks = unpack_blob(body)
     header.check_context(preset, key.fingerprint, "blob")
-    return np.mod(key.seal_key.decrypt(chunks, header.kind, "blob"), preset.plain_modulus)
+    header.check_layout(preset, "blob")
+    return np.mod(key.seal_key.decrypt(chunks, header.kind, header.c1, header.n_summed, "blob"), preset.plain_modulus)
 
 
 def slot_shape(blob: bytes) -> tuple[int, int]:

@@ -27,6 +27,9 @@ import numpy as np
 from ..errors import CapacityError, HEError
 from .encoding import EncodingReport, from_limbs, quantize, to_limbs
 
+#: How ciphertexts travel (:mod:`fedx.he.wire`); part of every parameter hash.
+WIRE_FORMAT = "packed-c0+seeds/1"
+
 Kind = Literal["mean", "sum"]
 KINDS: tuple[Kind, ...] = ("mean", "sum")
 
@@ -149,7 +152,8 @@ class Preset(abc.ABC):
         """A copy with some settings changed (only those in :attr:`overridable`), validated."""
         unknown = sorted(set(overrides) - set(self.overridable))
         if unknown:
-            takes = ", ".join(self.overridable) if self.overridable else "none (bits and clip apply to bfv-compact)"
+            takes = ", ".join(self.overridable) if self.overridable else \
+                "none (bits, clip and max_clients apply to bfv-compact)"
             raise HEError(f"preset {self.name} has no setting {', '.join(unknown)}; it takes {takes}")
         changes = {}
         for key, value in overrides.items():
@@ -167,7 +171,7 @@ class Preset(abc.ABC):
     @functools.cached_property
     def params_hash(self) -> str:
         """Hash of every parameter (SEAL and codec): blobs and keys of other parameters are refused."""
-        doc = json.dumps({"scheme": self.scheme, **dataclasses.asdict(self)}, sort_keys=True)
+        doc = json.dumps({"scheme": self.scheme, "wire": WIRE_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
         return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
     def _rows(self, flat: np.ndarray) -> np.ndarray:
@@ -177,38 +181,105 @@ class Preset(abc.ABC):
         return rows
 
 
+#: Largest |noise| that one fresh symmetric BFV encryption adds to a coefficient: SEAL's error is at most 21
+#: (centered binomial of width 21, or a Gaussian clipped at 6 sigma = 19.2), plus 1/2 from rounding q*m/t.
+FRESH_NOISE = 21.5
+#: SEAL's largest coefficient prime (bits).
+MAX_PRIME_BITS = 60
+MAX_CLIENTS = 1 << 20
+
+
+def is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin (exact for n < 3.3e24)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    if n in small:
+        return True
+    if any(n % p == 0 for p in small):
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def ntt_prime(at_least: int, degree: int) -> int:
+    """The smallest prime ``p >= at_least`` with ``p = 1 mod 2 * degree`` (NTT-friendly; batching for t)."""
+    step = 2 * degree
+    p = max(at_least - 1, 0) // step * step + 1
+    if p < at_least:
+        p += step
+    while not is_prime(p):
+        p += step
+    return p
+
+
 @dataclass(frozen=True, kw_only=True)
 class BfvPreset(Preset):
     """BFV with batching: exact integer slots modulo the plain modulus ``t``.
 
     ``"mean"`` blobs clip each value to ``[-clip, clip]`` and quantize ``rho * value`` to ``bits`` bits;
     ``"sum"`` blobs carry exact fixed point ``round(value * 2**frac_bits)`` in ``limbs`` signed limbs.
-    Encryption is symmetric and the upload is a seeded ciphertext.
+    Encryption is symmetric and the upload is ``c0`` plus a seed.
+
+    The moduli follow from ``max_clients`` (the most updates one sum holds) and ``bits``: ``t`` is the
+    smallest batching prime whose range holds ``max_clients`` updates at ``rho = 1``, and the coefficient
+    modulus is one prime (no key switching is ever needed), the smallest that keeps the worst-case noise of
+    ``max_clients`` fresh ciphertexts ``noise_margin_bits`` below the decryption limit ``q / (2 t)``.
     """
 
-    plain_modulus: int
+    coeff_modulus: tuple[int, ...] = ()  # derived
+    max_additions: int = 0  # derived: max_clients
+    plain_modulus: int = 0  # derived
     bits: int
     clip: float
+    max_clients: int
     limb_bits: int
     limbs: int
     frac_bits: int
-    fresh_noise_bits: int  # measured: invariant noise budget of a fresh symmetric ciphertext
+    noise_margin_bits: int
 
     scheme: ClassVar[str] = "bfv"
     overridable: ClassVar[dict[str, tuple[Callable[[Any], Any], str]]] = {
-        "bits": (operator.index, "an integer"), "clip": (float, "a number")}
+        "bits": (operator.index, "an integer"), "clip": (float, "a number"),
+        "max_clients": (operator.index, "an integer")}
     exact_sums: ClassVar[bool] = True
     max_sum_value: ClassVar[float] = 2.0**52  # per client and value, so that sums of integers stay exact
+    max_bits: ClassVar[int] = 30
 
     def __post_init__(self) -> None:
         if type(self.bits) is not int or self.bits < 2:
             raise HEError(f"he.bits must be an integer >= 2, got {self.bits!r}")
         if self.bits > self.max_bits:
-            raise CapacityError(f"he.bits={self.bits} cannot hold even one update: the plain modulus "
-                                f"t={self.plain_modulus} holds |x| <= {self.half_t}, and {self.bits} bits need up to "
-                                f"{2 ** (self.bits - 1) - 1}; use he.bits <= {self.max_bits}")
+            raise CapacityError(f"he.bits={self.bits} is more than bfv-compact quantizes to; use he.bits <= "
+                                f"{self.max_bits}")
         if not (isinstance(self.clip, float) and math.isfinite(self.clip) and self.clip > 0):
             raise HEError(f"he.clip must be a positive finite number, got {self.clip!r}")
+        if type(self.max_clients) is not int or not 1 <= self.max_clients <= MAX_CLIENTS:
+            raise HEError(f"he.max_clients must be an integer in [1, {MAX_CLIENTS}], got {self.max_clients!r}")
+        n = self.max_clients
+        per_update = max(self.levels, 2 ** (self.limb_bits - 1))
+        t = ntt_prime(2 * n * per_update + 1, self.poly_modulus_degree)
+        q = ntt_prime(math.ceil(2 * t * n * FRESH_NOISE * 2 ** self.noise_margin_bits), self.poly_modulus_degree)
+        if q.bit_length() > MAX_PRIME_BITS:
+            raise CapacityError(f"he.max_clients={n} at he.bits={self.bits} needs a {q.bit_length()}-bit coefficient "
+                                f"prime, and SEAL allows at most {MAX_PRIME_BITS} bits; lower he.bits or "
+                                f"he.max_clients")
+        object.__setattr__(self, "plain_modulus", t)
+        object.__setattr__(self, "coeff_modulus", (q,))
+        object.__setattr__(self, "max_additions", n)
 
     @property
     def half_t(self) -> int:
@@ -221,16 +292,11 @@ class BfvPreset(Preset):
         return 2 ** (self.bits - 1) - 1
 
     @property
-    def max_bits(self) -> int:
-        """The most quantization bits that hold one update at ``rho = 1``."""
-        return (self.half_t + 1).bit_length()
-
-    @property
     def slots(self) -> int:
         return self.poly_modulus_degree
 
     def level_primes(self, kind: Kind) -> int:
-        return len(self.coeff_modulus) - 1
+        return len(self.coeff_modulus)
 
     def expansion(self, kind: Kind) -> int:
         return self.limbs if kind == "sum" else 1
@@ -276,8 +342,9 @@ class BfvPreset(Preset):
                 f"federation pass total_weight (the sum of the clients' weights) so that the rhos sum to at most 1")
 
     def _additions_limit(self) -> str:
-        return (f"noise budget: {self.fresh_noise_bits} bits fresh, one bit lost per doubling of the number of "
-                f"blobs, with a margin")
+        return (f"noise budget: the {self.coeff_modulus[0].bit_length()}-bit coefficient modulus holds the "
+                f"worst-case noise of he.max_clients={self.max_clients} fresh updates with "
+                f"{self.noise_margin_bits} bits of margin; raise he.max_clients for more")
 
     def details(self) -> dict[str, Any]:
         step = self.clip / self.levels
@@ -299,7 +366,8 @@ class BfvPreset(Preset):
                 "mean_with_total_weight": min(self.max_additions, 2 * (self.half_t - self.levels)),
                 "sum": min(self.max_additions, self.half_t // per),
             },
-            "noise": {"fresh_budget_bits": self.fresh_noise_bits, "max_additions": self.max_additions},
+            "noise": {"max_additions": self.max_additions, "fresh_noise_per_update": FRESH_NOISE,
+                      "margin_bits": self.noise_margin_bits},
         }
 
 
@@ -378,20 +446,21 @@ class CkksPreset(Preset):
         }
 
 
+#: The most updates one bfv-compact sum holds when nothing says otherwise (a federation's config sets it
+#: from its number of institutions).
+DEFAULT_MAX_CLIENTS = 16
+
 PRESETS: dict[str, Preset] = {
     "bfv-compact": BfvPreset(
         name="bfv-compact",
-        poly_modulus_degree=4096,
-        # CoeffModulus.Create(4096, [40, 40]); the last prime only serves key switching, so ciphertexts keep one.
-        coeff_modulus=(1099511390209, 1099511480321),
-        plain_modulus=1032193,  # PlainModulus.Batching(4096, 20)
+        poly_modulus_degree=4096,  # t and the one coefficient prime follow from bits and max_clients
         bits=16,
         clip=1.0,
+        max_clients=DEFAULT_MAX_CLIENTS,
         limb_bits=10,
         limbs=8,
         frac_bits=24,
-        fresh_noise_bits=15,
-        max_additions=4096,  # 2^12 additions leave 3 of the 15 bits even when noises add coherently
+        noise_margin_bits=2,
     ),
     "ckks": CkksPreset(
         name="ckks",

@@ -1,7 +1,8 @@
 """The SEAL backend: the one module of fedx that imports TenSEAL.
 
 It drives ``tenseal.sealapi`` directly, not TenSEAL's high-level vectors: SEAL's symmetric encryption
-yields *seeded* ciphertexts (half the size on the wire), and nothing is ever printed to stdout.
+yields *seeded* ciphertexts (a 64-byte seed in place of the random half), and nothing is ever printed to
+stdout. On the wire ciphertexts take the format of :mod:`fedx.he.wire`.
 
 sealapi saves and loads objects only through file paths. Each thread of each process keeps one anonymous
 in-memory file (``memfd``) and hands SEAL its ``/proc/self/fd`` path, so neither ciphertexts nor keys touch
@@ -14,7 +15,6 @@ import atexit
 import functools
 import os
 import shutil
-import struct
 import tempfile
 import threading
 import weakref
@@ -25,12 +25,8 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from ..errors import BlobError, CapacityError, HEError, KeyFileError
-
-from .schemes import BfvPreset, CkksPreset, Kind, Preset
-
-#: SEAL's own serialization header: magic, header size, version, compression mode, reserved, total size.
-_SEAL_HEADER = struct.Struct("<HBBBBHQ")
-_SEAL_MAGIC = 0xA15E
+from . import wire
+from .schemes import KINDS, BfvPreset, CkksPreset, Kind, Preset
 
 
 class _Handle:
@@ -95,7 +91,8 @@ _scratch = _Scratch()
 class Engine:
     """The SEAL objects of one parameter set: context, encoder, evaluator, and the level of each kind.
 
-    An engine holds no key: the server builds one from the preset alone, loads ciphertexts and adds them.
+    An engine holds no key: the server builds one from the preset alone. Ciphertexts travel in the format
+    of :mod:`fedx.he.wire`; the engine turns them into SEAL ciphertexts and back, and expands seeds.
     """
 
     def __init__(self, preset: Preset) -> None:
@@ -121,18 +118,33 @@ class Engine:
         while data is not None:
             self._levels[len(data.parms().coeff_modulus())] = data.parms_id()
             data = data.next_context_data()
+        # SEAL's serialization of each kind's level, learnt from a probe under a throwaway key.
+        probe = sealapi.Encryptor(self.context, sealapi.KeyGenerator(self.context).secret_key())
+        self.formats: dict[str, wire.SealFormat] = {}
+        for kind in KINDS:
+            row = np.zeros(preset.slots, np.float64 if self.ckks else np.int64)
+            self.formats[kind] = wire.SealFormat(_scratch.save(self.seal_encrypt(probe, row, kind)),
+                                                 preset.poly_modulus_degree, self.primes(kind))
 
     def parms_id(self, kind: Kind) -> Any:
         """The SEAL parameter id of the level at which ciphertexts of ``kind`` travel."""
         return self._levels[self.preset.level_primes(kind)]
 
-    def load(self, data: bytes | memoryview, kind: Kind, where: str) -> Any:
-        """Load and validate one ciphertext of ``kind`` that came from another party."""
-        if len(data) < _SEAL_HEADER.size:
-            raise BlobError(f"{where} is {len(data)} bytes, too short for a SEAL ciphertext")
-        magic, header_size, _, _, compression, _, size = _SEAL_HEADER.unpack_from(data)
-        if magic != _SEAL_MAGIC or header_size != _SEAL_HEADER.size or size != len(data) or compression > 2:
-            raise BlobError(f"{where} is not a SEAL ciphertext (bad SEAL header)")
+    def primes(self, kind: Kind) -> tuple[int, ...]:
+        """The primes of the level at which ciphertexts of ``kind`` travel."""
+        return self.preset.coeff_modulus[:self.preset.level_primes(kind)]
+
+    def seal_encrypt(self, encryptor: Any, row: np.ndarray, kind: Kind) -> Any:
+        """A seeded symmetric encryption of one row of slots (SEAL's ``Serializable``)."""
+        pt = sealapi.Plaintext()
+        if self.ckks:
+            self.encoder.encode(row.tolist(), self.parms_id(kind), self.scale, pt)
+        else:
+            self.encoder.encode(row.tolist(), pt)
+        return encryptor.encrypt_symmetric(pt)
+
+    def _load(self, data: bytes, kind: Kind, where: str) -> Any:
+        """Let SEAL load (and validate) a ciphertext serialized by :class:`wire.SealFormat`."""
         ct = sealapi.Ciphertext()
         try:
             _scratch.load(ct, self.context, data)
@@ -144,25 +156,50 @@ class Engine:
                             f"'{kind}' ciphertext")
         return ct
 
-    def add_inplace(self, acc: Any, ct: Any) -> None:
-        """``acc += ct``."""
-        self.evaluator.add_inplace(acc, ct)
+    def ciphertext(self, c0: np.ndarray, c1: list[bytes] | np.ndarray, kind: Kind, where: str) -> Any:
+        """The SEAL ciphertext of ``c0`` and the seeds (expanded and added by SEAL) or the polynomial ``c1``."""
+        fmt = self.formats[kind]
+        if isinstance(c1, np.ndarray):
+            return self._load(fmt.full(c0, c1), kind, where)
+        if not c1:
+            raise BlobError(f"{where} holds no seed")
+        acc = self._load(fmt.seeded(c0, c1[0]), kind, where)
+        zero = np.zeros_like(c0)
+        for seed in c1[1:]:
+            self.evaluator.add_inplace(acc, self._load(fmt.seeded(zero, seed), kind, where))
+        return acc
 
-    @staticmethod
-    def save(obj: Any) -> bytes:
-        """Serialize a ciphertext (or any SEAL object) to bytes."""
-        return _scratch.save(obj)
+    def parts(self, ct: Any, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
+        """``c0`` and ``c1`` of a SEAL ciphertext."""
+        return self.formats[kind].full_parts(_scratch.save(ct))
+
+    def expand(self, seeds: Sequence[bytes], kind: Kind, where: str) -> np.ndarray:
+        """The sum of the ``c1`` polynomials that ``seeds`` expand to (SEAL expands them)."""
+        zero = np.zeros((len(self.primes(kind)), self.preset.poly_modulus_degree), np.uint64)
+        return self.parts(self.ciphertext(zero, list(seeds), kind, where), kind)[1]
+
+    def sub_plain(self, c0: np.ndarray, row: np.ndarray, kind: Kind, where: str) -> np.ndarray:
+        """``c0`` of the ciphertext minus the encoded slots ``row`` (BFV; ``c1`` is unchanged)."""
+        one = np.zeros_like(c0)
+        one[:, 0] = 1  # any non-zero c1: SEAL refuses to compute on a transparent ciphertext
+        ct = self._load(self.formats[kind].full(c0, one), kind, where)
+        pt = sealapi.Plaintext()
+        self.encoder.encode(row.tolist(), pt)
+        self.evaluator.sub_plain_inplace(ct, pt)
+        return self.parts(ct, kind)[0]
 
     @functools.cached_property
     def sizes(self) -> dict[str, int]:
-        """Measured bytes of one seeded (upload) and one full (aggregate) ciphertext at each kind's level."""
-        key = SecretKey.generate(self)
-        kinds: tuple[Kind, ...] = ("mean", "sum")
+        """Bytes of one update chunk, and of one aggregate chunk of 10 updates (at most ``max_additions``)
+        and of ``max_additions`` updates, at each kind's level."""
+        n = self.preset.poly_modulus_degree
         out: dict[str, int] = {}
-        for kind in kinds:
-            (seeded,) = key.encrypt(np.zeros((1, self.preset.slots), np.float64 if self.ckks else np.int64), kind)
-            out[f"{kind}_upload"] = len(seeded)
-            out[f"{kind}_aggregate"] = len(self.save(self.load(seeded, kind, "size probe")))
+        for kind in KINDS:
+            primes = self.primes(kind)
+            out[f"{kind}_upload"] = wire.chunk_size(n, primes, "seeds", 1)
+            for name, count in (("aggregate", min(10, self.preset.max_additions)),
+                                ("aggregate_max", self.preset.max_additions)):
+                out[f"{kind}_{name}"] = wire.chunk_size(n, primes, wire.c1_mode(count, n, primes), count)
         return out
 
 
@@ -201,28 +238,36 @@ class SecretKey:
         return cls(engine, key, bytes(data))
 
     def encrypt(self, rows: np.ndarray, kind: Kind) -> list[bytes]:
-        """Encrypt each row (one ciphertext's slots) symmetrically; returns seeded serialized ciphertexts."""
+        """Encrypt each row (one ciphertext's slots) symmetrically; returns wire chunks (packed c0, seed)."""
         eng = self.engine
-        parms_id = eng.parms_id(kind)
+        fmt, primes = eng.formats[kind], eng.primes(kind)
         out = []
         for row in rows:
-            pt = sealapi.Plaintext()
-            if eng.ckks:
-                eng.encoder.encode(row.tolist(), parms_id, eng.scale, pt)
-            else:
-                eng.encoder.encode(row.tolist(), pt)
-            out.append(_scratch.save(self._encryptor.encrypt_symmetric(pt)))
+            c0, seed = fmt.seeded_parts(_scratch.save(eng.seal_encrypt(self._encryptor, row, kind)))
+            out.append(wire.pack_poly(c0, primes) + seed)
         return out
 
-    def decrypt(self, chunks: Sequence[bytes | memoryview], kind: Kind, where: str) -> np.ndarray:
-        """Decrypt and decode ciphertexts into a ``(chunks, slots)`` array (int64 for BFV, float64 for CKKS).
+    def _ciphertexts(self, chunks: Sequence[bytes | memoryview], kind: Kind, mode: str, n_summed: int,
+                     where: str) -> list[Any]:
+        eng = self.engine
+        n, primes = eng.preset.poly_modulus_degree, eng.primes(kind)
+        out = []
+        for i, data in enumerate(chunks):
+            what = f"{where}, ciphertext {i}"
+            c0, c1 = wire.split_chunk(data, n, primes, mode, n_summed, what)
+            out.append(eng.ciphertext(c0, c1, kind, what))
+        return out
 
-        A BFV ciphertext whose noise budget is exhausted is refused: it would decrypt to garbage.
+    def decrypt(self, chunks: Sequence[bytes | memoryview], kind: Kind, mode: str, n_summed: int,
+                where: str) -> np.ndarray:
+        """Decrypt and decode wire chunks into a ``(chunks, slots)`` array (int64 for BFV, float64 for CKKS).
+
+        ``mode`` is how the chunks carry ``c1`` (:func:`fedx.he.wire.c1_mode`). A BFV ciphertext whose
+        noise budget is exhausted is refused: it would decrypt to garbage.
         """
         eng = self.engine
         out = np.empty((len(chunks), eng.preset.slots), np.float64 if eng.ckks else np.int64)
-        for i, data in enumerate(chunks):
-            ct = eng.load(data, kind, f"{where}, ciphertext {i}")
+        for i, ct in enumerate(self._ciphertexts(chunks, kind, mode, n_summed, where)):
             if not eng.ckks and self._decryptor.invariant_noise_budget(ct) == 0:
                 raise CapacityError(f"{where}, ciphertext {i}: its noise budget is exhausted, so it cannot be "
                                     f"decrypted correctly; sum at most {eng.preset.max_additions} blobs per aggregate")
@@ -231,11 +276,12 @@ class SecretKey:
             out[i] = eng.encoder.decode_double(pt) if eng.ckks else eng.encoder.decode_int64(pt)
         return out
 
-    def noise_budget(self, chunks: Sequence[bytes | memoryview], kind: Kind, where: str) -> int:
+    def noise_budget(self, chunks: Sequence[bytes | memoryview], kind: Kind, mode: str, n_summed: int,
+                     where: str) -> int:
         """The smallest invariant noise budget (bits) over BFV ciphertexts."""
         if self.engine.ckks:
             raise HEError(f"{self.engine.preset.name} is CKKS, which has no invariant noise budget")
         if not chunks:
             raise BlobError(f"{where} holds no ciphertext")
-        return min(self._decryptor.invariant_noise_budget(self.engine.load(c, kind, f"{where}, ciphertext {i}"))
-                   for i, c in enumerate(chunks))
+        return min(self._decryptor.invariant_noise_budget(ct)
+                   for ct in self._ciphertexts(chunks, kind, mode, n_summed, where))

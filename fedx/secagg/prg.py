@@ -3,7 +3,7 @@
 The keystream is ChaCha20 (from ``cryptography``, i.e. OpenSSL) under a key derived from the seed and a
 context by HKDF-SHA256, so one seed never yields the same stream for two purposes. Each mask value is a
 little-endian 64-bit word of the stream reduced mod t. Reduction of a uniform 64-bit word is off uniform
-by at most ``t / 2**64`` in statistical distance per value (about 6e-14 for t = 1032193), so 10^6 values
+by at most ``t / 2**64`` in statistical distance per value (about 6e-14 for t of 20 bits), so 10^6 values
 are within 6e-8 of uniform: the mask hides the update as a one-time pad mod t does.
 
 Not numpy's generators: PCG64 and Philox are fast and well distributed but not cryptographic (PCG64's

@@ -152,7 +152,8 @@ def run_gbdt(cfg: Config, folder: RunFolder, tables: Mapping[str, pd.DataFrame],
     names = list(tables)
     summary = FederationSummary()
     with folder.writing() as out, RunProgress(task.primary_metric, enabled=progress) as bar:
-        public, keys_dir = given_keys if given_keys is not None else run_keys.run_folder_keys(cfg, out)
+        public, keys_dir = given_keys if given_keys is not None else \
+            run_keys.run_folder_keys(cfg, out, len(tables))
         keys = he.load_keys(keys_dir) if keys_dir is not None else None
         audit = _Audit(out, names, keys is not None) if cfg.security.audit else None
         wire = _Wire(names, keys, params.quantum_bits, audit)

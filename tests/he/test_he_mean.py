@@ -28,7 +28,7 @@ def _stated_abs(preset: he.Preset, n: int, rho_sum: float, updates: list[list[np
 @pytest.mark.parametrize("n_clients", [1, 2, 5, 64])
 def test_weighted_mean_matches_numpy(preset: str, n_clients: int) -> None:
     rng = np.random.default_rng(n_clients)
-    ks = keys(preset)
+    ks = keys(preset, max_clients=64) if preset == "bfv-compact" and n_clients > 16 else keys(preset)
     updates = _updates(rng, n_clients)
     weights = list(rng.lognormal(3.0, 2.0, n_clients))
     total = float(sum(weights))
@@ -84,7 +84,7 @@ def test_bfv_clipping_is_applied_counted_and_reported() -> None:
 
 
 @pytest.mark.parametrize("preset, weights", [
-    ("bfv-compact", [1.0, 2.5, 7.0, 4.0]),      # at 16 bits the weights of one sum may add up to 15.75
+    ("bfv-compact", [1.0, 2.5, 7.0, 4.0]),      # at 16 bits (max_clients 16) the weights of one sum may add up to 16.38
     ("ckks", [120.0, 30.0, 850.0, 4.0]),
 ])
 def test_without_total_weight_the_aggregate_is_the_true_weighted_mean(preset: str, weights: list[float]) -> None:
@@ -106,9 +106,11 @@ def test_without_total_weight_the_aggregate_is_the_true_weighted_mean(preset: st
 
 def test_bfv_without_total_weight_refuses_weights_beyond_its_range_naming_total_weight() -> None:
     ks = keys("bfv-compact")
-    with pytest.raises(CapacityError, match=r"weight=500 needs .*at most 15\.75\. Pass total_weight"):
+    room = ks.preset.half_t / ks.preset.levels  # the weights that fit without total_weight
+    assert 16 <= room < 17  # the default preset holds 16 updates at rho = 1
+    with pytest.raises(CapacityError, match=rf"weight=500 needs .*at most {room:.4g}\. Pass total_weight"):
         he.encrypt(ks.secret, [np.ones(10)], weight=500.0)
-    blobs = [he.encrypt(ks.secret, [np.ones(10)], weight=10.0) for _ in range(2)]  # 10 + 10 > 15.75
+    blobs = [he.encrypt(ks.secret, [np.ones(10)], weight=10.0) for _ in range(2)]  # 10 + 10 > room
     with pytest.raises(CapacityError, match=r"blob 1: plain-modulus limit.*total_weight"):
         he.aggregate(ks.public, blobs)
     # With total_weight, the same weights fit, and give the same weighted mean.
@@ -132,16 +134,36 @@ def test_blobs_weighted_under_different_total_weights_are_refused() -> None:
     assert he.inspect(he.aggregate(ks.public, [a, d])).rho == pytest.approx(1.0)
 
 
-def test_64_clients_at_rho_1_with_16_bits_is_refused_and_14_bits_fit_63() -> None:
+def test_max_clients_updates_fit_at_rho_1_and_one_more_is_refused() -> None:
     ks = keys("bfv-compact")
-    with pytest.raises(CapacityError, match="plain-modulus limit") as err:
-        he.aggregate(ks.public, (he.encrypt(ks.secret, [np.ones(10)]) for _ in range(64)))
-    assert "he.bits=16" in str(err.value)
+    n = ks.preset.max_clients
+    x = np.linspace(-1.0, 1.0, 10)
+    blob = he.encrypt(ks.secret, [x])
+    with pytest.raises(CapacityError, match=rf"blob {n}: summing {n + 1} blobs exceeds the {n} additions.*"
+                                            rf"raise he.max_clients"):
+        he.aggregate(ks.public, copies(blob, n + 1))
+    agg = he.aggregate(ks.public, copies(blob, n))
+    got, weight = he.decrypt(ks.secret, agg)
+    levels = ks.preset.levels
+    assert weight == n and np.array_equal(got[0], np.rint(x * levels) / levels)  # exact on the quantized values
+    # At 14 bits the same keys' modulus is smaller, and holds the same number of updates.
     small = keys("bfv-compact", bits=14)
-    assert he.describe(small.preset)["max_clients"]["mean_at_rho_1"] == 63
-    agg = he.aggregate(small.public, [he.encrypt(small.secret, [np.ones(10)]) for _ in range(63)])
-    got, _ = he.decrypt(small.secret, agg)
-    assert_within(got[0], np.ones(10), small.preset.precision("mean", 63, 63.0, 0.0).abs)
+    assert small.preset.plain_modulus < ks.preset.plain_modulus
+    assert he.describe(small.preset)["max_clients"]["mean_at_rho_1"] == n
+
+
+def test_1000_clients_at_16_bits_sum_exactly_at_rho_1() -> None:
+    ks = keys("bfv-compact", max_clients=1000)
+    levels = ks.preset.levels
+    assert ks.preset.bits == 16 and ks.preset.half_t >= 1000 * levels
+    rng = np.random.default_rng(11)
+    updates = [rng.uniform(-1.0, 1.0, 50) for _ in range(1000)]
+    agg = he.aggregate(ks.public, (he.encrypt(ks.secret, [u]) for u in updates))
+    assert he.inspect(agg).c1 == "poly"  # 1000 seeds would be larger than c1 itself
+    got, weight = he.decrypt(ks.secret, agg)
+    want = np.sum([np.rint(u * levels) for u in updates], axis=0) / levels / 1000
+    assert weight == 1000 and np.array_equal(got[0], want)
+    assert he.noise_budget(ks.secret, agg) >= 1
 
 
 def test_ckks_refuses_a_sum_beyond_its_modulus() -> None:
@@ -167,13 +189,19 @@ def test_aggregate_streams_a_generator_and_sums_aggregates() -> None:
 
 
 def test_bfv_wire_sizes_meet_the_goals() -> None:
-    ks = keys("bfv-compact")
+    ks = keys("bfv-compact", max_clients=10)
     n = 10 * 4096
-    blob = he.encrypt(ks.secret, [np.zeros(n)], weight=1.0, total_weight=2.0)
-    agg = he.aggregate(ks.public, copies(blob, 2))
-    assert len(blob) / n <= 6.5  # seeded ciphertexts: half of a full one
-    assert len(agg) / n <= 13.0
-    assert len(blob) < 0.55 * len(agg)
+    blob = he.encrypt(ks.secret, [np.zeros(n)], weight=1.0, total_weight=10.0)
+    agg = he.aggregate(ks.public, copies(blob, 10))
+    assert he.inspect(agg).c1 == "seeds"
+    assert len(blob) / n <= 4.5  # c0 at the bits of one small prime, and a seed
+    assert len(agg) / n <= 4.6  # the sum of c0 and ten seeds
+    # Past the point where the seeds outgrow c1, an aggregate carries c1 and stops growing.
+    wide = keys("bfv-compact", max_clients=1000)
+    one = he.encrypt(wide.secret, [np.zeros(4096)], weight=1.0, total_weight=1000.0)
+    (chunk,) = he.inspect(one).chunk_sizes
+    sizes = {k: he.inspect(he.aggregate(wide.public, copies(one, k))).chunk_sizes[0] for k in (100, 400, 1000)}
+    assert sizes[100] == chunk + 99 * 65 and sizes[400] == sizes[1000] == 2 * (chunk - 65)
 
 
 def test_threads_encrypt_concurrently_without_mixing_their_scratch_files() -> None:

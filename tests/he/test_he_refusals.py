@@ -12,7 +12,7 @@ from he_support import keys
 
 import fedx.he as he
 from fedx.errors import BlobError, CapacityError, HEError, KeyFileError, KeyMismatchError
-from fedx.he import frame, seal
+from fedx.he import frame, seal, wire
 from fedx.he.blob import MAGIC, VERSION, pack_blob, unpack_blob
 
 
@@ -149,15 +149,20 @@ def test_the_same_update_twice_is_refused_even_re_serialized_or_inside_an_aggreg
         he.aggregate(ks.public, [_repack(agg, ids=[header.ids[0], header.ids[0]])])
 
 
-def test_crafted_ciphertext_bytes_are_refused_by_seal(blob: bytes) -> None:
+def test_crafted_ciphertext_bytes_are_refused(blob: bytes) -> None:
     header, chunks = unpack_blob(blob)
-    forged = [bytes(chunks[0][:16]) + os.urandom(len(chunks[0]) - 16), *map(bytes, chunks[1:])]
-    with pytest.raises(BlobError, match="blob 0, ciphertext 0 is malformed: SEAL refused it"):
-        he.aggregate(keys("bfv-compact").public, [pack_blob(header, forged)])
+    size = len(chunks[0])
+    # Coefficients that are not below the prime (all bits set), and a seed of an unknown PRNG type.
+    for forged_chunk in (b"\xff" * size, bytes(chunks[0][:-65]) + b"\x07" + os.urandom(64)):
+        forged = [forged_chunk, *map(bytes, chunks[1:])]
+        with pytest.raises(BlobError, match="blob 0, ciphertext 0 is malformed"):
+            he.aggregate(keys("bfv-compact").public, [pack_blob(header, forged)])
+        with pytest.raises(BlobError, match="blob, ciphertext 0 is malformed"):
+            he.decrypt(keys("bfv-compact").secret, pack_blob(header, forged))
     ckks_chunk = unpack_blob(he.encrypt(keys("ckks").secret, [np.ones(3)]))[1][0]
     alien = pack_blob(dataclasses.replace(header, chunk_sizes=(len(ckks_chunk), *header.chunk_sizes[1:])),
                       [bytes(ckks_chunk), *map(bytes, chunks[1:])])
-    with pytest.raises(BlobError, match="blob 0, ciphertext 0 is malformed"):
+    with pytest.raises(BlobError, match=r"blob 0: its ciphertexts must be \d+ bytes each"):
         he.aggregate(keys("bfv-compact").public, [alien])
 
 
@@ -193,7 +198,8 @@ def test_encrypt_refuses_bad_input(arrays: object, kwargs: dict[str, object], er
 
 def test_inspect_reads_the_header_without_keys(blob: bytes) -> None:
     header = he.inspect(blob)
-    assert (header.version, header.preset, header.stage, header.kind) == (2, "bfv-compact", "update", "mean")
+    assert (header.version, header.preset, header.stage, header.kind) == (3, "bfv-compact", "update", "mean")
+    assert header.c1 == "seeds"
     assert header.fingerprint == keys("bfv-compact").fingerprint
     assert header.names == ("w", "b") and header.shapes == ((9000,), (3,)) and header.dtypes == ("float64", "float64")
     assert (header.weight, header.rho, header.n_summed, len(header.ids)) == (3.0, 0.3, 1, 1)
@@ -206,13 +212,29 @@ def test_forged_aggregate_with_exhausted_noise_is_refused_at_decrypt() -> None:
     ks = keys("bfv-compact")
     header, chunks = unpack_blob(he.encrypt(ks.secret, [np.zeros(10)]))
     engine = seal.engine(ks.preset)
-    ct = engine.load(chunks[0], "mean", "test")
-    for _ in range(16):  # 2^16 copies of one ciphertext (the budget is 15 bits), while the header claims one
-        engine.add_inplace(ct, ct)
-    forged = pack_blob(dataclasses.replace(header, stage="aggregate", chunk_sizes=(len(engine.save(ct)),)),
-                       [engine.save(ct)])
+    n, primes = ks.preset.poly_modulus_degree, engine.primes("mean")
+    c0, seeds = wire.split_chunk(chunks[0], n, primes, "seeds", 1, "test")
+    c1 = engine.expand(seeds, "mean", "test")
+    # Uniform noise added to c0, as the sum of far too many ciphertexts would have, while the header claims one.
+    q = primes[0]
+    noisy = (c0 + np.random.default_rng(0).integers(0, q, c0.shape, dtype=np.uint64)) % np.uint64(q)
+    scaled = [noisy, c1]
+    chunk = wire.pack_poly(scaled[0], primes) + wire.pack_poly(scaled[1], primes)
+    forged = pack_blob(dataclasses.replace(header, stage="aggregate", c1="poly", chunk_sizes=(len(chunk),)), [chunk])
     with pytest.raises(CapacityError, match="noise budget is exhausted"):
         he.decrypt(ks.secret, forged)
+
+
+def test_an_old_blob_version_is_refused_clearly(blob: bytes) -> None:
+    header, chunks = unpack_blob(blob)
+    old = frame.pack(MAGIC, 2, header.to_json(), [bytes(c) for c in chunks])
+    with pytest.raises(BlobError, match="has format version 2; this fedx reads version 3"):
+        he.aggregate(keys("bfv-compact").public, [old])
+
+
+def test_an_update_claiming_c1_as_a_polynomial_is_refused(blob: bytes) -> None:
+    with pytest.raises(BlobError, match="'c1' is malformed"):
+        he.aggregate(keys("bfv-compact").public, [_repack(blob, c1="poly")])
 
 
 ODD_VALUES = [None, -1, 0, 2**70, 1e308, -0.5, "x", "", [], [[]], [[-3]], {}, True, [1.5], ["float64"] * 3]

@@ -14,7 +14,7 @@ from fedx.he.encoding import from_limbs, to_limbs
 
 
 def test_bfv_integer_counts_are_exact_up_to_1e9() -> None:
-    ks = keys("bfv-compact")
+    ks = keys("bfv-compact", max_clients=64)
     rng = np.random.default_rng(0)
     counts = [{"n": rng.integers(0, 20_000_000, (3, 4)), "flag": rng.random(5) < 0.5} for _ in range(50)]
     got, weight = he.decrypt(ks.secret, he.aggregate(ks.public, [he.encrypt(ks.secret, c, kind="sum") for c in counts]))
@@ -26,7 +26,7 @@ def test_bfv_integer_counts_are_exact_up_to_1e9() -> None:
 
 
 def test_bfv_sums_of_squares_near_1e12_to_1e_6_relative() -> None:
-    ks = keys("bfv-compact")
+    ks = keys("bfv-compact", max_clients=64)
     rng = np.random.default_rng(1)
     parts = [rng.normal(0.0, 3e4, (40, 25)) for _ in range(20)]  # 20 institutions, 40 records, 25 columns
     stats = [[np.sum(p * p, axis=0), np.sum(p, axis=0)] for p in parts]
@@ -68,15 +68,15 @@ def test_limbs_recombine_exactly_like_python_integers() -> None:
 
 
 def test_bfv_sum_refuses_values_that_would_lose_exactness_and_too_many_blobs() -> None:
-    ks = keys("bfv-compact")
+    ks = keys("bfv-compact", max_clients=1008)
     with pytest.raises(CapacityError, match=r"2\^52"):
         he.encrypt(ks.secret, [np.array([2.0**52])], kind="sum")
-    blob = he.encrypt(ks.secret, [np.arange(3)], kind="sum")
-    # 1008 = (t - 1) / 2 // 512 blobs: the most that fit
+    blob = he.encrypt(ks.secret, [np.array([2.0**40, -(2.0**40), 3.0])], kind="sum")
+    # max_clients blobs at the largest limbs: the most that fit
     full = he.aggregate(ks.public, [he.aggregate(ks.public, copies(blob, 504)) for _ in range(2)])
     got, _ = he.decrypt(ks.secret, full)
-    assert np.array_equal(got[0], 1008 * np.arange(3))
-    with pytest.raises(CapacityError, match=r"blob 1: plain-modulus limit.*at most 1008 fit"):
+    assert np.array_equal(got[0], 1008 * np.array([2**40, -(2**40), 3]))
+    with pytest.raises(CapacityError, match=r"blob 1: summing 1009 blobs exceeds the 1008 additions"):
         he.aggregate(ks.public, [full, blob])
     with pytest.raises(HEError, match="total_weight applies to kind='mean'"):
         he.encrypt(ks.secret, [np.arange(3)], total_weight=3.0, kind="sum")
