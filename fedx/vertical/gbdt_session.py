@@ -37,7 +37,15 @@ from ..report import SCHEMA_VERSION, json_ready
 from ..trees.params import gbdt_params
 from .psi import select_test_rows
 from .run_gbdt import _matrix, _scores, lift_table, party_columns
-from .secureboost import Driver, FitStats, SecureBoostFeatureParty, SecureBoostLabelParty, answer, boost, route
+from .secureboost import (
+    Driver,
+    FitStats,
+    SecureBoostFeatureParty,
+    SecureBoostLabelParty,
+    answer,
+    boost,
+    route,
+)
 from .secureboost_model import FORMAT, VERSION, SecureBoostModel
 from .session import Outgoing, PartySession
 from .tables import PartyTable
@@ -227,8 +235,8 @@ class GBDTSession(PartySession):
         cfg, al = self.cfg, self.alignment
         assert al is not None
         binary = self.params.objective == "binary:logistic"
-        metrics = {"test": _scores(y, score, binary) if len(y) else None, "fit_rows": int(len(self._rows["train"])),
-                   "test_rows": int(len(y))}
+        metrics = {"test": _scores(y, score, binary) if len(y) else None, "fit_rows": len(self._rows["train"]),
+                   "test_rows": len(y)}
         parties: dict[str, Any] = {p: {"role": "feature", "rows": al.peer_sizes.get(p),
                                        "model_part": f"model.json in the out_dir of {p}'s node"} for p in self.features}
         parties[self.name] = {"role": "label", "rows": len(self.table.df), "features": party_columns(cfg, self.table),

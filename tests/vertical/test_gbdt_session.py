@@ -19,13 +19,19 @@ from test_secureboost_run import credit_doc
 from fedx.config import config_from_dict
 from fedx.data.synthetic.credit import generate_credit
 from fedx.errors import PSIError
+from fedx.trees import GBDTParams
 from fedx.vertical.gbdt_session import GBDTSession
 from fedx.vertical.run import run_vertical
-from fedx.vertical.secureboost import SecureBoostFeatureParty, SecureBoostLabelParty, fit_secureboost, route, run_driver
+from fedx.vertical.secureboost import (
+    SecureBoostFeatureParty,
+    SecureBoostLabelParty,
+    fit_secureboost,
+    route,
+    run_driver,
+)
 from fedx.vertical.secureboost_model import load_joint
 from fedx.vertical.session import run_sessions
 from fedx.vertical.tables import load_party_table
-from fedx.trees import GBDTParams
 
 
 @pytest.fixture(scope="module")
