@@ -62,9 +62,10 @@ def serve(cfg: Config, config_path: Path, *, say: Callable[[str], None] = _say) 
     if dep is None:
         raise DeploymentError(f"{config_path}: deployment: missing section (host, port, certificates, nodes, "
                               f"out_dir); see docs/deploy.md")
-    if cfg.model.kind == "gbdt":
-        raise DeploymentError(f"{config_path}: model.kind: gbdt runs in simulation only (`fedx run`), horizontal "
-                              f"or vertical; deployment runs the other models and the vertical GLM (docs/trees.md)")
+    if cfg.model.kind == "gbdt" and not cfg.data.vertical:
+        raise DeploymentError(f"{config_path}: horizontal model.kind: gbdt (data.split_by) runs in simulation only "
+                              f"(`fedx run`); deployment runs vertical gbdt (data.partition: vertical), the vertical "
+                              f"GLM and the other models (docs/trees.md)")
     out = cfg.resolve_path(dep.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     home = out / "flwr-home"

@@ -13,7 +13,8 @@ Each party of ``data.parties`` is a node (``fedx node`` with the party's name an
    sizes and timing;
 4. ends the run at every party when all are done, and writes ``result.json`` with what a relay knows (the
    parties, the messages and bytes each sent, the waves, the time). The fitted model is the label party's:
-   it writes result.json and pricing_table.csv in its own ``out_dir``.
+   it writes result.json and pricing_table.csv in its own ``out_dir`` (SecureBoost: every party writes its own
+   part of the model, model.json, and the label party result.json).
 
 A vertical fit needs every party: a party that does not answer within ``federation.timeout``, or answers with
 an error (a refusal, a tampered or foreign message, its process gone), stops the run with an error that names
@@ -322,5 +323,8 @@ class VerticalRelay:
                                 **self.sent[p]} for p in self.parties},
                 "waves": self.waves, "seconds": seconds,
                 "receipts": str(self.receipts.path) if self.receipts is not None else None,
-                "model": f"at the label party: result.json and pricing_table.csv in the out_dir of {label}'s node "
-                         f"(the relay sees only sealed messages)"}
+                "model": (f"in parts: each party's model.json (its own thresholds) in the out_dir of its node; "
+                          f"result.json at the label party {label} (the relay sees only sealed messages)"
+                          if self.cfg.model.kind == "gbdt" else
+                          f"at the label party: result.json and pricing_table.csv in the out_dir of {label}'s node "
+                          f"(the relay sees only sealed messages)")}

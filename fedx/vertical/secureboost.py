@@ -33,7 +33,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,8 @@ from ..trees.objectives import get_objective
 from ..trees.params import GBDTParams
 from .secureboost_model import PartySplits, SecureBoostModel, TreeStructure
 
-__all__ = ["ENCRYPTIONS", "FitStats", "SecureBoostFeatureParty", "SecureBoostLabelParty", "fit_secureboost"]
+__all__ = ["ENCRYPTIONS", "REPLY", "FitStats", "SecureBoostFeatureParty", "SecureBoostLabelParty", "Step", "answer", "boost",
+           "fit_secureboost", "route", "route_answer", "run_driver"]
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +344,56 @@ class SecureBoostLabelParty:
         return snapped.reshape(*shape, 2)
 
 
+#: The reply each request of the label party waits for (the others need none).
+REPLY = {"sb_nodes": "sb_histograms", "sb_split": "sb_partition", "sb_route": "sb_routed"}
+
+
+@dataclass
+class Step:
+    """Messages the label party sends at once, ``(receiver, kind, payload)``, and the replies it then waits for."""
+
+    out: list[tuple[str, str, bytes]]
+
+    @property
+    def expect(self) -> dict[str, str]:
+        """The reply kind awaited from each party."""
+        return {to: REPLY[kind] for to, kind, _ in self.out if kind in REPLY}
+
+
+#: A label party's side of a protocol: yields the messages to send, is sent the replies (party -> payload).
+Driver = Generator[Step, Mapping[str, bytes], Any]
+
+
+def answer(party: SecureBoostFeatureParty, kind: str, payload: bytes,
+           held: np.ndarray | None = None) -> tuple[str, bytes] | None:
+    """A feature party's answer to one message of the label party: ``(kind, payload)``, or None if it needs none.
+
+    ``held``: its columns of the rows to score (``sb_route``, federated prediction).
+    """
+    if kind == "sb_public_key":
+        party.receive_key(payload)
+        return None
+    if kind == "sb_gradients":
+        party.receive_gradients(payload)
+        return None
+    if kind == "sb_nodes":
+        return REPLY[kind], party.histograms(payload)
+    if kind == "sb_split":
+        return REPLY[kind], party.split(payload)
+    if kind == "sb_route":
+        if held is None:
+            raise DataError(f"party {party.name}: asked to route rows, but it holds no rows to score")
+        return REPLY[kind], route_answer(party.splits, held, payload)
+    raise DataError(f"party {party.name}: an unexpected {kind!r} message from the label party")
+
+
 def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBoostFeatureParty], *,
                     observe: Observe | None = None, progress: Callable[[int, int], None] | None = None,
                     stats: FitStats | None = None) -> SecureBoostModel:
     """Boost ``label.params.trees`` trees over the label party and the feature parties (module docstring).
+
+    The parties run in this process: :func:`boost` (the label party's side) with :func:`answer` (each feature
+    party's), as a deployment runs them message by message (:mod:`fedx.vertical.gbdt_session`).
 
     Parameters
     ----------
@@ -366,9 +413,7 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
     SecureBoostModel
         The joint model: the label party's tree structure and every party's own thresholds.
     """
-    params = label.params
     stats = stats if stats is not None else FitStats()
-    n = label.y.shape[0]
 
     def send(sender: str, receiver: str, kind: str, payload: bytes) -> bytes:
         stats.count(kind, payload)
@@ -376,20 +421,49 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
             observe(sender, receiver, kind, payload)
         return payload
 
+    described = {name: send(name, label.name, "sb_describe", p.describe()) for name, p in parties.items()}
+    model = run_driver(boost(label, described, stats=stats, progress=progress), label.name, parties, send)
+    model.shares.update({name: p.splits for name, p in parties.items()})
+    return model
+
+
+def run_driver(driver: Driver, label_name: str, parties: Mapping[str, SecureBoostFeatureParty],
+               send: Callable[[str, str, str, bytes], bytes], held: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Run a label party's driver against feature parties in this process; the driver's result."""
+    try:
+        step = next(driver)
+        while True:
+            replies = {}
+            for to, kind, payload in step.out:
+                got = answer(parties[to], kind, send(label_name, to, kind, payload), (held or {}).get(to))
+                if got is not None:
+                    replies[to] = send(to, label_name, *got)
+            step = driver.send(replies)
+    except StopIteration as stop:
+        return stop.value
+
+
+def boost(label: SecureBoostLabelParty, described: Mapping[str, bytes], *, stats: FitStats | None = None,
+          progress: Callable[[int, int], None] | None = None) -> Driver:
+    """The label party's side of the fit, from each feature party's ``sb_describe``: a :data:`Driver` whose result
+    is the :class:`SecureBoostModel` (the feature parties' shares hold their column names, no threshold)."""
+    params = label.params
+    stats = stats if stats is not None else FitStats()
+    n = label.y.shape[0]
     t0 = time.perf_counter()
     owners = [label.name]
     names = [label.feature_names]
     n_bins = [label.edges.n_bins]
     public = label.public_key()
-    for name, p in parties.items():
-        if p.X.shape[0] != n:
-            raise DataError(f"party {name}: {p.X.shape[0]} shared rows, the label party {label.name} has {n}")
-        head, arrays = _unpack(send(name, label.name, "sb_describe", p.describe()))
+    for name, message in described.items():
+        head, arrays = _unpack(message)
+        rows = int(arrays["rows"][0])
+        if rows != n:
+            raise DataError(f"party {name}: {rows} shared rows, the label party {label.name} has {n}")
         owners.append(name)
         names.append(list(head["features"]))
         n_bins.append(arrays["n_bins"].astype(np.int64))
-        if public:
-            p.receive_key(send(label.name, name, "sb_public_key", public))
+    setup = [(name, "sb_public_key", public) for name in described] if public else []
     widths = [len(x) for x in names]
     starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
     all_bins = np.concatenate(n_bins).astype(np.int64)
@@ -410,8 +484,8 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
         local = [features[owner_of[features] == i] - starts[i] for i in range(len(owners))]
         g, h = label.gradients(t, margin)
         message = label.gradients_message(t, g, h)
-        for name, p in parties.items():
-            p.receive_gradients(send(label.name, name, "sb_gradients", message))
+        opening = setup + [(name, "sb_gradients", message) for name in described]
+        setup = []
         own_layout = HistogramLayout(features=local[0], n_bins=n_bins[0][local[0]])
         own_flat = own_layout.flat_bins(label.bins)
         node = np.zeros(n, dtype=np.int64)
@@ -419,28 +493,32 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
         level = 0
         while not builder.done:
             nodes = builder.request()
+            sizes = [int(all_bins[starts[i] + local[i]].sum()) for i in range(len(owners))]
+            asks = [(owners[i], "sb_nodes", _pack({"tree": t, "level": level},
+                                                  {"node": _compact(node), "nodes": np.asarray(nodes),
+                                                   "features": local[i]}))
+                    for i in range(1, len(owners)) if sizes[i]]
+            replies = (yield Step(opening + asks)) if asks or opening else {}
+            opening = []
             hist = np.zeros((len(nodes), layout.size, 2))
             pos = 0
             for i, owner in enumerate(owners):
-                size = int(all_bins[starts[i] + local[i]].sum())
-                if size == 0:
+                if sizes[i] == 0:
                     continue
                 if i == 0:
-                    part = node_histograms(own_flat, g, h, _slots(node, nodes), len(nodes), size)
+                    part = node_histograms(own_flat, g, h, _slots(node, nodes), len(nodes), sizes[i])
                 else:
-                    ask = _pack({"tree": t, "level": level}, {"node": _compact(node), "nodes": np.asarray(nodes),
-                                                             "features": local[i]})
-                    reply = parties[owner].histograms(send(label.name, owner, "sb_nodes", ask))
-                    send(owner, label.name, "sb_histograms", reply)
-                    part = label.decrypt_histograms(reply, (len(nodes), size), stats, owner)
-                hist[:, pos:pos + size] = part
-                pos += size
+                    part = label.decrypt_histograms(replies[owner], (len(nodes), sizes[i]), stats, owner)
+                hist[:, pos:pos + sizes[i]] = part
+                pos += sizes[i]
             assert pos == offsets[-1]
             splits = builder.grow(hist)
-            node = _apply(label, parties, owners, starts, owner_of, t, node, splits, send)
+            node = yield from _apply(label, owners, starts, owner_of, t, node, splits)
             level += 1
             if progress is not None:
                 progress(t, level)
+        if opening:   # a tree that split nothing still sends its gradients (the parties keep in step)
+            yield Step(opening)
         arrays = builder.arrays
         tree = Tree.from_arrays(arrays, _no_edges(all_bins))
         margin = margin + tree.value[node]
@@ -448,7 +526,7 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
         stats.levels_per_tree.append(level)
     stats.seconds["trees"] = time.perf_counter() - t1
     feature_names = [f"{o}:{c}" for o, cols in zip(owners, names) for c in cols]
-    shares = {label.name: label.splits, **{name: p.splits for name, p in parties.items()}}
+    shares = {label.name: label.splits, **{o: PartySplits(o, cols) for o, cols in zip(owners[1:], names[1:])}}
     log.info("secureboost: %d trees, %.1f s, %.1f MB", len(structures), time.perf_counter() - t0,
              stats.total_bytes / 1e6)
     return SecureBoostModel(structures, base_margin, params, owners, feature_names, label.name, shares)
@@ -465,32 +543,83 @@ def _no_edges(all_bins: np.ndarray) -> BinEdges:
     return BinEdges(tuple(np.arange(int(b) - 2, dtype=np.float64) for b in all_bins))
 
 
-def _apply(label: SecureBoostLabelParty, parties: Mapping[str, SecureBoostFeatureParty], owners: list[str],
-           starts: np.ndarray, owner_of: np.ndarray, tree: int, node: np.ndarray, splits: list[Split],
-           send: Callable[[str, str, str, bytes], bytes]) -> np.ndarray:
+def _apply(label: SecureBoostLabelParty, owners: list[str], starts: np.ndarray, owner_of: np.ndarray, tree: int,
+           node: np.ndarray, splits: list[Split]) -> Generator[Step, Mapping[str, bytes], np.ndarray]:
     """Move every row of each split node to its child: the owner of the split's column says which."""
     node = node.copy()
     by_owner: dict[int, list[Split]] = {}
     for s in splits:
         by_owner.setdefault(int(owner_of[s.feature]), []).append(s)
+    for s in by_owner.pop(0, []):
+        f = s.feature - int(starts[0])
+        rows = node == s.node
+        b = label.bins[rows, f].astype(np.int64)
+        missing = b == int(label.edges.n_bins[f]) - 1
+        go_left = np.where(missing, s.default_left, b <= s.bin)
+        label.splits.add(tree, s.node, f, label.edges.threshold(f, s.bin), s.default_left)
+        node[np.flatnonzero(rows)] = np.where(go_left, s.left, s.right)
+    if not by_owner:
+        return node
+    asks = [(owners[i], "sb_split", _pack({"tree": tree, "splits": [
+        {"node": s.node, "feature": s.feature - int(starts[i]), "bin": s.bin, "default_left": s.default_left}
+        for s in group]})) for i, group in by_owner.items()]
+    replies = yield Step(asks)
+    moved = node.copy()
     for i, group in by_owner.items():
-        if i == 0:
-            for s in group:
-                f = s.feature - int(starts[0])
-                rows = node == s.node
-                b = label.bins[rows, f].astype(np.int64)
-                missing = b == int(label.edges.n_bins[f]) - 1
-                go_left = np.where(missing, s.default_left, b <= s.bin)
-                node[np.flatnonzero(rows)] = np.where(go_left, s.left, s.right)
-                label.splits.add(tree, s.node, f, label.edges.threshold(f, s.bin), s.default_left)
-            continue
-        owner = owners[i]
-        ask = _pack({"tree": tree, "splits": [{"node": s.node, "feature": s.feature - int(starts[i]), "bin": s.bin,
-                                               "default_left": s.default_left} for s in group]})
-        _, bits = _unpack(send(owner, label.name, "sb_partition",
-                               parties[owner].split(send(label.name, owner, "sb_split", ask))))
+        _, bits = _unpack(replies[owners[i]])
         for k, s in enumerate(group):
             rows = np.flatnonzero(node == s.node)
             go_left = np.unpackbits(bits[f"s{k}"], count=rows.size).astype(bool)
-            node[rows] = np.where(go_left, s.left, s.right)
+            moved[rows] = np.where(go_left, s.left, s.right)
+    return moved
+
+
+# ---------------------------------------------------------------------- federated prediction, message by message
+
+def route(model: SecureBoostModel, X_label: np.ndarray) -> Driver:
+    """The label party's side of federated prediction over ``len(X_label)`` rows (its own columns of them, in the
+    common order): level by level over every tree, each party is sent ``(row, tree, node)`` of the rows at its
+    splits and answers left or right (:func:`route_answer`). The result is the leaf of every row in every tree,
+    ``(n, trees)``, as :meth:`SecureBoostModel.leaves`."""
+    X_label = np.asarray(X_label, dtype=np.float64)
+    n, trees = X_label.shape[0], model.trees
+    node = np.zeros((n, len(trees)), dtype=np.int64)
+    for _ in range(max([t.depth for t in trees if (t.owner >= 0).any()] or [0])):
+        owner = np.column_stack([t.owner[node[:, k]] for k, t in enumerate(trees)])
+        go = np.zeros(node.shape, dtype=bool)
+        asks, where = [], {}
+        for i, p in enumerate(model.parties):
+            rows, cols = np.nonzero(owner == i)
+            if rows.size == 0:
+                continue
+            if p == model.label_party:
+                for k in np.unique(cols):
+                    sel = cols == k
+                    go[rows[sel], k] = model.shares[p].go_left(int(k), node[rows[sel], k], X_label[rows[sel]])
+                continue
+            where[p] = (rows, cols)
+            asks.append((p, "sb_route", _pack({}, {"row": rows.astype(np.int64), "tree": cols.astype(np.int64),
+                                                   "node": node[rows, cols]})))
+        replies = (yield Step(asks)) if asks else {}
+        for p, (rows, cols) in where.items():
+            _, arrays = _unpack(replies[p])
+            go[rows, cols] = np.unpackbits(arrays["left"], count=rows.size).astype(bool)
+        inner = owner >= 0
+        for k, t in enumerate(trees):
+            m = inner[:, k]
+            node[m, k] = np.where(go[m, k], t.left[node[m, k]], t.right[node[m, k]])
     return node
+
+
+def route_answer(splits: PartySplits, X: np.ndarray, message: bytes) -> bytes:
+    """A party's answer to ``sb_route``: for each (row, tree, node) at one of its splits, whether the row goes left
+    (from its own values ``X`` of the rows to score and its own thresholds)."""
+    _, arrays = _unpack(message)
+    rows, trees, nodes = (arrays[k].astype(np.int64) for k in ("row", "tree", "node"))
+    if rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]):
+        raise DataError(f"party {splits.party}: asked to route row {int(rows.max())} of {X.shape[0]} rows to score")
+    left = np.zeros(rows.size, dtype=bool)
+    for t in np.unique(trees):
+        sel = trees == t
+        left[sel] = splits.go_left(int(t), nodes[sel], X[rows[sel]])
+    return _pack({}, {"left": np.packbits(left)})

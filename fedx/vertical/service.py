@@ -167,7 +167,12 @@ class PartyService:
         except FedxError as exc:
             raise DeploymentError(f"party {self.name}: data: {exc}") from None
         table = load_party_table(cfg, self.name, df, origin=self.data.name)
-        session = PartySession(cfg, table, run, self.out, say=self.say)
+        if cfg.model.kind == "gbdt":
+            from .gbdt_session import GBDTSession
+
+            session: PartySession = GBDTSession(cfg, table, run, self.out, say=self.say)
+        else:
+            session = PartySession(cfg, table, run, self.out, say=self.say)
         self._sessions[run] = session
         self.say(f"{self.name}: run {run} started ({len(table.df):,} rows, role "
                  f"{'label' if session.is_label else 'feature'} party)")

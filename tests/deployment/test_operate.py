@@ -148,7 +148,7 @@ def test_the_serverapp_reads_the_config_with_the_command_line_overrides(tmp_path
     assert seen.federation.rounds == 5
 
 
-def test_a_gbdt_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
+def test_a_horizontal_gbdt_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
     from fedx.config import config_from_dict
     from fedx.errors import DeploymentError
 
@@ -156,6 +156,7 @@ def test_a_gbdt_config_is_refused_before_anything_starts(tmp_path: Path) -> None
                             "data": {"source": "synthetic/transactions", "split_by": "bank", "target": "is_fraud"},
                             "deployment": {"port": deploy.free_port(), "out_dir": str(tmp_path / "out"),
                                            "insecure": True}})
-    with pytest.raises(DeploymentError, match=r"model\.kind: gbdt runs in simulation only"):
+    with pytest.raises(DeploymentError, match=r"horizontal model\.kind: gbdt \(data\.split_by\) runs in simulation "
+                                              r"only .*deployment runs vertical gbdt"):
         operate.serve(cfg, tmp_path / "server.yaml", say=lambda _: None)
     assert not (tmp_path / "out").exists()
