@@ -1,78 +1,20 @@
-"""docs/quickstart.md runs top to bottom, as a reader who follows it on a fresh checkout would run it.
+"""docs/quickstart.md, sections 1 to 5, run top to bottom as a reader would (how: quickstart_support.py).
 
-Its code blocks are taken in order: ``bash`` blocks and the ``$`` lines of ``console`` blocks run in a shell,
-with this checkout's ``fedx`` command, and ``python`` blocks in a fresh interpreter. Each must succeed. A
-python block followed directly by an output block must print that output: the same words, and numbers
-equal to 3 significant digits (or within 1e-6, for differences that CKKS's noise sets). Whole numbers of
-four digits or more are byte counts, which vary by a few per cent with what a message carries besides the
-model (timings, ledger heads): they are equal to 5%. Everything runs in
-a temporary folder that holds a copy of the repository's examples/, so the runs/ it writes stay there.
+Sections 6 to the end run in tests/test_quickstart_later.py, beside this file on another test worker.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "docs" / "quickstart.md"
-# What §1 installs is the environment that runs this test: it is not installed again.
-SETUP = ["make setup"]
-FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
-NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def blocks(text: str) -> list[tuple[str, str, bool]]:
-    """Each fenced block: (language, body, whether the next block starts right after it)."""
-    found = list(FENCE.finditer(text))
-    return [(m.group(1), m.group(2), i + 1 < len(found) and found[i + 1].start() == m.end())
-            for i, m in enumerate(found)]
-
-
-def steps(text: str) -> list[tuple[str, str, str | None]]:
-    """What a reader runs, in order: ("shell" or "python", code, the output the doc shows, if any)."""
-    found = blocks(text)
-    out: list[tuple[str, str, str | None]] = []
-    for i, (lang, body, adjacent) in enumerate(found):
-        if lang == "bash":
-            out.append(("shell", body, None))
-        elif lang == "console":
-            for line in body.splitlines():
-                if line.startswith("$ "):
-                    out.append(("shell", line[2:], None))
-        elif lang == "python":
-            shown = found[i + 1][1] if adjacent and found[i + 1][0] == "" else None
-            out.append(("python", body, shown))
-    return out
-
-
-def same_output(shown: str, printed: str) -> str | None:
-    """None when ``printed`` is ``shown``, numbers compared loosely; otherwise the first line that differs."""
-    want, got = shown.strip().splitlines(), printed.strip().splitlines()
-    if len(want) != len(got):
-        return f"{len(got)} line(s) printed, the doc shows {len(want)}:\n{printed}"
-    for w, g in zip(want, got):
-        wn, gn = NUMBER.findall(w), NUMBER.findall(g)
-        if NUMBER.sub("#", w).split() != NUMBER.sub("#", g).split() or len(wn) != len(gn) or not all(
-                close(a, b) for a, b in zip(wn, gn)):
-            return f"the doc shows\n  {w}\nand it printed\n  {g}"
-    return None
-
-
-def close(shown: str, printed: str) -> bool:
-    rel = 0.05 if re.fullmatch(r"\d{4,}", shown) else 1e-3
-    return math.isclose(float(shown), float(printed), rel_tol=rel, abs_tol=1e-6)
+from quickstart_support import QUICKSTART, SETUP, part, run_steps, same_output, steps
 
 
 def test_the_steps_are_found_in_the_doc() -> None:
-    found = steps(QUICKSTART.read_text())
+    text = QUICKSTART.read_text()
+    found = steps(text)
     shell = [code.strip() for kind, code, _ in found if kind == "shell"]
     assert shell[0] == SETUP[0]
     assert any(c.startswith("fedx run ") for c in shell) and any(c.startswith("fedx stats ") for c in shell)
@@ -84,23 +26,22 @@ def test_the_steps_are_found_in_the_doc() -> None:
     assert same_output("a 1\n", "b 1") is not None
     assert same_output("39548 bytes, 920 rows\n", "40295 bytes, 920 rows") is None
     assert same_output("39548 bytes, 920 rows\n", "39548 bytes, 921 rows") is not None
+    # The two parts that the two test files run are the whole page, each step once, in order.
+    first, later = steps(part(text, first=True)), steps(part(text, first=False))
+    assert first and later and first + later == found
+
+
+def test_the_later_steps_read_nothing_the_first_part_writes() -> None:
+    """The second part runs in a folder of its own: none of its steps names a run folder of the first part."""
+    text = QUICKSTART.read_text()
+    first_code = "\n".join(code for _, code, _ in steps(part(text, first=True)))
+    written = set(re.findall(r"runs/[\w.-]+", first_code))
+    assert written, "the first part writes run folders"
+    later_code = "\n".join(code for _, code, _ in steps(part(text, first=False)))
+    assert not [w for w in written if w in later_code], written
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_the_quickstart_runs_top_to_bottom(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    bin_dir = Path(sys.executable).parent
-    assert (bin_dir / "fedx").exists(), f"no fedx command beside {sys.executable}"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    for kind, code, shown in steps(QUICKSTART.read_text()):
-        if kind == "shell" and code.strip() in SETUP:
-            continue
-        argv = ["bash", "-e", "-c", code] if kind == "shell" else [sys.executable, "-c", code]
-        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
-        assert done.returncode == 0, f"{code}\nfailed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        if shown is not None:
-            differs = same_output(shown, done.stdout)
-            assert differs is None, f"{code}\n{differs}"
+    run_steps(steps(part(QUICKSTART.read_text(), first=True)), tmp_path)

@@ -504,6 +504,8 @@ class SuperLinkConfig:
     auth_key: str | None = _f(None, doc="this node's private key from `fedx node-keys`")
     insecure: bool = _f(False, doc="no TLS and no node authentication: localhost demos only")
     clientappio_port: int | None = _f(None, lo=1, hi=65535, doc="local port for the ClientApp (default: free)")
+    poll_seconds: float = _f(0.25, lo=0.01, hi=3.0, doc="seconds the SuperNode waits before asking the server "
+                             "again when no message was waiting (Flower's own SuperNode waits 3)")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from flwr.supercore.interceptors import (
 from flwr.supercore.retry.retry_invoker import RetryInvoker, constant
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
+from flwr.supernode.runtime import run_clientapp
 from flwr.supernode.runtime.run_clientapp import (
     pull_task_input,
     push_message,
@@ -58,6 +59,30 @@ def _local_retry_invoker() -> RetryInvoker:
     return RetryInvoker(wait_gen_factory=lambda: constant(0.25), recoverable_exceptions=(httpx.TransportError,
                                                                                         httpx.HTTPStatusError),
                         max_tries=None, max_time=5.0, should_giveup=give_up, jitter=None)
+
+#: How long one object of a task's message may stay missing at this node's SuperNode (about 45 s: 50 tries, at
+#: most 1 s apart). Flower's default is hours. A SuperNode that loses its SuperLink while it receives a message
+#: logs "Run ... is not in RUNNING status. Ignoring message" but leaves the message's task waiting, and the objects
+#: never come: with Flower's default the task loop would wait for them, and miss every later message (a restarted
+#: server's first one). An object of a message that the SuperNode is still receiving arrives in seconds.
+PULL_TRIES_PER_OBJECT, PULL_BACKOFF_CAP = 50, 1.0
+
+
+def _pull_task_input(client: RuntimeHttpClient):
+    """Flower's ``pull_task_input``, with the bounded wait for the message's objects above."""
+    real = run_clientapp.pull_and_inflate_object_from_tree
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        kwargs.update(max_tries_per_object=PULL_TRIES_PER_OBJECT, initial_backoff=0.25,
+                      backoff_cap=PULL_BACKOFF_CAP)
+        return real(*args, **kwargs)
+
+    run_clientapp.pull_and_inflate_object_from_tree = bounded
+    try:
+        return pull_task_input(client)
+    finally:
+        run_clientapp.pull_and_inflate_object_from_tree = real
+
 
 __all__ = ["NodeTasks"]
 
@@ -138,7 +163,7 @@ class NodeTasks:
         context: Context | None = None
         status, details = SubStatus.FAILED, "ClientApp task failed"
         try:
-            message, context, _, _ = pull_task_input(client)
+            message, context, _, _ = _pull_task_input(client)
             reply = client_app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:

@@ -350,7 +350,8 @@ def supernode_options(node: NodeConfig, node_path: Path, out: Path) -> dict[str,
             "private_key": None if sl.insecure else node.resolve(sl.auth_key),
             "root_certificates": None if sl.insecure else node.resolve(sl.root_certificates),
             "insecure": sl.insecure, "port": sl.clientappio_port, "flwr_home": out / "flwr-home",
-            "log_path": out / "supernode.log", "workdir": out, "extra_env": {"OMP_NUM_THREADS": "1"}}
+            "log_path": out / "supernode.log", "workdir": out, "extra_env": {"OMP_NUM_THREADS": "1"},
+            "poll": sl.poll_seconds}
 
 
 def retry_delays(first: float = 2.0, factor: float = 2.0, cap: float = 60.0) -> Iterator[float]:

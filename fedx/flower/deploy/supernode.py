@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .environment import (
     child_env,
     free_port,
 )
+from .supernode_main import POLL_ENV
 
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 
@@ -73,6 +75,7 @@ def start_supernode(
     wait_ready: bool = True,
     startup_timeout: float = 30.0,
     isolation: str = "subprocess",
+    poll: float | None = None,
 ) -> FlowerProcess:
     """Start ``flower-supernode``; by default wait until the SuperLink has accepted it.
 
@@ -115,6 +118,10 @@ def start_supernode(
     isolation : str
         ``subprocess``: the SuperNode starts a ``flwr-clientapp`` process per message; ``process``: another
         process runs its tasks from its Runtime API (``fedx node`` does, :mod:`fedx.flower.node_tasks`).
+    poll : float, optional
+        Seconds the SuperNode waits before asking the SuperLink again when no message was waiting, and a tenth
+        of that between looks for its ClientApp's reply: it runs through :mod:`.supernode_main`. By default it
+        is Flower's own ``flower-supernode``, which waits 3 s and 0.5 s.
 
     Returns
     -------
@@ -135,6 +142,8 @@ def start_supernode(
             raise DeploymentError(f"start_supernode: SuperNode private key not found: {private_key}")
     if not isinstance(superlink_address, str) or ":" not in superlink_address:
         raise DeploymentError(f"start_supernode: superlink_address must be host:port, got {superlink_address!r}")
+    if poll is not None and not (isinstance(poll, (int, float)) and 0.01 <= poll <= 3):
+        raise DeploymentError(f"start_supernode: poll must be a number of seconds in [0.01, 3], got {poll!r}")
     port = free_port(host) if port is None else port
     _check_port_free(host, port, "start_supernode")
     logfile = Path(log_path).resolve()
@@ -143,8 +152,8 @@ def start_supernode(
     home = Path(flwr_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
 
-    argv = [_bin("flower-supernode"), "--superlink", superlink_address,
-            "--host", host, "--port", str(port), "--isolation", isolation]
+    program = [_bin("flower-supernode")] if poll is None else [sys.executable, "-m", f"{__package__}.supernode_main"]
+    argv = [*program, "--superlink", superlink_address, "--host", host, "--port", str(port), "--isolation", isolation]
     if insecure:
         argv.append("--insecure")
     else:
@@ -157,6 +166,8 @@ def start_supernode(
         argv += ["--max-wait-time", str(float(max_wait_time))]
 
     env = child_env(home, pythonpath=pythonpath, extra=extra_env)
+    if poll is not None:
+        env[POLL_ENV] = repr(float(poll))
     popen, offset = _spawn("supernode", argv, env=env, log_path=logfile, cwd=work)
     proc = FlowerProcess("supernode", popen, logfile, _join_address(_dial_host(host), port), home,
                          insecure=insecure, log_offset=offset,
