@@ -12,10 +12,11 @@ from __future__ import annotations
 import pytest
 
 LONGEST_FIRST = (
-    "tests/test_quickstart.py",
-    "tests/test_quickstart_later.py",
     "tests/examples/test_finance_antifraud.py",
     "tests/deployment/test_deploy_vertical.py",
+    "tests/test_quickstart.py",
+    "tests/test_quickstart_later.py",
+    "tests/deployment/test_deploy_gbdt.py",
     "tests/deployment/test_deploy_fedx.py",
     "tests/deployment/test_deploy_fedx_faults.py",
     "tests/deployment/test_deploy_masking.py",
