@@ -10,6 +10,12 @@ ratios encrypted / plaintext, and the final AUPRC of both.
 Goals: an encrypted round costs at most 1.15x a plaintext round, and the final AUPRC agrees within
 0.005 (bfv-compact quantizes each update to ``bits`` bits, so the two runs differ by rounding only).
 
+With ``--flower`` (the default) stock Flower (benchmarks/flower_baseline.py: ``FedAvg`` on the Message
+API, the same data, model and local training, evaluating every round) runs in the same alternation,
+and two more goals are checked: a fedx bfv-compact steady round (rounds 2..R) costs at most
+``--flower-ratio`` (1.05) times a stock Flower plaintext round, and fedx's whole run is no slower than
+Flower's.
+
 Usage::
 
     python benchmarks/he_round_bench.py [--rounds 5] [--repeat 2] [--config examples/finance_antifraud/fedx.yaml]
@@ -24,6 +30,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCRYPTIONS = ("none", "bfv-compact")
@@ -76,6 +83,21 @@ def one_run(config: Path, encryption: str, rounds: int, seed: int | None, out: P
     )
 
 
+def flower_run(config: Path, rounds: int, seed: int | None) -> Any:
+    """One stock Flower run of the config (benchmarks/flower_baseline.py)."""
+    import sys
+
+    import fedx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from flower_baseline import run_flower  # by name, so that Ray's workers find its functions
+
+    overrides: dict[str, Any] = {"federation.rounds": rounds}
+    if seed is not None:
+        overrides["seed"] = seed
+    return run_flower(fedx.load_config(config, overrides=overrides))
+
+
 def _kb(b: float) -> str:
     return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} kB"
 
@@ -114,6 +136,10 @@ def main() -> int:
     p.add_argument("--max-ratio", type=float, default=1.15, help="goal: encrypted / plaintext seconds per round")
     p.add_argument("--auprc-tol", type=float, default=0.005, help="goal: |AUPRC encrypted - plaintext|")
     p.add_argument("--out", default="runs/bench-he-round")
+    p.add_argument("--flower", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run stock Flower (benchmarks/flower_baseline.py) in the alternation")
+    p.add_argument("--flower-ratio", type=float, default=1.05,
+                   help="goal: fedx bfv-compact steady round / stock Flower plaintext steady round")
     args = p.parse_args()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -122,7 +148,13 @@ def main() -> int:
     print(f"{config}: {args.rounds} rounds, encryption none and bfv-compact, same seed, no baselines; "
           f"{args.repeat} run(s) of each, alternating", flush=True)
     runs: dict[str, list[RunStats]] = {e: [] for e in ENCRYPTIONS}
+    flower_runs: list[Any] = []
     for i in range(args.repeat):
+        if args.flower:
+            f = flower_run(config, args.rounds, args.seed)
+            flower_runs.append(f)
+            print(f"  run {i + 1} {'flower':<12} {f.s_steady:.3f} s/round (rounds 2..R), round 1 {f.s_first:.3f} s, "
+                  f"whole run {f.wall:.0f} s", flush=True)
         for enc in ENCRYPTIONS if i % 2 == 0 else ENCRYPTIONS[::-1]:
             r = one_run(config, enc, args.rounds, args.seed, out / f"{enc}-{i}")
             runs[enc].append(r)
@@ -145,12 +177,32 @@ def main() -> int:
     gap = abs(enc.auprc - plain.auprc)
     goals = [(f"encrypted round <= {args.max_ratio:g}x plaintext (measured {ratio:.3f}x)", ratio <= args.max_ratio),
              (f"final AUPRC within {args.auprc_tol:g} (measured |diff| {gap:.4f})", gap <= args.auprc_tol)]
+    if flower_runs:
+        fl_steady = statistics.median(f.s_steady for f in flower_runs)
+        fl_first = statistics.median(f.s_first for f in flower_runs)
+        fl_wall = statistics.median(f.wall for f in flower_runs)
+        print()
+        print(f"{'':<28}{'flower':>10}{'fedx none':>12}{'fedx bfv':>12}{'none/fl':>9}{'bfv/fl':>9}")
+        for name, fl, a, b in (("rounds 2..R (median)", fl_steady, plain.s_rounds_after_first,
+                                enc.s_rounds_after_first),
+                               ("round 1", fl_first, plain.s_first, enc.s_first),
+                               ("whole run, wall seconds", fl_wall, plain.wall, enc.wall)):
+            print(f"{name:<28}{fl:>10.3f}{a:>12.3f}{b:>12.3f}{a / fl:>8.3f}x{b / fl:>8.3f}x")
+        steady = enc.s_rounds_after_first / fl_steady
+        goals.append((f"fedx bfv-compact round <= {args.flower_ratio:g}x stock Flower plaintext round (measured "
+                      f"{steady:.3f}x: {enc.s_rounds_after_first:.3f} s vs {fl_steady:.3f} s"
+                      + ("" if steady <= args.flower_ratio else
+                         f", gap {enc.s_rounds_after_first - args.flower_ratio * fl_steady:+.3f} s") + ")",
+                      steady <= args.flower_ratio))
+        goals.append((f"fedx bfv-compact whole run no slower than Flower's (measured {enc.wall:.1f} s vs "
+                      f"{fl_wall:.1f} s)", enc.wall <= fl_wall))
     print("goals:")
     for goal, ok in goals:
         print(f"  {'PASS' if ok else 'FAIL'}  {goal}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "he_round.json").write_text(json.dumps(
-        {"args": vars(args), "runs": {k: [asdict(r) for r in v] for k, v in runs.items()}}, indent=2))
+        {"args": vars(args), "runs": {k: [asdict(r) for r in v] for k, v in runs.items()},
+         "flower": [{"seconds": f.seconds, "wall": f.wall, "auprc": f.auprc} for f in flower_runs]}, indent=2))
     return 0 if all(ok for _, ok in goals) else 1
 
 

@@ -22,7 +22,7 @@ Growth ratios against the smallest N are printed for each column.
 
 Usage::
 
-    python benchmarks/scaling_bench.py [--sizes 5,20,50] [--rounds 6] [--encryption none,bfv-compact]
+    python benchmarks/scaling_bench.py [--sizes 5,50,200,1000] [--rounds 6] [--encryption none,bfv-compact]
                                        [--rows 100000] [--out runs/bench-scaling]
 """
 
@@ -264,7 +264,9 @@ def growth(rows: list[Measure], encryptions: list[str]) -> str:
             r = by.get((n, enc))
             if r is None:
                 continue
+            per_inst = (r.s_round / n) / (base.s_round / ns[0])
             lines.append(f"{enc:<12} N={n} vs N={ns[0]} ({n / ns[0]:.0f}x clients): s/round {r.s_round / base.s_round:.2f}x, "
+                         f"s/round per institution {1e3 * r.s_round / n:.1f} ms ({per_inst:.2f}x), "
                          f"bytes up/round {r.bytes_up / base.bytes_up:.2f}x, peak RSS tree "
                          f"{r.peak_rss / base.peak_rss:.2f}x, peak PSS tree {r.peak_pss / base.peak_pss:.2f}x, "
                          f"wall {r.wall / base.wall:.2f}x")
@@ -274,7 +276,7 @@ def growth(rows: list[Measure], encryptions: list[str]) -> str:
 def main() -> int:
     """Run every (N, encryption) in its own process and print the tables; exit 1 if a run fails or exceeds 24 GiB."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="5,20,50", help="numbers of institutions, comma-separated")
+    p.add_argument("--sizes", default="5,50,200,1000", help="numbers of institutions, comma-separated")
     p.add_argument("--rounds", type=int, default=6,
                    help="federated rounds per run (rounds 2 .. last - 1 are measured; the last one also evaluates)")
     p.add_argument("--encryption", default="none,bfv-compact", help="encryption presets, comma-separated")

@@ -57,3 +57,30 @@ def test_an_institution_scores_its_held_out_rows_as_the_run_did(cleveland, tmp_p
     p = model.predict_proba(test)[:, 1]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(test["num"], p), abs=1e-12)
     assert metrics["brier"] == pytest.approx(brier_score_loss(test["num"], p), abs=1e-6)
+
+
+def test_the_design_matrix_is_built_once_per_split_and_anew_when_the_file_changes(cleveland, tmp_path: Path) -> None:
+    import os
+
+    from fedx.data.preprocess import Preprocessor
+    from fedx.tasks import TabularData
+
+    cfg, raw, path = cleveland
+    node = Institution(NodeSpec("Cleveland", path, tmp_path / "out"), cfg)
+    levels = node.levels()
+    node.setup(levels, node.moments(levels))
+    prep = Preprocessor.from_dict(node.state.preprocessor)
+    train, test = fedx.local_split(raw, cfg, "Cleveland", get_task(cfg.task))
+    first = node.split_data(prep, "train")
+    np.testing.assert_array_equal(first.X, TabularData.from_frame(cfg, prep, train).X)
+    np.testing.assert_array_equal(node.split_data(prep, "test").y, TabularData.from_frame(cfg, prep, test).y)
+    # The next round, by another Institution object of the same node, gets the same matrix without rebuilding it.
+    again = Institution(NodeSpec("Cleveland", path, tmp_path / "out"), cfg)
+    assert again.split_data(prep, "train") is first
+    # The node's table changes (half its rows): the matrix is built from the new file.
+    raw.iloc[: len(raw) // 2].to_csv(path, index=False)
+    os.utime(path, (1, 1))
+    changed = Institution(NodeSpec("Cleveland", path, tmp_path / "out"), cfg).split_data(prep, "train")
+    new_train, _ = fedx.local_split(read_table(path), cfg, "Cleveland", get_task(cfg.task))
+    assert len(changed) == len(new_train) < len(first)
+    np.testing.assert_array_equal(changed.X, TabularData.from_frame(cfg, prep, new_train).X)
