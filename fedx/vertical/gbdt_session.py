@@ -71,6 +71,7 @@ class GBDTSession(PartySession):
         self._driver: Driver | None = None
         self._then: Callable[[Any], list[Outgoing]] | None = None
         self._pending: dict[str, str] = {}
+        self._wave = 0  # the label party's requests, numbered: a reply names the one it answers
         self._replies: dict[str, bytes] = {}
         self._stats = FitStats()
         self._rows: dict[str, np.ndarray] = {}
@@ -96,7 +97,7 @@ class GBDTSession(PartySession):
                     raise PSIError(f"party {self.name!r}: party {sender!r} described its columns twice")
                 self._described[sender] = payload
                 return self._maybe_fit()
-            return self._reply(sender, kind, payload)
+            return self._reply(sender, kind, meta, payload)
         if sender != self.label_name:
             raise PSIError(f"party {self.name!r}: a {kind!r} message from {sender!r}; only the label party "
                            f"{self.label_name!r} asks")
@@ -113,7 +114,8 @@ class GBDTSession(PartySession):
         got = answer(self._party, kind, payload, self._held)
         if got is None:
             return []
-        return [self._seal(self.label_name, got[0], {"stage": self._stage}, got[1], int(meta.get("round", 0)))]
+        return [self._seal(self.label_name, got[0], {"stage": self._stage, "wave": meta.get("wave")}, got[1],
+                           int(meta.get("round", 0)))]
 
     # ------------------------------------------------------------------ after the PSI
 
@@ -174,9 +176,10 @@ class GBDTSession(PartySession):
             step = next(self._driver) if replies is None else self._driver.send(replies)
             while True:
                 rnd = len(self._stats.levels_per_tree)
+                self._wave += 1
                 for to, kind, payload in step.out:
                     self._stats.count(kind, payload)
-                    out.append(self._seal(to, kind, {"stage": self._stage}, payload, rnd))
+                    out.append(self._seal(to, kind, {"stage": self._stage, "wave": self._wave}, payload, rnd))
                 if step.expect:
                     self._pending, self._replies = step.expect, {}
                     return out
@@ -185,10 +188,13 @@ class GBDTSession(PartySession):
             self._driver = None
             return out + self._then(stop.value)
 
-    def _reply(self, sender: str, kind: str, payload: bytes) -> list[Outgoing]:
+    def _reply(self, sender: str, kind: str, meta: Mapping[str, Any], payload: bytes) -> list[Outgoing]:
         if self._pending.get(sender) != kind:
             raise PSIError(f"party {self.name!r}: an unexpected {kind!r} message from {sender!r} (stage "
                            f"{self._stage}; awaited {self._pending.get(sender) or 'nothing'})")
+        if meta.get("wave") != self._wave:  # a reply to an earlier request (a stale or repeated one) is refused
+            raise PSIError(f"party {self.name!r}: an unexpected {kind!r} message from {sender!r}: it answers "
+                           f"request {meta.get('wave')!r}, and the request awaiting a reply is {self._wave}")
         del self._pending[sender]
         self._replies[sender] = payload
         return [] if self._pending else self._advance(self._replies)

@@ -94,15 +94,21 @@ def test_a_reply_out_of_turn_is_refused(tmp_path: Path, tables) -> None:
                                       report={"baselines": []}))
     sessions = _sessions(cfg, tables, tmp_path)
     queue = [(n, m) for n, s in sessions.items() for m in s.start()]
+    answered = None
     while queue:
         sender, out = queue.pop(0)
-        queue.extend((out.to, m) for m in sessions[out.to].receive(out.message))
         if sender == "utility" and out.kind == "sb_histograms":
+            answered = sessions["bank"]._wave  # the request this reply answers
+        queue.extend((out.to, m) for m in sessions[out.to].receive(out.message))
+        if answered is not None:
             break
-    # a second reply to the same request, properly sealed by utility: the label party awaits none
-    again = sessions["utility"]._channels["bank"].seal("sb_histograms", {"stage": "fit", "round": 0}, b"")
-    with pytest.raises(PSIError, match="unexpected 'sb_histograms' message from 'utility'"):
-        sessions["bank"].receive(again)
+    assert answered is not None
+    # the same reply again, properly sealed by utility: whether the label party awaits nothing from utility or
+    # already awaits its reply to a later request, a reply to the answered request is refused
+    for meta in ({"stage": "fit", "round": 0, "wave": answered}, {"stage": "fit", "round": 0}):
+        again = sessions["utility"]._channels["bank"].seal("sb_histograms", meta, b"")
+        with pytest.raises(PSIError, match="unexpected 'sb_histograms' message from 'utility'"):
+            sessions["bank"].receive(again)
 
 
 def test_route_equals_the_joint_predictor() -> None:
