@@ -105,12 +105,15 @@ def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path,
         assert not (root / name / "out" / "result.json").exists()
 
     # The same config in simulation (`fedx run`): the same coefficients; and statsmodels on the joined table.
+    # Each run draws fresh CKKS encryption noise, so the two fits agree to the noise of the decrypted totals
+    # (measured 5e-10 relative on the intercept), not bit for bit: compare relatively, well inside the 1e-6
+    # that both keep to statsmodels.
     sim = simulate(root / "server.yaml", tmp_path / "sim")
     got = {c["name"]: c for c in result["model"]["coefficients"]}
     want = {c["name"]: c for c in sim["model"]["coefficients"]}
     assert list(got) == list(want)
     np.testing.assert_allclose([got[k]["estimate"] for k in want], [want[k]["estimate"] for k in want],
-                               rtol=0, atol=1e-9)
+                               rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose([got[k]["std_error"] for k in want], [want[k]["std_error"] for k in want], rtol=1e-8)
     ref = joined_fit(tables)
     assert list(got) == list(ref.params.index)
