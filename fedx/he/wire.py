@@ -17,6 +17,7 @@ refused with a :class:`~fedx.errors.BlobError`. It never imports TenSEAL.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Sequence
@@ -53,12 +54,34 @@ def chunk_size(degree: int, primes: Sequence[int], mode: str, n_summed: int) -> 
     return c0 + (n_summed * SEED_BYTES if mode == "seeds" else c0)
 
 
+@functools.lru_cache(maxsize=64)
+def _layout(degree: int, bits: int) -> tuple[np.ndarray, ...]:
+    """Where each of ``degree`` coefficients of ``bits`` bits lies in a stream of little-endian 64-bit words.
+
+    Coefficient ``i`` takes the stream's bits ``[i * bits, (i + 1) * bits)``: word ``i * bits // 64`` from bit
+    ``i * bits % 64``, and, when it straddles a word boundary, the low bits of the next word. Since
+    ``bits < 64``, every word up to the last coefficient's first holds the start of at least one coefficient:
+    ``starts`` is the first coefficient that starts in each of them (a word after it holds only the tail of a
+    straddling coefficient).
+    """
+    pos = np.arange(degree, dtype=np.int64) * bits
+    word, offset = pos >> 6, (pos & 63).astype(np.uint64)
+    starts = np.searchsorted(word, np.arange(int(word[-1]) + 1))
+    straddle = np.flatnonzero(offset.astype(np.int64) + bits > 64)
+    return word, offset, starts, straddle, (64 - offset[straddle]).astype(np.uint64)
+
+
 def pack_poly(coeffs: np.ndarray, primes: Sequence[int]) -> bytes:
     """A ``(primes, degree)`` uint64 array, each row packed little-endian in the bits of its prime."""
     out = []
     for row, q in zip(np.asarray(coeffs, np.uint64), primes):
-        bits = np.unpackbits(row.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-        out.append(np.packbits(bits[:, :q.bit_length()].ravel(), bitorder="little").tobytes())
+        b = q.bit_length()
+        size = -(-row.size * b // 8)
+        word, offset, starts, straddle, back = _layout(row.size, b)
+        words = np.zeros(len(starts) + 1, np.uint64)
+        words[:len(starts)] = np.bitwise_or.reduceat(row << offset, starts)
+        words[word[straddle] + 1] |= row[straddle] >> back
+        out.append(words.astype("<u8").tobytes()[:size])
     return b"".join(out)
 
 
@@ -69,11 +92,14 @@ def unpack_poly(data: bytes | memoryview, degree: int, primes: Sequence[int], wh
     for j, q in enumerate(primes):
         b = q.bit_length()
         size = -(-degree * b // 8)
-        bits = np.unpackbits(np.frombuffer(view[offset:offset + size], np.uint8), bitorder="little")
+        word, shift, _, straddle, back = _layout(degree, b)
+        buf = np.zeros(-(-size // 8) * 8 + 8, np.uint8)  # whole words, and one past the last for straddlers
+        buf[:size] = np.frombuffer(view[offset:offset + size], np.uint8)
         offset += size
-        full = np.zeros((degree, 64), np.uint8)
-        full[:, :b] = bits[:degree * b].reshape(degree, b)
-        out[j] = np.packbits(full, axis=1, bitorder="little").view("<u8").ravel()
+        words = buf.view("<u8").astype(np.uint64)
+        row = words[word] >> shift
+        row[straddle] |= words[word[straddle] + 1] << back
+        out[j] = row & np.uint64((1 << b) - 1)
         if int(out[j].max(initial=0)) >= q:
             raise BlobError(f"{where} is malformed: a coefficient is not below its prime {q}")
     return out

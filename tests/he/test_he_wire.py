@@ -14,10 +14,11 @@ from fedx.he import seal, wire
 from fedx.he.blob import unpack_blob
 
 
-@pytest.mark.parametrize("primes", [(737281,), (1268170753,), (11284873510913,), (2**60 - 2**14 + 1, 7)])
-def test_packing_round_trips_and_takes_the_bits_of_each_prime(primes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("degree", [4096, 100])
+@pytest.mark.parametrize("primes", [(737281,), (1268170753,), (11284873510913,), (2**60 - 2**14 + 1, 7),
+                                    (2**61 - 1,), (3,)])
+def test_packing_round_trips_and_takes_the_bits_of_each_prime(primes: tuple[int, ...], degree: int) -> None:
     rng = np.random.default_rng(len(primes))
-    degree = 4096
     coeffs = np.stack([rng.integers(0, q, degree, dtype=np.uint64) for q in primes])
     coeffs[:, 0] = [q - 1 for q in primes]  # the largest coefficient of each prime
     packed = wire.pack_poly(coeffs, primes)
@@ -26,7 +27,8 @@ def test_packing_round_trips_and_takes_the_bits_of_each_prime(primes: tuple[int,
     # The bits are the coefficients' own, little-endian (an independent reading with Python integers).
     first = int.from_bytes(packed[:-(-degree * primes[0].bit_length() // 8)], "little")
     b = primes[0].bit_length()
-    assert [(first >> (b * i)) & ((1 << b) - 1) for i in range(5)] == coeffs[0, :5].tolist()
+    assert [(first >> (b * i)) & ((1 << b) - 1) for i in range(degree)] == coeffs[0].tolist()
+    assert first >> (b * degree) == 0  # the padding bits of the last byte are zero
 
 
 def test_seeds_or_c1_whichever_is_smaller() -> None:
