@@ -174,7 +174,7 @@ def seed_expansion(bits: int | None, chunks: int = 4) -> dict[int, tuple[str, fl
     """Seconds to expand the seeds of n clients per 1M parameters, timed on ``chunks`` ciphertexts.
 
     With keys for n clients, an aggregate carries the seeds (each institution expands them) or c1 (the
-    server expanded them while it summed), whichever is smaller.
+    server expanded them while it summed): seeds for at most ``wire.SEEDS_MAX`` updates, when smaller.
     """
     out = {}
     for n in (10, 100, 1000):

@@ -17,7 +17,7 @@ def describe(preset: Preset | str) -> dict[str, Any]:
 
     Bytes per parameter are those of the ciphertexts (the blob header adds a few hundred bytes): an
     upload, an aggregate of 10 updates (``aggregate``; at most ``max_additions``) and one of
-    ``max_additions`` updates (``aggregate_max``), each with the seeds or ``c1``, whichever is smaller.
+    ``max_additions`` updates (``aggregate_max``), each with the seeds or ``c1`` (:func:`fedx.he.wire.c1_mode`).
 
     Parameters
     ----------

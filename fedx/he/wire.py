@@ -6,8 +6,8 @@ SEAL itself stores every coefficient in 64 bits and compresses them; here each c
 the bits of its prime (``ceil(log2 q)``), with no compression.
 
 An aggregate carries the sum of the ``c0`` parts and, for ``c1``, either the seeds of every update
-summed (``"seeds"``, each institution expands them) or the summed polynomial (``"poly"``), whichever is
-smaller: :func:`c1_mode`.
+summed (``"seeds"``, each institution expands them) or the summed polynomial (``"poly"``): seeds for at
+most :data:`SEEDS_MAX` updates when they are the smaller, :func:`c1_mode`.
 
 This module reads and writes SEAL's serialization (``native/src/seal/ciphertext.cpp``, ``dynarray.h``,
 ``randomgen.cpp`` of SEAL 4): a 16-byte header, the ciphertext's metadata, a ``DynArray`` of the data,
@@ -43,9 +43,17 @@ def poly_bytes(degree: int, primes: Sequence[int]) -> int:
     return sum(-(-degree * q.bit_length() // 8) for q in primes)
 
 
+#: The most seeds an aggregate carries per ciphertext. Each institution expands every seed of the aggregate
+#: before it decrypts (SEAL samples a polynomial from each, about 0.3 ms per 4,096 coefficients and prime),
+#: so with seeds every institution pays for all the others: 32 seeds cost it about 2.4 s per 1M parameters
+#: and round, 100 seeds 6 s. Beyond this many updates the server expands them once as it sums, and the
+#: aggregate carries ``c1`` (twice the upload's size on the way down, whatever the number of institutions).
+SEEDS_MAX = 32
+
+
 def c1_mode(n_summed: int, degree: int, primes: Sequence[int]) -> str:
-    """``"seeds"`` when the seeds of ``n_summed`` updates take fewer bytes than one packed polynomial."""
-    return "seeds" if n_summed * SEED_BYTES < poly_bytes(degree, primes) else "poly"
+    """``"seeds"`` for at most :data:`SEEDS_MAX` updates whose seeds take fewer bytes than one packed polynomial."""
+    return "seeds" if n_summed <= SEEDS_MAX and n_summed * SEED_BYTES < poly_bytes(degree, primes) else "poly"
 
 
 def chunk_size(degree: int, primes: Sequence[int], mode: str, n_summed: int) -> int:

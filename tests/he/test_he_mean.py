@@ -9,6 +9,7 @@ import pytest
 from he_support import assert_within, copies, keys, weighted_mean
 
 import fedx.he as he
+from fedx.he import wire
 from fedx.errors import BlobError, CapacityError
 
 SHAPES = [(), (0,), (7,), (4096,), (4097,), (3, 1500, 2), (2, 0, 3)]
@@ -159,11 +160,27 @@ def test_1000_clients_at_16_bits_sum_exactly_at_rho_1() -> None:
     rng = np.random.default_rng(11)
     updates = [rng.uniform(-1.0, 1.0, 50) for _ in range(1000)]
     agg = he.aggregate(ks.public, (he.encrypt(ks.secret, [u]) for u in updates))
-    assert he.inspect(agg).c1 == "poly"  # 1000 seeds would be larger than c1 itself
+    assert he.inspect(agg).c1 == "poly"  # the server expanded the seeds as it summed (more than SEEDS_MAX)
     got, weight = he.decrypt(ks.secret, agg)
     want = np.sum([np.rint(u * levels) for u in updates], axis=0) / levels / 1000
     assert weight == 1000 and np.array_equal(got[0], want)
     assert he.noise_budget(ks.secret, agg) >= 1
+
+
+def test_past_seeds_max_the_server_expands_the_seeds_and_the_sum_stays_exact() -> None:
+    ks = keys("bfv-compact", max_clients=64)
+    levels, n = ks.preset.levels, wire.SEEDS_MAX + 1
+    rng = np.random.default_rng(13)
+    updates = [rng.uniform(-1.0, 1.0, 5000) for _ in range(n)]
+    blobs = [he.encrypt(ks.secret, [u]) for u in updates]
+    few = he.aggregate(ks.public, blobs[:-1])
+    assert he.inspect(few).c1 == "seeds"
+    want = np.sum([np.rint(u * levels) for u in updates], axis=0) / levels / n
+    # Summed in one pass, or as the aggregate of SEEDS_MAX seeds plus one more update: c1 travels, exactly.
+    for agg in (he.aggregate(ks.public, blobs), he.aggregate(ks.public, [few, blobs[-1]])):
+        assert he.inspect(agg).c1 == "poly"
+        got, weight = he.decrypt(ks.secret, agg)
+        assert weight == n and np.array_equal(got[0], want)
 
 
 def test_ckks_refuses_a_sum_beyond_its_modulus() -> None:
@@ -196,12 +213,14 @@ def test_bfv_wire_sizes_meet_the_goals() -> None:
     assert he.inspect(agg).c1 == "seeds"
     assert len(blob) / n <= 4.5  # c0 at the bits of one small prime, and a seed
     assert len(agg) / n <= 4.6  # the sum of c0 and ten seeds
-    # Past the point where the seeds outgrow c1, an aggregate carries c1 and stops growing.
+    # Past SEEDS_MAX updates (or where the seeds outgrow c1), an aggregate carries c1 and stops growing.
     wide = keys("bfv-compact", max_clients=1000)
     one = he.encrypt(wide.secret, [np.zeros(4096)], weight=1.0, total_weight=1000.0)
     (chunk,) = he.inspect(one).chunk_sizes
-    sizes = {k: he.inspect(he.aggregate(wide.public, copies(one, k))).chunk_sizes[0] for k in (100, 400, 1000)}
-    assert sizes[100] == chunk + 99 * 65 and sizes[400] == sizes[1000] == 2 * (chunk - 65)
+    sizes = {k: he.inspect(he.aggregate(wide.public, copies(one, k))).chunk_sizes[0]
+             for k in (wire.SEEDS_MAX, wire.SEEDS_MAX + 1, 400, 1000)}
+    assert sizes[wire.SEEDS_MAX] == chunk + (wire.SEEDS_MAX - 1) * 65
+    assert sizes[wire.SEEDS_MAX + 1] == sizes[400] == sizes[1000] == 2 * (chunk - 65)
 
 
 def test_threads_encrypt_concurrently_without_mixing_their_scratch_files() -> None:

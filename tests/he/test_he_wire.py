@@ -31,9 +31,12 @@ def test_packing_round_trips_and_takes_the_bits_of_each_prime(primes: tuple[int,
     assert first >> (b * degree) == 0  # the padding bits of the last byte are zero
 
 
-def test_seeds_or_c1_whichever_is_smaller() -> None:
+def test_seeds_while_few_and_smaller_than_c1() -> None:
     primes = (1268170753,)  # 31 bits: c1 takes 15872 bytes, a seed 65
-    assert wire.c1_mode(244, 4096, primes) == "seeds" and wire.c1_mode(245, 4096, primes) == "poly"
+    assert wire.c1_mode(wire.SEEDS_MAX, 4096, primes) == "seeds"
+    assert wire.c1_mode(wire.SEEDS_MAX + 1, 4096, primes) == "poly"  # each institution would expand them all
+    assert wire.c1_mode(30, 1024, (2**13 + 1,)) == "poly"  # 30 seeds (1950 bytes) outweigh c1 (1792)
+    assert wire.c1_mode(20, 1024, (2**13 + 1,)) == "seeds"  # 20 (1300 bytes) do not
     assert wire.chunk_size(4096, primes, "seeds", 10) == 15872 + 650
     assert wire.chunk_size(4096, primes, "poly", 1000) == 2 * 15872
 
