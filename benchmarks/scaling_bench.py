@@ -14,7 +14,8 @@ Per run it reports:
   one institution;
 - peak memory of the whole process tree (the driver, Ray's GCS, raylet and workers): the largest sum
   over the tree of RSS, and of PSS (shared pages split between the processes that map them), sampled
-  from /proc every ``--sample`` seconds in a background thread; and the driver's own ``ru_maxrss``.
+  from /proc every ``--sample`` seconds by this (parent) process, so that sampling takes nothing from the
+  run's own interpreter; and the driver's own ``ru_maxrss``.
 
 Ray gives each simulated institution one CPU and the machine's cores set how many train at once
 (two on a 2-core machine), so the institutions of a round train mostly one after another.
@@ -182,10 +183,9 @@ def child(args: argparse.Namespace) -> int:
     out = Path(args.out) / f"n{args.n}-{args.encryption}"
     cfg = config_from_dict(scaling_config(args.n, args.encryption, args.rounds, args.rows, args.seed),
                                 source="scaling_bench")
-    with TreeMemory(os.getpid(), args.sample) as mem:
-        t0 = time.perf_counter()
-        result = fedx.run(cfg, out, progress=False, force=True)
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = fedx.run(cfg, out, progress=False, force=True)
+    wall = time.perf_counter() - t0
     hist = result.history
     # Round 1 warms up (first training in each worker; under encryption no aggregate travels down yet).
     train_only = [h for h in hist[1:] if not h["metrics"]] or hist[:-1] or hist
@@ -196,7 +196,7 @@ def child(args: argparse.Namespace) -> int:
         bytes_up=statistics.median(h["bytes_up"] for h in train_only),
         bytes_down=statistics.median(h["bytes_down"] for h in train_only),
         update_bytes=statistics.median(h["update_bytes_per_client"] for h in train_only),
-        peak_rss=mem.peak_rss, peak_pss=mem.peak_pss, peak_procs=mem.peak_procs,
+        peak_rss=0, peak_pss=0, peak_procs=0,  # filled in by the parent, which samples this process's tree
         driver_maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         auprc=float(result.metrics.get("auprc", float("nan"))),
     )
@@ -309,13 +309,19 @@ def main() -> int:
                    "--rounds", str(args.rounds), "--rows", str(args.rows), "--seed", str(args.seed),
                    "--sample", str(args.sample), "--out", str(out)]
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
+            err = out / f"n{n}-{enc}.err"
+            with open(err, "wb") as log:
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+                with TreeMemory(proc.pid, args.sample) as mem:  # sampled from here, off the run's own GIL
+                    code = proc.wait()
             path = out / f"n{n}-{enc}" / "measure.json"
-            if proc.returncode != 0 or not path.exists():
+            if code != 0 or not path.exists():
                 failed.append((n, enc))
-                print(f"N={n} {enc}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+                print(f"N={n} {enc}: FAILED (exit {code})\n{err.read_text()[-3000:]}", flush=True)
                 continue
             m = Measure(**json.loads(path.read_text()))
+            m.peak_rss, m.peak_pss, m.peak_procs = mem.peak_rss, mem.peak_pss, mem.peak_procs
+            path.write_text(json.dumps(asdict(m), indent=2))
             rows.append(m)
             print(f"N={n:<3} {enc:<12} done in {time.perf_counter() - t0:.0f} s: {m.s_round:.2f} s/round, "
                   f"peak RSS tree {_size(m.peak_rss)}", flush=True)

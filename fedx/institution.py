@@ -492,18 +492,26 @@ def _secret_cached(path: str, mtime: float) -> Any:
 
 
 _SPLIT_DATA: dict[tuple[Any, ...], TabularData] = {}
-_SPLIT_DATA_MAX = 64
+#: The matrices kept per process, by their bytes: a simulation worker serves many institutions in turn
+#: (200 institutions on 2 workers: 100 each), and building a matrix again at every message would cost each
+#: institution's round more than its training.
+_SPLIT_DATA_BYTES = 512 << 20
+
+
+def _nbytes(data: TabularData) -> int:
+    return sum(a.nbytes for a in (data.X, data.y, data.offset, data.weight) if a is not None)
 
 
 def _split_data_cached(inst: Institution, path: str, mtime: float, key: str, name: str, digest: str, which: str,
                        prep: Preprocessor) -> TabularData:
-    """:meth:`Institution.split_data`, remembered for the ``_SPLIT_DATA_MAX`` latest keys of this process."""
+    """:meth:`Institution.split_data`, remembered for the latest keys of this process, up to ``_SPLIT_DATA_BYTES``."""
     k = (path, mtime, key, name, digest, which)
     hit = _SPLIT_DATA.pop(k, None)
     if hit is None:
         train, test = inst.split()
         hit = inst.tabular(prep, train if which == "train" else test)
-        while len(_SPLIT_DATA) >= _SPLIT_DATA_MAX:
-            _SPLIT_DATA.pop(next(iter(_SPLIT_DATA)))
+        kept = sum(map(_nbytes, _SPLIT_DATA.values())) + _nbytes(hit)
+        while _SPLIT_DATA and kept > _SPLIT_DATA_BYTES:
+            kept -= _nbytes(_SPLIT_DATA.pop(next(iter(_SPLIT_DATA))))
     _SPLIT_DATA[k] = hit  # newest last: the oldest goes first
     return hit

@@ -58,6 +58,75 @@ def _flower_logs(level: int) -> Iterator[None]:
         flwr_log.setLevel(old)
 
 
+#: Flower versions whose simulation loop :func:`_install_extractor` replaces (checked against their source).
+EXTRACTOR_FLWR = ("1.42.",)
+
+
+def _install_extractor() -> bool:
+    """Hand the simulation's waiting messages to the workers in one pass over the link state per tick.
+
+    Flower 1.42's simulation engine (``flwr/server/superlink/fleet/vce/vce_api.py``,
+    ``add_messages_to_queue``) asks the in-memory link state for one message per node, every 0.1 s, and
+    each ask scans every stored message (``InMemoryLinkState.get_message_ins``) under the state's lock.
+    A round of N institutions keeps about N messages stored, so each tick costs N x N checks: at 200
+    institutions, most of the driver's time, with the lock held against the server's own calls. The
+    replacement makes one pass per tick and hands over, as before, the oldest undelivered message of
+    each node, checked (expiry, federation) and marked delivered exactly as ``get_message_ins`` does.
+    Returns whether it was installed (only on the Flower versions it was written against).
+    """
+    import flwr
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    if not flwr.__version__.startswith(EXTRACTOR_FLWR):
+        return False
+    if getattr(vce_api.add_messages_to_queue, "_fedx", False):
+        return True
+    stock = vce_api.add_messages_to_queue
+    memory_state = in_memory_linkstate.InMemoryLinkState
+
+    def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
+        if not isinstance(state, memory_state):
+            return stock(state, queue, nodes_mapping, f_stop)
+        nodes = set(nodes_mapping.keys())
+        while not f_stop.is_set():
+            for msg in _undelivered(state, nodes):
+                queue.put(msg)
+            f_stop.wait(0.1)
+        return None
+
+    add_messages_to_queue._fedx = True  # type: ignore[attr-defined]
+    vce_api.add_messages_to_queue = add_messages_to_queue
+    return True
+
+
+def _undelivered(state: Any, nodes: set[int]) -> list[Any]:
+    """The oldest undelivered message of each of ``nodes`` in an in-memory link state, marked delivered.
+
+    One pass over the stored messages, under the state's lock, with the checks of Flower's
+    ``get_message_ins`` (expired messages and those of nodes that left the federation are dropped first).
+    """
+    from flwr.server.superlink.linkstate import in_memory_linkstate
+
+    out: list[Any] = []
+    taken: set[int] = set()
+    with state.lock:
+        ids = list(state.message_ins_store.keys())
+        state._check_stored_messages(set(ids))
+        for msg_id in ids:
+            msg = state.message_ins_store.get(msg_id)
+            if msg is None or msg.metadata.delivered_at != "":
+                continue
+            node = msg.metadata.dst_node_id
+            if node in nodes and node not in taken:
+                taken.add(node)
+                out.append(msg)
+        delivered_at = in_memory_linkstate.now().isoformat()
+        for msg in out:
+            msg.metadata.delivered_at = delivered_at
+    return out
+
+
 def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, verbose: bool = False) -> T:
     """Run a server job against simulated institutions on Flower's simulation engine.
 
@@ -77,6 +146,8 @@ def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, ve
     """
     quiet_environment()
     from flwr.simulation import run_simulation
+
+    _install_extractor()
 
     _check_ray_on_loopback()
     outcome: dict[str, Any] = {}

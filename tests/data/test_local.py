@@ -84,3 +84,38 @@ def test_the_design_matrix_is_built_once_per_split_and_anew_when_the_file_change
     new_train, _ = fedx.local_split(read_table(path), cfg, "Cleveland", get_task(cfg.task))
     assert len(changed) == len(new_train) < len(first)
     np.testing.assert_array_equal(changed.X, TabularData.from_frame(cfg, prep, new_train).X)
+
+
+def test_split_matrices_are_kept_by_their_bytes(monkeypatch) -> None:
+    """A worker that serves many institutions keeps all their matrices, up to a byte budget, oldest out first."""
+    import fedx.institution as institution
+    from fedx.tasks.data import TabularData
+
+    class Node:
+        def __init__(self, name: str, rows: int) -> None:
+            self.name, self.rows, self.built = name, rows, 0
+
+        def split(self):
+            self.built += 1
+            return None, None
+
+        def tabular(self, prep, df):
+            return TabularData(X=np.zeros((self.rows, 4)), y=np.zeros(self.rows))
+
+    def get(node: Node):
+        return institution._split_data_cached(node, node.name, 0.0, "k", node.name, "d", "train", None)
+
+    monkeypatch.setattr(institution, "_SPLIT_DATA", {})
+    nodes = [Node(f"inst_{i}", 100) for i in range(200)]  # 2,000 bytes each
+    for node in nodes:
+        get(node)
+    for node in nodes:
+        get(node)
+    assert all(node.built == 1 for node in nodes)  # 200 institutions, each matrix built once
+    monkeypatch.setattr(institution, "_SPLIT_DATA", {})
+    monkeypatch.setattr(institution, "_SPLIT_DATA_BYTES", 5_000)  # room for two of them
+    a, b, c = (Node(name, 100) for name in "abc")
+    for node in (a, b, a, c):  # a is used again before c arrives: b is the oldest and goes
+        get(node)
+    get(a), get(c), get(b)  # a and c are kept; b is built again
+    assert (a.built, b.built, c.built) == (1, 2, 1)

@@ -1,0 +1,52 @@
+"""The simulation's message extractor: one pass per tick, the oldest undelivered message of each node."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import flwr
+
+from fedx.flower import simulation
+
+
+class _State:
+    """What the extractor reads of Flower's in-memory link state: its lock, its stored messages, its check."""
+
+    def __init__(self, messages: dict[str, SimpleNamespace], expired: set[str]) -> None:
+        self.lock = threading.RLock()
+        self.message_ins_store = dict(messages)
+        self.expired = expired
+        self.checked: list[set[str]] = []
+
+    def _check_stored_messages(self, ids: set[str]) -> None:
+        self.checked.append(set(ids))
+        for msg_id in ids & self.expired:
+            del self.message_ins_store[msg_id]
+
+
+def _msg(node: int, delivered: str = "") -> SimpleNamespace:
+    return SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node, delivered_at=delivered))
+
+
+def test_each_node_gets_its_oldest_undelivered_message_once() -> None:
+    msgs = {"a1": _msg(1), "b1": _msg(2, delivered="earlier"), "a2": _msg(1), "b2": _msg(2), "c1": _msg(3),
+            "x1": _msg(9)}
+    state = _State(msgs, expired={"c1"})
+    first = simulation._undelivered(state, {1, 2, 3})
+    assert first == [msgs["a1"], msgs["b2"]]  # node 3's only message expired; node 9 is not simulated
+    assert all(m.metadata.delivered_at for m in first) and msgs["a2"].metadata.delivered_at == ""
+    assert state.checked == [set(msgs)] and "c1" not in state.message_ins_store
+    assert simulation._undelivered(state, {1, 2, 3}) == [msgs["a2"]]
+    assert simulation._undelivered(state, {1, 2, 3}) == []
+    assert msgs["x1"].metadata.delivered_at == ""
+
+
+def test_installed_on_the_flower_it_was_written_for() -> None:
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    installed = simulation._install_extractor()
+    assert installed == flwr.__version__.startswith(simulation.EXTRACTOR_FLWR)
+    if installed:
+        assert getattr(vce_api.add_messages_to_queue, "_fedx", False)
+        assert simulation._install_extractor()  # a second call keeps the one installed
