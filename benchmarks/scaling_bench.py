@@ -118,10 +118,15 @@ def _rss_pss(pid: int) -> tuple[int, int]:
 
 
 class TreeMemory:
-    """Peak RSS and PSS summed over a process tree, sampled in a background thread."""
+    """Peak RSS and PSS summed over process trees, sampled in a background thread.
 
-    def __init__(self, root: int, interval: float) -> None:
-        self.root, self.interval = root, interval
+    ``root`` is one pid or a list of pids; pids appended to :attr:`roots` later are sampled from then on
+    (the deployment of bigmodel_bench.py adds each node as it starts).
+    """
+
+    def __init__(self, root: int | list[int], interval: float) -> None:
+        self.roots = list(root) if isinstance(root, list) else [root]
+        self.interval = interval
         self.peak_rss = self.peak_pss = 0
         self.peak_procs = 0
         self.samples = 0
@@ -138,7 +143,7 @@ class TreeMemory:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            pids = tree(self.root)
+            pids = {pid for root in list(self.roots) for pid in tree(root)}
             rss = pss = 0
             for pid in pids:
                 r, p = _rss_pss(pid)
