@@ -8,7 +8,7 @@ DEMO_OUT ?= runs/finance-antifraud
 export FLWR_TELEMETRY_ENABLED := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test test-fast bench bench-dp clean
+.PHONY: setup demo test test-fast bench bench-big bench-dp clean
 
 # --force over a finished run, --resume into an interrupted one, nothing for a new folder.
 again = $(if $(wildcard $(1)/result.json),--force,$(if $(wildcard $(1)/checkpoint/index.json),--resume,))
@@ -44,6 +44,10 @@ bench: setup
 	$(PY) benchmarks/he_sensitivity_bench.py --bits 15,16,17,19
 	$(PY) benchmarks/aggregators_bench.py
 	$(PY) benchmarks/scaling_bench.py
+
+# A 10M-parameter model under bfv-compact, in simulation and over a TLS deployment (5 institutions).
+bench-big: setup
+	$(PY) benchmarks/bigmodel_bench.py
 
 # Utility against epsilon on both examples: long (about 40 minutes on 2 cores).
 bench-dp: setup
