@@ -8,11 +8,24 @@
 2. SecureBoost (:mod:`fedx.vertical.secureboost`) on the other rows: a progress line per tree. Each party's
    part of the model goes to ``institutions/<party>/model.json`` (the label party's holds the trees, the others
    only their own thresholds); every message is appended to its sender's ledger, and the relay keeps receipts.
+   After every tree each party checkpoints its own part (:mod:`fedx.vertical.gbdt_checkpoint`: the label party
+   the tree's structure and leaf values and its own thresholds, a partner only its own thresholds, each in
+   ``institutions/<party>/checkpoint/``), then the run its index (``checkpoint/index.json``: the trees done,
+   the config digest, the history and byte counts).
 3. The held-out rows are scored by federated prediction (every party routes them through its own splits).
    With ``report.baselines: [local]`` the label party's own columns are boosted alone on the same rows (the
    lift of the partnership); with ``centralized`` the same engine runs on the joined table (simulation only).
 4. result.json: ROC-AUC and KS (binary tasks) or Poisson deviance, the lift table of the held-out rows by score
-   decile, feature importance by party and by column, the PSI sizes, bytes per tree, the privacy settings.
+   decile, feature importance by party and by column, the PSI sizes, bytes per tree, the privacy settings,
+   one history entry per tree.
+5. ``--resume`` (``resume=True``) continues after the last finished tree, also to a larger ``model.trees``
+   (only :data:`~fedx.run_folder.RESUMABLE_KEYS` may change). The PSI runs again under the run secret that the
+   label party kept, so it gives the same shared rows, in the same order, and the same hold-out; each party
+   checks the intersection, its rows and its bin edges against its checkpoint, and the resume is refused if
+   one differs. The parties load their trees and thresholds, the label party rebuilds its margins on the
+   training rows by federated routing (:func:`~fedx.vertical.secureboost.route`; no threshold leaves its
+   owner), and the fit grows the next tree: tree by tree the model of the uninterrupted run under the same
+   secret, in plaintext and under CKKS. The ledgers and receipts are continued, so they verify across it.
 
 ``fedx.load_model(<run folder>)`` returns the joint predictor (:class:`~fedx.vertical.secureboost_model.
 SecureBoostModel`): give it each party's table of the same rows, in the same order.
