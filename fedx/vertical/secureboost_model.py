@@ -125,7 +125,8 @@ class PartySplits:
 
     def of_tree(self, tree: int) -> list[list[Any]]:
         """Its splits of one tree, ``[node, feature, threshold, default_left]`` each (a checkpoint's entry)."""
-        return [[n, f, _number(th), d] for (t, n), (f, th, d) in sorted(self.table.items()) if t == int(tree)]
+        mine = sorted((n, v) for (t, n), v in self.table.items() if t == int(tree))
+        return [[n, f, _number(th), d] for n, (f, th, d) in mine]
 
     def add_tree(self, tree: int, splits: Sequence[Sequence[Any]]) -> None:
         """Put back the splits of one tree from :meth:`of_tree`."""
