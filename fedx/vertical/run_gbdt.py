@@ -132,8 +132,8 @@ def _scores(y: np.ndarray, p: np.ndarray, binary: bool) -> dict[str, Any]:
     return {"poisson_deviance": float(dev), "rows": len(y)}
 
 
-def _heads(psi: Mapping[str, Any], parties: Mapping[str, PartyTable], label: SecureBoostLabelParty, features: Mapping[str, SecureBoostFeatureParty], order: list[str]
-           ) -> dict[str, dict[str, Any]]:
+def _heads(psi: Mapping[str, Any], parties: Mapping[str, PartyTable], label: SecureBoostLabelParty,
+           features: Mapping[str, SecureBoostFeatureParty], order: list[str]) -> dict[str, dict[str, Any]]:
     """What each party checks when the run resumes (:mod:`fedx.vertical.gbdt_checkpoint`), each from its own
     state: its rows and bins, the intersection it took part in; the label party's PSI run secret too."""
     out = {}
@@ -142,7 +142,7 @@ def _heads(psi: Mapping[str, Any], parties: Mapping[str, PartyTable], label: Sec
         shared = psi["alignments"][name].rows
         party = label if name == label.name else features[name]
         extra = (label.y, label.offset) if name == label.name else ()
-        out[name] = {"psi": {"shared": int(len(shared)), "order": order_digest(t.ids, shared, secret)},
+        out[name] = {"psi": {"shared": len(shared), "order": order_digest(t.ids, shared, secret)},
                      "rows": digest_rows(party.X, *extra, names=party.feature_names),
                      "edges": digest_rows(*party.edges.cuts, names=[str(len(c)) for c in party.edges.cuts])}
         if name == label.name:

@@ -19,6 +19,9 @@ rows); the tree engine (:class:`~fedx.trees.engine.TreeBuilder`) runs at the lab
    threshold to itself and returns which of the node's rows go left.
 4. After the last level every row sits in a leaf, and the label party adds the leaf values to its margins.
 
+A fit can start from the trees of a checkpoint (``start``): the label party first rebuilds its margins on the
+training rows by federated routing through those trees, then grows the next one (:func:`boost`).
+
 With ``encryption="none"`` the same protocol sends ``g`` and ``h`` in plaintext (the reference of the tests:
 tree by tree it equals the engine run on the joined table with the same bin edges).
 
