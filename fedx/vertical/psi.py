@@ -167,6 +167,12 @@ def _ordered(ids: PartyIds, rows: np.ndarray, secret: bytes) -> tuple[np.ndarray
     return rows[perm], hashlib.sha256(keys[perm].tobytes()).hexdigest()
 
 
+def order_digest(ids: PartyIds, rows: np.ndarray, secret: bytes) -> str:
+    """A digest of the shared rows in the common order (``rows`` in that order): equal at every party that holds
+    the same people, and between two intersections of the same tables under the same secret."""
+    return hashlib.sha256(order_keys(ids, np.asarray(rows, dtype=np.int64), secret).tobytes()).hexdigest()
+
+
 def select_test_rows(ids: PartyIds, rows: np.ndarray, secret: bytes, test_fraction: float) -> np.ndarray:
     """Which of the shared rows are held out for testing, identically at every party.
 
@@ -224,6 +230,10 @@ class PSIParty:
         Pinned long-term public keys (32 raw bytes) of peers, by party name.
     ledger : AuditLedger, optional
         Every message that leaves this party is appended to it (round 0, kind ``psi-<kind>``).
+    secret : bytes, optional
+        Label party only: the run secret to use instead of a fresh one, when a run resumes (the secret it drew
+        and kept the first time). With the same tables it gives the same shared rows in the same order and
+        the same held-out rows; the blinding scalars are fresh all the same.
 
     Use :meth:`start` for the first messages, feed each arriving message to :meth:`receive` (which returns
     the messages to send in answer), and read :meth:`alignment` once :attr:`done`.
@@ -232,7 +242,7 @@ class PSIParty:
     def __init__(self, name: str, ids: PartyIds, *, label_party: str, parties: Sequence[str], run_id: str,
                  policy: PSIPolicy | None = None, backend: str = "auto", workers: int = 1,
                  identity: X25519PrivateKey | None = None, trusted: Mapping[str, bytes] | None = None,
-                 ledger: AuditLedger | None = None) -> None:
+                 ledger: AuditLedger | None = None, secret: bytes | None = None) -> None:
         names = list(dict.fromkeys(parties))
         if label_party not in names:
             raise ConfigError(f"data.label_party {label_party!r} is not one of the parties {names}")
@@ -246,12 +256,14 @@ class PSIParty:
         self.policy = policy or PSIPolicy()
         self.backend, self.workers, self.ledger = backend, workers, ledger
         self.is_label = name == label_party
+        if secret is not None and (not self.is_label or len(secret) != 32):
+            raise PSIError(f"party {name!r}: only the label party brings a run secret, of 32 bytes")
         self.features = [p for p in names if p != label_party]
         peers = self.features if self.is_label else [label_party]
         trusted = dict(trusted or {})
         self._channels = {p: Channel(name, p, run_id, identity=identity, trusted=trusted.get(p)) for p in peers}
         self._scalar = new_scalar()
-        self._secret: bytes | None = os.urandom(32) if self.is_label else None
+        self._secret: bytes | None = (secret or os.urandom(32)) if self.is_label else None
         self._peer_specs: dict[str, IdSpec] = {}
         self._replies: dict[str, np.ndarray] = {}
         self._peer_sizes: dict[str, int] = {}

@@ -68,7 +68,8 @@ def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bo
     progress : bool
         Print a line per step and per Newton round, and the fitted model at the end.
     resume : bool
-        Refused: a vertical run keeps no checkpoint.
+        Continue the checkpoint in ``out_dir`` after its last finished tree (``model.kind: gbdt``,
+        :mod:`fedx.vertical.run_gbdt`); refused for the vertical GLM, which keeps no checkpoint.
     force : bool
         Replace a finished run in ``out_dir`` (written beside it, swapped in once finished).
     tables : mapping of party name to DataFrame, optional
@@ -82,14 +83,14 @@ def run_vertical(cfg: Config, out_dir: str | Path | None = None, *, progress: bo
     """
     if not cfg.data.vertical:
         raise ConfigError("run_vertical: the config is not vertical (data.partition: vertical)")
-    if resume:
-        raise ConfigError(f"{option('resume')}: a vertical run is one fit and keeps no checkpoint; run it again (with "
-                          f"{option('force')} to replace a finished run)")
-    if cfg.model.kind == "gbdt":
+    if cfg.model.kind == "gbdt":   # SecureBoost: a checkpoint per tree, so resume continues it
         from .run_gbdt import run_vertical_gbdt
 
-        return run_vertical_gbdt(cfg, out_dir, progress=progress, force=force, tables=tables,
+        return run_vertical_gbdt(cfg, out_dir, progress=progress, force=force, resume=resume, tables=tables,
                                  steps=(_Audit, _default_out_dir, _intersect))
+    if resume:
+        raise ConfigError(f"{option('resume')}: a vertical GLM run is one fit and keeps no checkpoint; run it again "
+                          f"(with {option('force')} to replace a finished run)")
     target = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
     folder = RunFolder.plan(cfg, target, "result.json", resume=False, force=force, resumable=False)
     say: Callable[[str], None] = (lambda line: print(line, flush=True)) if progress else (lambda line: None)
@@ -162,13 +163,15 @@ class _Audit:
 # ---------------------------------------------------------------------- 1. subject identification
 
 def _intersect(cfg: Config, parties: Mapping[str, PartyTable], audit: _Audit | None,
-               say: Callable[[str], None]) -> dict[str, Any]:
+               say: Callable[[str], None], *, secret: bytes | None = None) -> dict[str, Any]:
+    """The PSI and the hold-out; ``secret``: the label party's run secret of the run that is resumed."""
     sec, label_name = cfg.security, cfg.data.label_party
     policy = PSIPolicy(reveal=sec.psi_reveal, count_to=sec.psi_count_to, min_intersection=sec.min_intersection)
     run_id = uuid.uuid4().hex
     names = list(parties)
     psi_parties = [PSIParty(n, t.ids, label_party=label_name, parties=names, run_id=run_id, policy=policy,
-                            ledger=audit.ledgers[n] if audit else None) for n, t in parties.items()]  # type: ignore[arg-type]
+                            ledger=audit.ledgers[n] if audit else None,  # type: ignore[arg-type]
+                            secret=secret if n == label_name else None) for n, t in parties.items()]
     sent = {"bytes": 0, "messages": 0}
 
     def observe(message: bytes) -> None:

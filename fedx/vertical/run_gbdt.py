@@ -8,11 +8,24 @@
 2. SecureBoost (:mod:`fedx.vertical.secureboost`) on the other rows: a progress line per tree. Each party's
    part of the model goes to ``institutions/<party>/model.json`` (the label party's holds the trees, the others
    only their own thresholds); every message is appended to its sender's ledger, and the relay keeps receipts.
+   After every tree each party checkpoints its own part (:mod:`fedx.vertical.gbdt_checkpoint`: the label party
+   the tree's structure and leaf values and its own thresholds, a partner only its own thresholds, each in
+   ``institutions/<party>/checkpoint/``), then the run its index (``checkpoint/index.json``: the trees done,
+   the config digest, the history and byte counts).
 3. The held-out rows are scored by federated prediction (every party routes them through its own splits).
    With ``report.baselines: [local]`` the label party's own columns are boosted alone on the same rows (the
    lift of the partnership); with ``centralized`` the same engine runs on the joined table (simulation only).
 4. result.json: ROC-AUC and KS (binary tasks) or Poisson deviance, the lift table of the held-out rows by score
-   decile, feature importance by party and by column, the PSI sizes, bytes per tree, the privacy settings.
+   decile, feature importance by party and by column, the PSI sizes, bytes per tree, the privacy settings,
+   one history entry per tree.
+5. ``--resume`` (``resume=True``) continues after the last finished tree, also to a larger ``model.trees``
+   (only :data:`~fedx.run_folder.RESUMABLE_KEYS` may change). The PSI runs again under the run secret that the
+   label party kept, so it gives the same shared rows, in the same order, and the same hold-out; each party
+   checks the intersection, its rows and its bin edges against its checkpoint, and the resume is refused if
+   one differs. The parties load their trees and thresholds, the label party rebuilds its margins on the
+   training rows by federated routing (:func:`~fedx.vertical.secureboost.route`; no threshold leaves its
+   owner), and the fit grows the next tree: tree by tree the model of the uninterrupted run under the same
+   secret, in plaintext and under CKKS. The ledgers and receipts are continued, so they verify across it.
 
 ``fedx.load_model(<run folder>)`` returns the joint predictor (:class:`~fedx.vertical.secureboost_model.
 SecureBoostModel`): give it each party's table of the same rows, in the same order.
@@ -38,8 +51,10 @@ from ..run_folder import RunFolder
 from ..trees.binning import BinEdges
 from ..trees.horizontal import fit_pooled
 from ..trees.params import gbdt_params
-from .psi import select_test_rows
+from .gbdt_checkpoint import VerticalCheckpoint, digest_rows
+from .psi import order_digest, select_test_rows
 from .secureboost import (
+    SETUP_KINDS,
     FitStats,
     SecureBoostFeatureParty,
     SecureBoostLabelParty,
@@ -117,28 +132,52 @@ def _scores(y: np.ndarray, p: np.ndarray, binary: bool) -> dict[str, Any]:
     return {"poisson_deviance": float(dev), "rows": len(y)}
 
 
+def _heads(psi: Mapping[str, Any], parties: Mapping[str, PartyTable], label: SecureBoostLabelParty,
+           features: Mapping[str, SecureBoostFeatureParty], order: list[str]) -> dict[str, dict[str, Any]]:
+    """What each party checks when the run resumes (:mod:`fedx.vertical.gbdt_checkpoint`), each from its own
+    state: its rows and bins, the intersection it took part in; the label party's PSI run secret too."""
+    out = {}
+    for name in order:
+        t, secret = parties[name], psi["secrets"][name]
+        shared = psi["alignments"][name].rows
+        party = label if name == label.name else features[name]
+        extra = (label.y, label.offset) if name == label.name else ()
+        out[name] = {"psi": {"shared": len(shared), "order": order_digest(t.ids, shared, secret)},
+                     "rows": digest_rows(party.X, *extra, names=party.feature_names),
+                     "edges": digest_rows(*party.edges.cuts, names=[str(len(c)) for c in party.edges.cuts])}
+        if name == label.name:
+            out[name].update(parties=order, secret=secret.hex())
+    return out
+
+
 def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
-                      tables: Mapping[str, pd.DataFrame] | None = None,
+                      resume: bool = False, tables: Mapping[str, pd.DataFrame] | None = None,
                       steps: tuple[Any, Any, Any] = ()) -> RunResult:
     """Run a vertical ``model.kind: gbdt`` config in simulation (the module docstring says how).
 
     ``steps`` are the vertical run's shared steps (:mod:`fedx.vertical.run`, which calls this): the ledgers
     and relay receipts, the default run folder, and the private set intersection with the hold-out.
+    ``resume`` continues the checkpoint in ``out_dir`` after its last finished tree (step 5 of the module
+    docstring).
     """
     _Audit, _default_out_dir, _intersect = steps
 
     target = Path(out_dir) if out_dir is not None else _default_out_dir(cfg)
-    folder = RunFolder.plan(cfg, target, "result.json", resume=False, force=force, resumable=False)
+    folder = RunFolder.plan(cfg, target, "result.json", resume=resume, force=force)
     say: Callable[[str], None] = (lambda line: print(line, flush=True)) if progress else (lambda line: None)
     parties = load_party_tables(cfg, tables)
     label_name = cfg.data.label_party
     assert label_name is not None
     params = gbdt_params(cfg)
     binary = params.objective == "binary:logistic"
+    order = [label_name, *[n for n in parties if n != label_name]]
     say("fedx vertical gbdt: " + ", ".join(f"{n} {len(t.df):,} rows ({t.origin})" for n, t in parties.items()))
     with folder.writing() as out:
+        checkpoint = VerticalCheckpoint(out, cfg, label_name, order)
+        resuming = folder.mode == "resume"
+        secret = checkpoint.stored_secret() if resuming else None
         audit = _Audit(out, list(parties)) if cfg.security.audit else None
-        psi = _intersect(cfg, parties, audit, say)
+        psi = _intersect(cfg, parties, audit, say, secret=secret)
         test = psi["test"]
         rows: dict[str, dict[str, np.ndarray]] = {}
         for name, t in parties.items():
@@ -157,24 +196,50 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
             if name != label_name:
                 X, names = _matrix(cfg, t, rows[name]["train"])
                 features[name] = SecureBoostFeatureParty(name, X, names, params.max_bins)
+        heads = _heads(psi, parties, label, features, order)
+        shares = {label_name: label.splits, **{n: p.splits for n, p in features.items()}}
+        start: list[Any] = []
+        history: list[dict[str, Any]] = []
         stats = FitStats()
-        sequence = {"n": 0}
+        if resuming:
+            checkpoint.check_heads(heads)
+            loaded = checkpoint.load(shares)
+            start, history, stats = loaded["trees"], loaded["history"], loaded["stats"]
+            left = params.trees - len(start)
+            say(f"resuming after tree {len(start)} from the checkpoint: "
+                + (f"{left} tree(s) to grow" if left else f"all {params.trees} trees are grown, nothing left to grow"))
+        else:
+            checkpoint.write_heads(heads)
+        sequence = {"n": len(start) + 1}   # the ledger's round of a message: its tree (1, 2, ...), 0 for the setup
+        clock = {"t": time.perf_counter(), "bytes": stats.total_bytes, "messages": sum(stats.messages.values())}
 
         def observe(sender: str, receiver: str, kind: str, payload: bytes) -> None:
             if audit is not None:
-                audit.ledgers[sender].append(round=sequence["n"], kind=kind, payload=payload)
+                rnd = 0 if kind in SETUP_KINDS and kind != "sb_public_key" else sequence["n"]
+                audit.ledgers[sender].append(round=rnd, kind=kind, payload=payload)
                 audit.relay(sender, receiver, payload)
 
         def on_level(tree: int, level: int) -> None:
-            sequence["n"] = tree + 1
             if progress and level == 1 and ((tree + 1) % max(1, params.trees // 10) == 0 or tree + 1 == params.trees):
                 say(f"tree {tree + 1}/{params.trees}: {stats.total_bytes / 1e6:.1f} MB so far")
 
+        def on_tree(tree: int, structure: Any) -> None:
+            now, sent = time.perf_counter(), sum(stats.messages.values())
+            history.append({"round": tree + 1, "tree": tree + 1, "levels": stats.levels_per_tree[-1],
+                            "leaves": int((structure.owner < 0).sum()), "bytes": stats.total_bytes - clock["bytes"],
+                            "messages": sent - clock["messages"], "seconds": now - clock["t"]})
+            clock.update(t=now, bytes=stats.total_bytes, messages=sent)
+            checkpoint.save(tree, structure, shares, history, stats)
+            sequence["n"] = tree + 2
+
         t0 = time.perf_counter()
-        model = fit_secureboost(label, features, observe=observe, progress=on_level, stats=stats)
+        model = fit_secureboost(label, features, observe=observe, progress=on_level, stats=stats, start=start,
+                                on_tree=on_tree)
         seconds = time.perf_counter() - t0
-        say(f"secureboost: {params.trees} trees in {seconds:.1f} s, {stats.total_bytes / params.trees / 1e6:.2f} MB "
-            f"per tree")
+        grown = params.trees - len(start)
+        say(f"secureboost: {grown} trees in {seconds:.1f} s" + (f" (after {len(start)} from the checkpoint)"
+                                                               if start else "")
+            + f", {stats.to_dict()['bytes_per_tree'] / 1e6:.2f} MB per tree")
         paths = model.save(out / "institutions")
         held = {name: _matrix(cfg, t, rows[name]["test"])[0] for name, t in parties.items()}
         y_test = lab.column("target", rows[label_name]["test"])
@@ -216,7 +281,7 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
             "config": cfg.to_dict(), "metrics": metrics,
             "model": {"task": cfg.task, "kind": "gbdt", "partition": "vertical", "protocol": "secureboost",
                       "label_party": label_name, "params": params.to_dict(), "trees": len(model.trees),
-                      "seconds": seconds, "feature_importance": importance,
+                      "resumed_from": len(start), "seconds": seconds, "feature_importance": importance,
                       "importance_by_party": model.importance_by_party("gain"),
                       "splits_by_party": model.importance_by_party("split"),
                       **{("phase_seconds" if k == "seconds" else k): v for k, v in stats.to_dict().items()}},
@@ -224,7 +289,7 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
             "psi": {"shared": label_al.n_shared, "rows": {n: len(t.df) for n, t in parties.items()},
                     "fit_rows": len(y), "test_rows": int(test.sum()), "seconds": psi["seconds"],
                     "bytes": psi["bytes"], "messages": psi["messages"], "policy": psi["policy"].to_dict()},
-            "parties": described, "baselines": baselines, "history": [],
+            "parties": described, "baselines": baselines, "history": history,
             "privacy": {
                 "encryption": cfg.security.encryption, "model": "semi-honest, parties that do not collude",
                 "psi": psi["policy"].to_dict(), "min_intersection": cfg.security.min_intersection,
@@ -246,5 +311,5 @@ def run_vertical_gbdt(cfg: Config, out_dir: str | Path | None = None, *, progres
                 say(f"{label_name} alone: ROC-AUC {b['roc_auc']:.4f}, KS {b['ks']:.4f}")
         say("importance by party: " + ", ".join(f"{p} {v:.1%}" for p, v in doc["model"]["importance_by_party"].items()))
         say(f"wrote {folder.target / 'result.json'}")
-    return RunResult(metrics=doc["metrics"], history=[], out_dir=folder.target, baselines=baselines,
+    return RunResult(metrics=doc["metrics"], history=history, out_dir=folder.target, baselines=baselines,
                      model=doc["model"], privacy=doc["privacy"], config=doc["config"], institutions=doc["parties"])

@@ -19,6 +19,9 @@ rows); the tree engine (:class:`~fedx.trees.engine.TreeBuilder`) runs at the lab
    threshold to itself and returns which of the node's rows go left.
 4. After the last level every row sits in a leaf, and the label party adds the leaf values to its margins.
 
+A fit can start from the trees of a checkpoint (``start``): the label party first rebuilds its margins on the
+training rows by federated routing through those trees, then grows the next one (:func:`boost`).
+
 With ``encryption="none"`` the same protocol sends ``g`` and ``h`` in plaintext (the reference of the tests:
 tree by tree it equals the engine run on the joined table with the same bin edges).
 
@@ -62,8 +65,9 @@ log = logging.getLogger(__name__)
 ENCRYPTIONS = ("ckks", "none")
 
 Observe = Callable[[str, str, str, bytes], None]
-#: Messages sent once per run (the rest are per tree).
-SETUP_KINDS = ("sb_describe", "sb_public_key")
+#: Messages that grow no tree: the setup (once per run, and again when a run resumes) and, when a run resumes,
+#: the routing of the training rows through the trees so far (the rest are per tree).
+SETUP_KINDS = ("sb_describe", "sb_public_key", "sb_route", "sb_routed")
 
 
 def _pack(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
@@ -389,7 +393,8 @@ def answer(party: SecureBoostFeatureParty, kind: str, payload: bytes,
 
 def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBoostFeatureParty], *,
                     observe: Observe | None = None, progress: Callable[[int, int], None] | None = None,
-                    stats: FitStats | None = None) -> SecureBoostModel:
+                    stats: FitStats | None = None, start: Sequence[TreeStructure] = (),
+                    on_tree: Callable[[int, TreeStructure], None] | None = None) -> SecureBoostModel:
     """Boost ``label.params.trees`` trees over the label party and the feature parties (module docstring).
 
     The parties run in this process: :func:`boost` (the label party's side) with :func:`answer` (each feature
@@ -407,6 +412,11 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
         ``progress(tree, level)`` after every level.
     stats : FitStats, optional
         Filled with timings and bytes.
+    start : sequence of TreeStructure
+        The trees of a checkpoint, to continue from (:func:`boost`); every party's ``splits`` must already
+        hold its thresholds of them. The feature parties route their training rows through them.
+    on_tree : callable, optional
+        ``on_tree(tree, structure)`` after every tree (a checkpoint).
 
     Returns
     -------
@@ -422,7 +432,9 @@ def fit_secureboost(label: SecureBoostLabelParty, parties: Mapping[str, SecureBo
         return payload
 
     described = {name: send(name, label.name, "sb_describe", p.describe()) for name, p in parties.items()}
-    model = run_driver(boost(label, described, stats=stats, progress=progress), label.name, parties, send)
+    held = {name: p.X for name, p in parties.items()} if start else None   # resuming: route the training rows
+    model = run_driver(boost(label, described, stats=stats, progress=progress, start=start, on_tree=on_tree),
+                       label.name, parties, send, held)
     model.shares.update({name: p.splits for name, p in parties.items()})
     return model
 
@@ -444,9 +456,17 @@ def run_driver(driver: Driver, label_name: str, parties: Mapping[str, SecureBoos
 
 
 def boost(label: SecureBoostLabelParty, described: Mapping[str, bytes], *, stats: FitStats | None = None,
-          progress: Callable[[int, int], None] | None = None) -> Driver:
+          progress: Callable[[int, int], None] | None = None, start: Sequence[TreeStructure] = (),
+          on_tree: Callable[[int, TreeStructure], None] | None = None) -> Driver:
     """The label party's side of the fit, from each feature party's ``sb_describe``: a :data:`Driver` whose result
-    is the :class:`SecureBoostModel` (the feature parties' shares hold their column names, no threshold)."""
+    is the :class:`SecureBoostModel` (the feature parties' shares hold their column names, no threshold).
+
+    ``start``: the trees of a checkpoint (``label.splits`` holding its thresholds of them). Before growing tree
+    ``len(start)``, the label party rebuilds its margins on the training rows by federated routing
+    (:func:`route`: each party answers left or right at its own splits, ``sb_route``), as the fit left them:
+    the same leaf of every row, the same sums in the same order, so the trees that follow are those of the
+    uninterrupted fit. ``on_tree(tree, structure)`` is called after every tree grown.
+    """
     params = label.params
     stats = stats if stats is not None else FitStats()
     n = label.y.shape[0]
@@ -474,10 +494,17 @@ def boost(label: SecureBoostLabelParty, described: Mapping[str, bytes], *, stats
         score = label.objective.base_score(float(label.y.sum()), float(np.exp(label.offset).sum()))
     base_margin = label.objective.base_margin(score)
     margin = base_margin + label.offset
-    stats.seconds["setup"] = time.perf_counter() - t0
-    structures: list[TreeStructure] = []
+    structures: list[TreeStructure] = list(start)
+    if structures and len(structures) < params.trees:
+        partial = SecureBoostModel(structures, base_margin, params, owners,
+                                   [f"{o}:{c}" for o, cols in zip(owners, names) for c in cols], label.name,
+                                   {label.name: label.splits})
+        leaves = yield from route(partial, label.X)
+        for k, done in enumerate(structures):
+            margin = margin + done.value[leaves[:, k]]
+    stats.seconds["setup"] = stats.seconds.get("setup", 0.0) + time.perf_counter() - t0
     t1 = time.perf_counter()
-    for t in range(params.trees):
+    for t in range(len(structures), params.trees):
         features = tree_features(params, len(all_bins), t)
         layout = HistogramLayout(features=features, n_bins=all_bins[features])
         offsets = layout.offsets
@@ -524,7 +551,11 @@ def boost(label: SecureBoostLabelParty, described: Mapping[str, bytes], *, stats
         margin = margin + tree.value[node]
         structures.append(TreeStructure.from_arrays(arrays, owner_of, starts))
         stats.levels_per_tree.append(level)
-    stats.seconds["trees"] = time.perf_counter() - t1
+        now = time.perf_counter()
+        stats.seconds["trees"] = stats.seconds.get("trees", 0.0) + now - t1
+        t1 = now
+        if on_tree is not None:
+            on_tree(t, structures[-1])
     feature_names = [f"{o}:{c}" for o, cols in zip(owners, names) for c in cols]
     shares = {label.name: label.splits, **{o: PartySplits(o, cols) for o, cols in zip(owners[1:], names[1:])}}
     log.info("secureboost: %d trees, %.1f s, %.1f MB", len(structures), time.perf_counter() - t0,

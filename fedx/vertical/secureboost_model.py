@@ -123,6 +123,16 @@ class PartySplits:
             out.add(t, n, f, float(th), dleft)
         return out
 
+    def of_tree(self, tree: int) -> list[list[Any]]:
+        """Its splits of one tree, ``[node, feature, threshold, default_left]`` each (a checkpoint's entry)."""
+        mine = sorted((n, v) for (t, n), v in self.table.items() if t == int(tree))
+        return [[n, f, _number(th), d] for n, (f, th, d) in mine]
+
+    def add_tree(self, tree: int, splits: Sequence[Sequence[Any]]) -> None:
+        """Put back the splits of one tree from :meth:`of_tree`."""
+        for n, f, th, dleft in splits:
+            self.add(tree, n, f, float(th), dleft)
+
 
 class SecureBoostModel:
     """A vertical GBDT: the label party's tree structures and every party's thresholds (module docstring).
