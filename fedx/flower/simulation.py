@@ -7,8 +7,11 @@ CPU each. Ray is shut down before this returns, so no background process is left
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import pickle
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -161,10 +164,7 @@ def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, ve
             outcome["error"] = exc
 
     frozen = list(specs)
-
-    def resolve(context: Context) -> NodeSpec:
-        return frozen[int(context.node_config["partition-id"])]
-
+    resolve, spec_dir = spec_resolver(frozen)
     client = make_client_app(resolve)
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -182,11 +182,43 @@ def run_on_simulation(job: Callable[[Grid], T], specs: Sequence[NodeSpec], *, ve
         except Exception as exc:
             if "error" not in outcome:
                 raise FederationError(f"the simulation engine failed: {exc}") from exc
+        finally:
+            shutil.rmtree(spec_dir, ignore_errors=True)
     if "error" in outcome:
         raise outcome["error"]
     if "result" not in outcome:
         raise FederationError("the simulation ended without a result (see the log above)")
     return outcome["result"]
+
+
+def spec_resolver(specs: Sequence[NodeSpec]) -> tuple[Callable[[Context], NodeSpec], Path]:
+    """A resolver of simulated institutions that pickles as a path, and the private folder that holds it.
+
+    The specs are written once to a file in a new folder (0700; the caller removes it after the run), and
+    each worker reads them once (:func:`_resolve_from`).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="fedx-sim-"))
+    path = folder / "institutions.pickle"
+    path.write_bytes(pickle.dumps(list(specs)))
+    path.chmod(0o600)
+    return functools.partial(_resolve_from, str(path)), folder
+
+
+@functools.lru_cache(maxsize=4)
+def _specs_at(path: str) -> list[NodeSpec]:
+    with open(path, "rb") as fh:
+        specs: list[NodeSpec] = pickle.load(fh)  # written by run_on_simulation in a private folder
+    return specs
+
+
+def _resolve_from(path: str, context: Context) -> NodeSpec:
+    """The spec of a simulated institution, from the file that holds them all (read once per worker).
+
+    Flower's Ray backend pickles the ClientApp with every message it hands a worker; a resolver that held
+    the list of specs would send all N of them with each of the N messages of a round (N x N), while this
+    one sends a path.
+    """
+    return _specs_at(path)[int(context.node_config["partition-id"])]
 
 
 def _check_ray_on_loopback() -> None:

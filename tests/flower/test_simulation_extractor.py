@@ -50,3 +50,26 @@ def test_installed_on_the_flower_it_was_written_for() -> None:
     if installed:
         assert getattr(vce_api.add_messages_to_queue, "_fedx", False)
         assert simulation._install_extractor()  # a second call keeps the one installed
+
+
+def test_the_resolver_pickles_as_a_path_whatever_the_number_of_institutions(tmp_path) -> None:
+    """Flower's Ray backend pickles the ClientApp with every message: its resolver must not carry all N specs."""
+    import shutil
+
+    from ray import cloudpickle  # what Flower's Ray backend pickles with
+
+    from fedx.institution import NodeSpec
+
+    sizes = {}
+    for n in (5, 1000):
+        specs = [NodeSpec(f"inst_{i}", tmp_path / f"inst_{i}.csv", tmp_path / "out" / f"inst_{i}") for i in range(n)]
+        resolve, folder = simulation.spec_resolver(specs)
+        try:
+            sizes[n] = len(cloudpickle.dumps(resolve))
+            again = cloudpickle.loads(cloudpickle.dumps(resolve))
+            for i in (0, n // 2, n - 1):
+                assert again(SimpleNamespace(node_config={"partition-id": i})) == specs[i]
+            assert (folder.stat().st_mode & 0o777) == 0o700
+        finally:
+            shutil.rmtree(folder)
+    assert sizes[1000] < sizes[5] + 64  # only the path's length differs
