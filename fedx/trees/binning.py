@@ -4,13 +4,15 @@ A feature's cut points ``c_0 < c_1 < ... < c_{m-1}`` give it ``m + 1`` bins: bin
 with exactly ``k`` cut points at or below them (``x < c_0`` is bin 0), and a missing value (NaN) has a bin
 of its own after them. A split "at bin k" sends ``x < c_k`` left, so a model keeps raw thresholds.
 
-The cut points come from quantiles at probabilities ``1/B, ..., (B-1)/B``, found by the federated
-histogram refinement of :mod:`fedx.analytics.quantiles` (the same :class:`~fedx.analytics.quantiles.Target`
-search that ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts
-of values in the open brackets; every institution advances the same searches from the same sums. A
-quantile's cut is the upper end of its final bracket, so that every value of a discrete feature gets a bin
-of its own and quantiles that fall on the same value give one cut; bins left unused by such piles are spent on further
-searches in the rest of the feature's range (:class:`QuantileSketch`).
+The cut points are rank quantiles of the pooled values, placed as XGBoost's ``hist`` sketch places them
+(weights 1, no hessian): ``max_bins - 1`` ranks evenly spaced over the rows strictly between the minimum
+and the maximum, each cut at the value of its rank (that value opens a bin), and ranks that fall on the
+same value give one cut. The federated search (:class:`QuantileSketch`) finds them with the histogram
+refinement of :mod:`fedx.analytics.quantiles` (the :class:`~fedx.analytics.quantiles.Target` search that
+``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts of values in
+the open brackets; every institution advances the same searches from the same sums. A cut is the lower
+end of its rank's final bracket, at most the precision below the value of that rank, and no other value
+lies between the two unless it falls in the same final bracket.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..analytics.quantiles import (
+    DEFAULT_RESOLUTION,
     SEARCH_BINS,
     Target,
     derived_range,
-    inverted_cdf_rank,
     search_edges,
 )
 from ..errors import DataError, FederationError
@@ -99,28 +101,26 @@ class BinEdges:
     def from_quantiles(cls, X: np.ndarray, max_bins: int) -> BinEdges:
         """Edges from the exact quantiles of one table: the same rule as the federated sketch, on pooled rows.
 
-        For tests and baselines only (a federation uses :class:`QuantileSketch`): the cut of a quantile is
-        the smallest value above it, so that every distinct value below it falls left.
+        For tests and baselines only (a federation uses :class:`QuantileSketch`). With ``c_min`` and
+        ``c_max`` the rows at a feature's minimum and maximum and ``n`` its present values, the ranks are
+        ``floor(c_min + k (n - c_min - c_max) / max_bins) + 1`` for ``k = 1 .. max_bins - 1``; each cut is
+        the value of its rank (so that value opens a bin), repeated values give one cut, and the maximum
+        opens a bin of its own when fewer than ``max_bins - 1`` cuts are found (XGBoost's ``hist`` rule).
         """
         X = np.asarray(X, dtype=np.float64)
-        probs = sketch_probabilities(max_bins)
         cuts = []
         for f in range(X.shape[1]):
-            col = np.sort(X[:, f][~np.isnan(X[:, f])])
-            if col.size == 0:
+            values, count = np.unique(X[:, f][~np.isnan(X[:, f])], return_counts=True)
+            if values.size < 2:
                 cuts.append(np.zeros(0))
                 continue
-            ranks = np.array([inverted_cdf_rank(col.size, p) for p in probs])
-            values = np.unique(col[ranks - 1])
-            above = np.searchsorted(col, values, side="right")
-            cuts.append(np.unique(np.where(above < col.size, col[np.minimum(above, col.size - 1)],
-                                           np.nextafter(values, np.inf))))
+            upto = np.cumsum(count)
+            c_min, rest = int(count[0]), int(upto[-1] - count[0] - count[-1])
+            ranks = np.array(sorted({(c_min * max_bins + k * rest) // max_bins + 1 for k in range(1, max_bins)})
+                             if rest > 0 else [], dtype=np.int64)
+            c = np.unique(values[np.searchsorted(upto, ranks, side="left")])
+            cuts.append(c if len(c) >= max_bins - 1 else np.append(c, values[-1]))
         return cls(tuple(cuts))
-
-
-def sketch_probabilities(max_bins: int) -> np.ndarray:
-    """The probabilities whose quantiles cut a feature into at most ``max_bins`` bins: ``k / max_bins``."""
-    return np.arange(1, max_bins) / max_bins
 
 
 def local_moments(X: np.ndarray) -> np.ndarray:
@@ -151,12 +151,21 @@ class SortedColumns:
 class QuantileSketch:
     """The federated search for the cut points of every feature (the same state at every institution).
 
-    Round 1 searches the quantiles at ``k / max_bins``. A feature whose values pile up on a few points
-    (a count, a flag, a risk score that is mostly 0) gets fewer distinct cuts than bins; each later round
-    spends the unused bins on new searches at ranks spread evenly over the ranks that no cut's final bracket
-    covers yet (the tails around the piles), until every bin is used, a round finds no new cut, or
-    ``max_rounds`` is reached. So a feature with at most ``max_bins - 1`` distinct values ends with a cut
-    above each of them, as XGBoost's own sketch gives it.
+    Two rounds of searches, each a few counting stages (the rule of XGBoost's ``hist`` sketch, with counts
+    only):
+
+    1. the least and the greatest value of each feature (ranks 1 and n): their final brackets, and the
+       rows in each (``c_min``, ``c_max``: the rows at the minimum and at the maximum, for a feature whose
+       values are more than the precision apart);
+    2. the ranks ``r_k = floor(c_min + k (n - c_min - c_max) / max_bins) + 1`` for ``k = 1 .. max_bins - 1``:
+       evenly spaced over the rows strictly between the minimum and the maximum, each searched from the
+       bracket of round 1 that holds every value.
+
+    A cut is the lower end of its rank's final bracket (clamped above the minimum's bracket), so the value
+    of rank ``r_k`` opens a bin, as XGBoost's cut at that value does; ranks that fall on the same value give
+    one cut, so a feature whose values pile up (a count, a flag, a risk score that is mostly 0) keeps fewer
+    cuts than bins, and a pile at the minimum or at the maximum takes no rank at all. The maximum opens a
+    bin of its own when fewer than ``max_bins - 1`` cuts were found.
 
     >>> sketch = QuantileSketch(n_features, max_bins, total_of(local_moments(X_i)))    # doctest: +SKIP
     >>> while not sketch.done:                                                           # doctest: +SKIP
@@ -164,39 +173,37 @@ class QuantileSketch:
     >>> edges = sketch.edges()                                                           # doctest: +SKIP
     """
 
-    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray, max_rounds: int = 4) -> None:
+    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray) -> None:
         m = np.asarray(moments, dtype=np.float64).reshape(3, n_features)
         counts = np.rint(m[0])
         if np.any(np.abs(m[0] - counts) > 0.25):
             raise FederationError("quantile sketch: the summed counts of values are not whole numbers")
         self.n_features = n_features
         self.max_bins = max_bins
-        self.max_rounds = max_rounds
         self.stages = 0
         self.rounds = 1
         self._n = counts.astype(np.int64)
-        self._range: list[tuple[float, float] | None] = []
+        self._precision: list[float] = []
         self.targets: list[Target] = []
-        self._covered: list[tuple[int, int] | None] = []
-        self._active = np.ones(n_features, dtype=bool)
-        self._found: dict[int, int] = {}   # distinct cuts of each feature when its last round started
+        self._kind: list[str] = []                          # "min", "max" (round 1) or "rank" (round 2)
+        self._cell: list[tuple[int, int] | None] = []       # ranks (below, upto] of a done target's final bracket
         for f in range(n_features):
             n = int(self._n[f])
             if n == 0:
-                self._range.append(None)
-                self._active[f] = False
+                self._precision.append(0.0)
                 continue
             mean = m[1, f] / n
             std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
-            self._range.append(_first_bracket(mean, std))
-            self._add(f, [inverted_cdf_rank(n, float(p)) for p in sketch_probabilities(max_bins)])
+            lo, hi = _first_bracket(mean, std)
+            self._precision.append((hi - lo) * DEFAULT_RESOLUTION)
+            self._add(f, "min", 1, lo, hi)
+            self._add(f, "max", n, lo, hi)
 
-    def _add(self, feature: int, ranks: Sequence[int]) -> None:
-        lo, hi = self._range[feature]  # type: ignore[misc]
-        for r in ranks:
-            t = Target(block=None, column=str(feature), p=float(r) / float(self._n[feature]), rank=int(r))
-            self.targets.append(t.start(lo, hi, None))
-            self._covered.append(None)
+    def _add(self, feature: int, kind: str, rank: int, lo: float, hi: float) -> None:
+        t = Target(block=None, column=str(feature), p=float(rank) / float(self._n[feature]), rank=int(rank))
+        self.targets.append(t.start(lo, hi, self._precision[feature]))
+        self._kind.append(kind)
+        self._cell.append(None)
 
     @property
     def done(self) -> bool:
@@ -210,7 +217,7 @@ class QuantileSketch:
         return list(keys)
 
     def advance(self, total: np.ndarray) -> None:
-        """Advance every open search from the summed counts of :meth:`brackets` (and start the next round)."""
+        """Advance every open search from the summed counts of :meth:`brackets` (and start round 2)."""
         brackets = self.brackets()
         counts = np.asarray(total, dtype=np.float64).reshape(len(brackets), SEARCH_BINS + 2)
         whole = np.rint(counts)
@@ -225,52 +232,61 @@ class QuantileSketch:
             if new.status == "done":
                 cum = np.cumsum(c)
                 cell = int(np.searchsorted(cum, t.rank, side="left"))
-                self._covered[i] = (int(cum[cell - 1]), int(cum[cell]))
+                self._cell[i] = (int(cum[cell - 1]), int(cum[cell]))
             self.targets[i] = new
         self.stages += 1
-        if self.done and self.rounds < self.max_rounds:
-            self._refine()
+        if self.done and self.rounds == 1:
+            self._start_ranks()
         if not self.done and self.stages >= MAX_STAGES:
             raise FederationError(f"quantile sketch: not converged after {MAX_STAGES} stages")
 
-    def _refine(self) -> None:
-        """Start the next round: unused bins go to the ranks that no final bracket covers yet."""
-        self.rounds += 1
-        for f in np.flatnonzero(self._active):
-            mine = [i for i, t in enumerate(self.targets) if int(t.column) == f and t.status == "done"]
-            distinct = {float(self.targets[i].hi) for i in mine}  # type: ignore[arg-type]
-            budget = self.max_bins - 1 - len(distinct)
-            if budget <= 0 or self._found.get(int(f)) == len(distinct):
-                self._active[f] = False
+    def _ends(self, feature: int) -> tuple[Target, tuple[int, int], Target, tuple[int, int]] | None:
+        """The final searches of the minimum and the maximum of a feature, with their rank spans."""
+        lo_i = hi_i = None
+        for i, t in enumerate(self.targets):
+            if int(t.column) == feature and self._kind[i] in ("min", "max"):
+                if self._kind[i] == "min":
+                    lo_i = i
+                else:
+                    hi_i = i
+        if lo_i is None or hi_i is None:
+            return None
+        return self.targets[lo_i], self._cell[lo_i], self.targets[hi_i], self._cell[hi_i]  # type: ignore[return-value]
+
+    def _start_ranks(self) -> None:
+        """Round 2: the ranks evenly spaced between the minimum's rows and the maximum's."""
+        self.rounds = 2
+        B = self.max_bins
+        for f in range(self.n_features):
+            ends = self._ends(f)
+            if ends is None:
                 continue
-            self._found[int(f)] = len(distinct)
-            spans = sorted({self._covered[i] for i in mine if self._covered[i] is not None})  # (below, upto]
-            gaps, start = [], 0
-            for below, upto in spans:
-                if below > start:
-                    gaps.append((start, below))
-                start = max(start, upto)
-            if start < self._n[f]:
-                gaps.append((start, int(self._n[f])))
-            total = sum(b - a for a, b in gaps)
-            if total == 0:
-                self._active[f] = False
+            t_min, (_, c_min), t_max, (below_max, _) = ends
+            rest = below_max - c_min                         # rows strictly between the two end brackets
+            if float(t_max.lo) <= float(t_min.lo) or rest <= 0:   # type: ignore[arg-type]
                 continue
-            ranks: list[int] = []
-            for a, b in gaps:
-                k = min(b - a, max(1, int(budget * (b - a) / total)))
-                ranks += sorted({a + 1 + int((j + 0.5) * (b - a) / k) for j in range(k)})
-            self._add(int(f), [r for r in ranks[:budget] if r <= self._n[f]])
+            ranks = sorted({(c_min * B + k * rest) // B + 1 for k in range(1, B)})   # in (c_min, below_max]
+            for r in ranks:
+                self._add(f, "rank", r, float(t_min.lo), float(t_max.hi))  # type: ignore[arg-type]
 
     def edges(self) -> BinEdges:
-        """The cut points: the upper end of each quantile's final bracket, deduplicated."""
+        """The cut points: the lower end of each rank's final bracket, deduplicated, then the maximum's."""
         if not self.done:
             raise FederationError("quantile sketch: edges asked for before every search converged")
-        cuts: list[list[float]] = [[] for _ in range(self.n_features)]
-        for t in self.targets:
-            if t.status == "done":
-                cuts[int(t.column)].append(float(t.hi))  # type: ignore[arg-type]
-        return BinEdges(tuple(np.unique(np.asarray(c, dtype=np.float64)) for c in cuts))
+        cuts: list[np.ndarray] = []
+        for f in range(self.n_features):
+            ends = self._ends(f)
+            if ends is None or float(ends[2].lo) <= float(ends[0].lo):  # type: ignore[arg-type]
+                cuts.append(np.zeros(0))
+                continue
+            floor = float(ends[0].hi)  # type: ignore[arg-type]
+            mine = [max(float(t.lo), floor) for i, t in enumerate(self.targets)  # type: ignore[arg-type]
+                    if int(t.column) == f and self._kind[i] == "rank" and t.status == "done"]
+            c = np.unique(np.asarray(mine, dtype=np.float64))
+            if len(c) < self.max_bins - 1:
+                c = np.unique(np.append(c, max(float(ends[2].lo), floor)))  # type: ignore[arg-type]
+            cuts.append(c)
+        return BinEdges(tuple(cuts))
 
 
 def _first_bracket(mean: float, std: float) -> tuple[float, float]:

@@ -77,7 +77,7 @@ def test_the_sketch_under_bfv_compact_gives_the_plaintext_edges() -> None:
     plain, _ = federated_edges(_parties(X, y, params), 16)
     secure, _ = federated_edges(_parties(X, y, params), 16, EncryptedSum(keys("bfv-compact"), params.quantum_bits))
     assert all(np.array_equal(a, b) for a, b in zip(secure.cuts, plain.cuts))
-    assert [len(c) for c in plain.cuts] == [15, 5, 15]
+    assert [len(c) for c in plain.cuts] == [15, 4, 15]     # x3 takes 0..4: a cut at 1, 2, 3 and 4
 
 
 def test_an_off_grid_ckks_sum_is_refused_not_rounded() -> None:
