@@ -11,8 +11,10 @@ same value give one cut. The federated search (:class:`QuantileSketch`) finds th
 refinement of :mod:`fedx.analytics.quantiles` (the :class:`~fedx.analytics.quantiles.Target` search that
 ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts of values in
 the open brackets; every institution advances the same searches from the same sums. A cut is the lower
-end of its rank's final bracket, at most the precision below the value of that rank, and no other value
-lies between the two unless it falls in the same final bracket.
+end of its rank's final bracket: below the value of that rank by less than the bracket's width (the
+precision, 1e-4 of the first bracket, unless float resolution stops the search first), and no other value
+lies between the two unless it falls in the same final bracket. Values further apart than that are split
+exactly as the pooled rule splits them (:meth:`BinEdges.from_quantiles`).
 """
 
 from __future__ import annotations
@@ -151,8 +153,8 @@ class SortedColumns:
 class QuantileSketch:
     """The federated search for the cut points of every feature (the same state at every institution).
 
-    Two rounds of searches, each a few counting stages (the rule of XGBoost's ``hist`` sketch, with counts
-    only):
+    Two rounds of searches, each a few counting stages (one message round each), after the summed moments
+    (the rule of XGBoost's ``hist`` sketch, with counts only):
 
     1. the least and the greatest value of each feature (ranks 1 and n): their final brackets, and the
        rows in each (``c_min``, ``c_max``: the rows at the minimum and at the maximum, for a feature whose
