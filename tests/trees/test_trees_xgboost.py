@@ -139,7 +139,7 @@ def test_sketch_cuts_piled_features_at_pooled_rank_quantiles_as_xgboost_does() -
         assert np.array_equal(edges.bin(X)[:, f], np.searchsorted(truth, X[:, f], side="right")), f
     for f in (1, 2):
         assert B + 1 < len(np.unique(X[:, f])) < 8 * B
-        ptr, cut = xgb.QuantileDMatrix(X[:, [f]], max_bin=B).get_quantile_cut()
+        _, cut = xgb.QuantileDMatrix(X[:, [f]], max_bin=B).get_quantile_cut()
         theirs = cut[1:-1].astype(np.float64)        # XGBoost adds one cut below the minimum, one above the maximum
         assert len(edges.cuts[f]) == len(theirs), f
         assert np.array_equal(edges.bin(X)[:, f], np.searchsorted(theirs, X[:, f], side="right")), f
