@@ -5,14 +5,14 @@ with exactly ``k`` cut points at or below them (``x < c_0`` is bin 0), and a mis
 of its own after them. A split "at bin k" sends ``x < c_k`` left, so a model keeps raw thresholds.
 
 The cut points are rank quantiles of the pooled values, placed as XGBoost's ``hist`` sketch places them
-(weights 1, no hessian): ``max_bins - 1`` ranks evenly spaced over the rows strictly between the minimum
-and the maximum, each cut at the value of its rank (that value opens a bin), and ranks that fall on the
-same value give one cut. The federated search (:class:`QuantileSketch`) finds them with the histogram
+(weights 1, no hessian): ``max_bins - 1`` ranks evenly spaced over the rows, leaving out a pile at the
+minimum or at the maximum, each cut at the value of its rank (that value opens a bin), and ranks that fall
+on the same value give one cut. The federated search (:class:`QuantileSketch`) finds them with the histogram
 refinement of :mod:`fedx.analytics.quantiles` (the :class:`~fedx.analytics.quantiles.Target` search that
 ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts of values in
 the open brackets; every institution advances the same searches from the same sums. A cut is the lower
 end of its rank's final bracket: below the value of that rank by less than the bracket's width (the
-precision, 1e-4 of the first bracket, unless float resolution stops the search first), and no other value
+precision, 1e-6 of the first bracket, unless float resolution stops the search first), and no other value
 lies between the two unless it falls in the same final bracket. Values further apart than that are split
 exactly as the pooled rule splits them (:meth:`BinEdges.from_quantiles`).
 """
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from ..analytics.quantiles import (
-    DEFAULT_RESOLUTION,
     SEARCH_BINS,
     Target,
     derived_range,
@@ -37,6 +36,10 @@ from .params import MAX_BINS
 
 #: A sketch that has not converged after this many counting stages is stopped with an error.
 MAX_STAGES = 64
+#: A search stops when its bracket is no wider than this share of the feature's first bracket (mean +/- 4
+#: std): finer than :data:`~fedx.analytics.quantiles.DEFAULT_RESOLUTION`, so that values 1e-5 standard
+#: deviations apart (the risk scores just above a pile at 0) still get cuts of their own.
+SKETCH_RESOLUTION = 1e-6
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,13 @@ class BinEdges:
     def from_quantiles(cls, X: np.ndarray, max_bins: int) -> BinEdges:
         """Edges from the exact quantiles of one table: the same rule as the federated sketch, on pooled rows.
 
-        For tests and baselines only (a federation uses :class:`QuantileSketch`). With ``c_min`` and
-        ``c_max`` the rows at a feature's minimum and maximum and ``n`` its present values, the ranks are
-        ``floor(c_min + k (n - c_min - c_max) / max_bins) + 1`` for ``k = 1 .. max_bins - 1``; each cut is
-        the value of its rank (so that value opens a bin), repeated values give one cut, and the maximum
-        opens a bin of its own when fewer than ``max_bins - 1`` cuts are found (XGBoost's ``hist`` rule).
+        For tests and baselines only (a federation uses :class:`QuantileSketch`). With ``n`` present values,
+        ``c_min`` is the rows at the minimum when they hold rank ``floor(n / max_bins) + 1`` (a pile), else 0,
+        and ``c_max`` the rows at the maximum when they hold rank ``floor((max_bins - 1) n / max_bins) + 1``,
+        else 0. The ranks are ``c_min + floor(k (n - c_min - c_max) / max_bins) + 1`` for
+        ``k = 1 .. max_bins - 1``; each cut is the value of its rank (so that value opens a bin), repeated
+        values give one cut, and a pile at the maximum opens a bin of its own when fewer than
+        ``max_bins - 1`` cuts are found.
         """
         X = np.asarray(X, dtype=np.float64)
         cuts = []
@@ -117,11 +122,12 @@ class BinEdges:
                 cuts.append(np.zeros(0))
                 continue
             upto = np.cumsum(count)
-            c_min, rest = int(count[0]), int(upto[-1] - count[0] - count[-1])
-            ranks = np.array(sorted({(c_min * max_bins + k * rest) // max_bins + 1 for k in range(1, max_bins)})
-                             if rest > 0 else [], dtype=np.int64)
+            n = int(upto[-1])
+            c_min = int(count[0]) if count[0] >= n // max_bins + 1 else 0
+            c_max = int(count[-1]) if n - count[-1] < ((max_bins - 1) * n) // max_bins + 1 else 0
+            ranks = np.array(_spread(c_min, n - c_min - c_max, max_bins), dtype=np.int64)
             c = np.unique(values[np.searchsorted(upto, ranks, side="left")])
-            cuts.append(c if len(c) >= max_bins - 1 else np.append(c, values[-1]))
+            cuts.append(np.append(c, values[-1]) if c_max and len(c) < max_bins - 1 else c)
         return cls(tuple(cuts))
 
 
@@ -153,21 +159,26 @@ class SortedColumns:
 class QuantileSketch:
     """The federated search for the cut points of every feature (the same state at every institution).
 
-    Two rounds of searches, each a few counting stages (one message round each), after the summed moments
-    (the rule of XGBoost's ``hist`` sketch, with counts only):
+    At most two rounds of searches, each a few counting stages (one message round each), after the summed
+    moments:
 
-    1. the least and the greatest value of each feature (ranks 1 and n): their final brackets, and the
-       rows in each (``c_min``, ``c_max``: the rows at the minimum and at the maximum, for a feature whose
-       values are more than the precision apart);
-    2. the ranks ``r_k = floor(c_min + k (n - c_min - c_max) / max_bins) + 1`` for ``k = 1 .. max_bins - 1``:
-       evenly spaced over the rows strictly between the minimum and the maximum, each searched from the
-       bracket of round 1 that holds every value.
+    1. the ranks ``floor(k n / max_bins) + 1`` (``k = 1 .. max_bins - 1``) of each feature, from the bracket
+       mean +/- 4 std. When the first of them falls in a bracket with no value below it, the feature's
+       minimum holds a pile of at least ``n / max_bins`` rows: ``c_min`` is the rows of that bracket (0
+       otherwise); likewise ``c_max`` from the last rank and a bracket with no value above it. A feature
+       with no pile at either end keeps these searches;
+    2. for a feature with a pile at an end, the ranks ``c_min + floor(k (n - c_min - c_max) / max_bins) + 1``,
+       evenly spaced over the rows between the piles, each searched from the piles' brackets (or the first
+       bracket on a side without a pile).
 
-    A cut is the lower end of its rank's final bracket (clamped above the minimum's bracket), so the value
-    of rank ``r_k`` opens a bin, as XGBoost's cut at that value does; ranks that fall on the same value give
+    A cut is the lower end of its rank's final bracket (raised to the upper end of the minimum's pile), so the
+    value of that rank opens a bin, as XGBoost's cut at that value does; ranks that fall on the same value give
     one cut, so a feature whose values pile up (a count, a flag, a risk score that is mostly 0) keeps fewer
-    cuts than bins, and a pile at the minimum or at the maximum takes no rank at all. The maximum opens a
-    bin of its own when fewer than ``max_bins - 1`` cuts were found.
+    cuts than bins. A pile at the maximum opens a bin of its own when fewer than ``max_bins - 1`` cuts were
+    found. No search is for the least or the greatest value as such (a federated minimum or maximum would
+    reveal an extreme record): an end of the range is located only where a pile of at least
+    ``n / max_bins`` rows is, or where the rows beyond a pile are so few that the ranks reach every one
+    of them (fewer than ``max_bins``), as any quantile of so few rows does.
 
     >>> sketch = QuantileSketch(n_features, max_bins, total_of(local_moments(X_i)))    # doctest: +SKIP
     >>> while not sketch.done:                                                           # doctest: +SKIP
@@ -175,7 +186,8 @@ class QuantileSketch:
     >>> edges = sketch.edges()                                                           # doctest: +SKIP
     """
 
-    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray) -> None:
+    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray,
+                 resolution: float = SKETCH_RESOLUTION) -> None:
         m = np.asarray(moments, dtype=np.float64).reshape(3, n_features)
         counts = np.rint(m[0])
         if np.any(np.abs(m[0] - counts) > 0.25):
@@ -185,26 +197,34 @@ class QuantileSketch:
         self.stages = 0
         self.rounds = 1
         self._n = counts.astype(np.int64)
+        self._first: list[tuple[float, float] | None] = []
         self._precision: list[float] = []
         self.targets: list[Target] = []
-        self._kind: list[str] = []                          # "min", "max" (round 1) or "rank" (round 2)
+        self._round: list[int] = []                          # the round of each target
         self._cell: list[tuple[int, int] | None] = []       # ranks (below, upto] of a done target's final bracket
+        # per feature: the round whose searches give the cuts, the minimum's pile (c_min, lo, hi) and the
+        # maximum's (c_max, lo, hi), when there is one
+        self._final = [1] * n_features
+        self._low: list[tuple[int, float, float] | None] = [None] * n_features
+        self._high: list[tuple[int, float, float] | None] = [None] * n_features
         for f in range(n_features):
             n = int(self._n[f])
             if n == 0:
+                self._first.append(None)
                 self._precision.append(0.0)
                 continue
             mean = m[1, f] / n
             std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
             lo, hi = _first_bracket(mean, std)
-            self._precision.append((hi - lo) * DEFAULT_RESOLUTION)
-            self._add(f, "min", 1, lo, hi)
-            self._add(f, "max", n, lo, hi)
+            self._first.append((lo, hi))
+            self._precision.append((hi - lo) * resolution)
+            for r in _spread(0, n, max_bins):
+                self._add(f, 1, r, lo, hi)
 
-    def _add(self, feature: int, kind: str, rank: int, lo: float, hi: float) -> None:
+    def _add(self, feature: int, round_: int, rank: int, lo: float, hi: float) -> None:
         t = Target(block=None, column=str(feature), p=float(rank) / float(self._n[feature]), rank=int(rank))
         self.targets.append(t.start(lo, hi, self._precision[feature]))
-        self._kind.append(kind)
+        self._round.append(round_)
         self._cell.append(None)
 
     @property
@@ -238,57 +258,62 @@ class QuantileSketch:
             self.targets[i] = new
         self.stages += 1
         if self.done and self.rounds == 1:
-            self._start_ranks()
+            self._start_inner()
         if not self.done and self.stages >= MAX_STAGES:
             raise FederationError(f"quantile sketch: not converged after {MAX_STAGES} stages")
 
-    def _ends(self, feature: int) -> tuple[Target, tuple[int, int], Target, tuple[int, int]] | None:
-        """The final searches of the minimum and the maximum of a feature, with their rank spans."""
-        lo_i = hi_i = None
-        for i, t in enumerate(self.targets):
-            if int(t.column) == feature and self._kind[i] in ("min", "max"):
-                if self._kind[i] == "min":
-                    lo_i = i
-                else:
-                    hi_i = i
-        if lo_i is None or hi_i is None:
-            return None
-        return self.targets[lo_i], self._cell[lo_i], self.targets[hi_i], self._cell[hi_i]  # type: ignore[return-value]
+    def _mine(self, feature: int, round_: int) -> list[int]:
+        return [i for i, t in enumerate(self.targets) if int(t.column) == feature and self._round[i] == round_
+                and t.status == "done"]
 
-    def _start_ranks(self) -> None:
-        """Round 2: the ranks evenly spaced between the minimum's rows and the maximum's."""
+    def _start_inner(self) -> None:
+        """Round 2, for the features with a pile at an end: the ranks evenly spaced between the piles."""
         self.rounds = 2
         B = self.max_bins
         for f in range(self.n_features):
-            ends = self._ends(f)
-            if ends is None:
+            mine = self._mine(f, 1)
+            if not mine:
                 continue
-            t_min, (_, c_min), t_max, (below_max, _) = ends
-            rest = below_max - c_min                         # rows strictly between the two end brackets
-            if float(t_max.lo) <= float(t_min.lo) or rest <= 0:   # type: ignore[arg-type]
+            n = int(self._n[f])
+            first, last = min(mine, key=lambda i: self.targets[i].rank), max(mine, key=lambda i: self.targets[i].rank)
+            (below, upto), (below_top, upto_top) = self._cell[first], self._cell[last]  # type: ignore[misc]
+            if below == 0:
+                self._low[f] = (upto, float(self.targets[first].lo), float(self.targets[first].hi))  # type: ignore[arg-type]
+            if upto_top == n:
+                self._high[f] = (n - below_top, float(self.targets[last].lo), float(self.targets[last].hi))  # type: ignore[arg-type]
+            low, high = self._low[f], self._high[f]
+            if low is None and high is None:
                 continue
-            ranks = sorted({(c_min * B + k * rest) // B + 1 for k in range(1, B)})   # in (c_min, below_max]
-            for r in ranks:
-                self._add(f, "rank", r, float(t_min.lo), float(t_max.hi))  # type: ignore[arg-type]
+            self._final[f] = 2
+            c_min, c_max = (low[0] if low else 0), (high[0] if high else 0)
+            if c_min + c_max >= n:                           # two piles hold every row (or one: a constant)
+                continue
+            first_lo, first_hi = self._first[f]  # type: ignore[misc]
+            lo, hi = (low[1] if low else first_lo), (high[2] if high else first_hi)
+            for r in _spread(c_min, n - c_min - c_max, B):
+                self._add(f, 2, r, lo, hi)
 
     def edges(self) -> BinEdges:
-        """The cut points: the lower end of each rank's final bracket, deduplicated, then the maximum's."""
+        """The cut points: the lower end of each final bracket, deduplicated (and a pile at the maximum's)."""
         if not self.done:
             raise FederationError("quantile sketch: edges asked for before every search converged")
         cuts: list[np.ndarray] = []
         for f in range(self.n_features):
-            ends = self._ends(f)
-            if ends is None or float(ends[2].lo) <= float(ends[0].lo):  # type: ignore[arg-type]
-                cuts.append(np.zeros(0))
-                continue
-            floor = float(ends[0].hi)  # type: ignore[arg-type]
-            mine = [max(float(t.lo), floor) for i, t in enumerate(self.targets)  # type: ignore[arg-type]
-                    if int(t.column) == f and self._kind[i] == "rank" and t.status == "done"]
+            low, high = self._low[f], self._high[f]
+            floor = low[2] if low else -np.inf
+            mine = [max(float(self.targets[i].lo), floor) for i in self._mine(f, self._final[f])]  # type: ignore[arg-type]
             c = np.unique(np.asarray(mine, dtype=np.float64))
-            if len(c) < self.max_bins - 1:
-                c = np.unique(np.append(c, max(float(ends[2].lo), floor)))  # type: ignore[arg-type]
+            if high is not None and len(c) < self.max_bins - 1 and high[1] > floor and (low is None or high[1] > low[1]):
+                c = np.unique(np.append(c, high[1]))
             cuts.append(c)
         return BinEdges(tuple(cuts))
+
+
+def _spread(start: int, count: int, max_bins: int) -> list[int]:
+    """The ranks ``start + floor(k count / max_bins) + 1`` for ``k = 1 .. max_bins - 1``, deduplicated."""
+    if count <= 0:
+        return []
+    return sorted({start + (k * count) // max_bins + 1 for k in range(1, max_bins)})
 
 
 def _first_bracket(mean: float, std: float) -> tuple[float, float]:
