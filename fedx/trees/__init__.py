@@ -17,7 +17,6 @@ from .binning import (
     QuantileSketch,
     SortedColumns,
     local_moments,
-    sketch_probabilities,
 )
 from .engine import HistogramLayout, Split, TreeBuilder, node_histograms, quantize
 from .horizontal import (
@@ -37,5 +36,5 @@ __all__ = [
     "MAX_BINS", "OBJECTIVES", "BinEdges", "Combine", "EncryptedSum", "FitReport", "GBDTModel", "GBDTParams",
     "HistogramLayout", "HorizontalParty", "LossObjective", "QuantileSketch", "SortedColumns", "Split", "Tree",
     "TreeBuilder", "federated_edges", "fit_horizontal", "fit_pooled", "get_objective", "local_moments",
-    "node_histograms", "PlainSum", "plain_sum", "quantize", "sketch_probabilities", "tree_features",
+    "node_histograms", "PlainSum", "plain_sum", "quantize", "tree_features",
 ]

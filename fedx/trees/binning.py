@@ -4,13 +4,17 @@ A feature's cut points ``c_0 < c_1 < ... < c_{m-1}`` give it ``m + 1`` bins: bin
 with exactly ``k`` cut points at or below them (``x < c_0`` is bin 0), and a missing value (NaN) has a bin
 of its own after them. A split "at bin k" sends ``x < c_k`` left, so a model keeps raw thresholds.
 
-The cut points come from quantiles at probabilities ``1/B, ..., (B-1)/B``, found by the federated
-histogram refinement of :mod:`fedx.analytics.quantiles` (the same :class:`~fedx.analytics.quantiles.Target`
-search that ``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts
-of values in the open brackets; every institution advances the same searches from the same sums. A
-quantile's cut is the upper end of its final bracket, so that every value of a discrete feature gets a bin
-of its own and quantiles that fall on the same value give one cut; bins left unused by such piles are spent on further
-searches in the rest of the feature's range (:class:`QuantileSketch`).
+The cut points are rank quantiles of the pooled values, placed as XGBoost's ``hist`` sketch places them
+(weights 1, no hessian): ``max_bins - 1`` ranks evenly spaced over the rows, leaving out a pile at the
+minimum or at the maximum, each cut at the value of its rank (that value opens a bin), and ranks that fall
+on the same value give one cut. The federated search (:class:`QuantileSketch`) finds them with the histogram
+refinement of :mod:`fedx.analytics.quantiles` (the :class:`~fedx.analytics.quantiles.Target` search that
+``fedx stats`` runs): the institutions sum their moments once, then at each stage their counts of values in
+the open brackets; every institution advances the same searches from the same sums. A cut is the lower
+end of its rank's final bracket: below the value of that rank by less than the bracket's width (the
+precision, 1e-6 of the first bracket, unless float resolution stops the search first), and no other value
+lies between the two unless it falls in the same final bracket. Values further apart than that are split
+exactly as the pooled rule splits them (:meth:`BinEdges.from_quantiles`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from ..analytics.quantiles import (
     SEARCH_BINS,
     Target,
     derived_range,
-    inverted_cdf_rank,
     search_edges,
 )
 from ..errors import DataError, FederationError
@@ -33,6 +36,10 @@ from .params import MAX_BINS
 
 #: A sketch that has not converged after this many counting stages is stopped with an error.
 MAX_STAGES = 64
+#: A search stops when its bracket is no wider than this share of the feature's first bracket (mean +/- 4
+#: std): finer than :data:`~fedx.analytics.quantiles.DEFAULT_RESOLUTION`, so that values 1e-5 standard
+#: deviations apart (the risk scores just above a pile at 0) still get cuts of their own.
+SKETCH_RESOLUTION = 1e-6
 
 
 @dataclass(frozen=True)
@@ -99,28 +106,29 @@ class BinEdges:
     def from_quantiles(cls, X: np.ndarray, max_bins: int) -> BinEdges:
         """Edges from the exact quantiles of one table: the same rule as the federated sketch, on pooled rows.
 
-        For tests and baselines only (a federation uses :class:`QuantileSketch`): the cut of a quantile is
-        the smallest value above it, so that every distinct value below it falls left.
+        For tests and baselines only (a federation uses :class:`QuantileSketch`). With ``n`` present values,
+        ``c_min`` is the rows at the minimum when they hold rank ``floor(n / max_bins) + 1`` (a pile), else 0,
+        and ``c_max`` the rows at the maximum when they hold rank ``floor((max_bins - 1) n / max_bins) + 1``,
+        else 0. The ranks are ``c_min + floor(k (n - c_min - c_max) / max_bins) + 1`` for
+        ``k = 1 .. max_bins - 1``; each cut is the value of its rank (so that value opens a bin), repeated
+        values give one cut, and a pile at the maximum opens a bin of its own when fewer than
+        ``max_bins - 1`` cuts are found.
         """
         X = np.asarray(X, dtype=np.float64)
-        probs = sketch_probabilities(max_bins)
         cuts = []
         for f in range(X.shape[1]):
-            col = np.sort(X[:, f][~np.isnan(X[:, f])])
-            if col.size == 0:
+            values, count = np.unique(X[:, f][~np.isnan(X[:, f])], return_counts=True)
+            if values.size < 2:
                 cuts.append(np.zeros(0))
                 continue
-            ranks = np.array([inverted_cdf_rank(col.size, p) for p in probs])
-            values = np.unique(col[ranks - 1])
-            above = np.searchsorted(col, values, side="right")
-            cuts.append(np.unique(np.where(above < col.size, col[np.minimum(above, col.size - 1)],
-                                           np.nextafter(values, np.inf))))
+            upto = np.cumsum(count)
+            n = int(upto[-1])
+            c_min = int(count[0]) if count[0] >= n // max_bins + 1 else 0
+            c_max = int(count[-1]) if n - count[-1] < ((max_bins - 1) * n) // max_bins + 1 else 0
+            ranks = np.array(_spread(c_min, n - c_min - c_max, max_bins), dtype=np.int64)
+            c = np.unique(values[np.searchsorted(upto, ranks, side="left")])
+            cuts.append(np.append(c, values[-1]) if c_max and len(c) < max_bins - 1 else c)
         return cls(tuple(cuts))
-
-
-def sketch_probabilities(max_bins: int) -> np.ndarray:
-    """The probabilities whose quantiles cut a feature into at most ``max_bins`` bins: ``k / max_bins``."""
-    return np.arange(1, max_bins) / max_bins
 
 
 def local_moments(X: np.ndarray) -> np.ndarray:
@@ -151,12 +159,26 @@ class SortedColumns:
 class QuantileSketch:
     """The federated search for the cut points of every feature (the same state at every institution).
 
-    Round 1 searches the quantiles at ``k / max_bins``. A feature whose values pile up on a few points
-    (a count, a flag, a risk score that is mostly 0) gets fewer distinct cuts than bins; each later round
-    spends the unused bins on new searches at ranks spread evenly over the ranks that no cut's final bracket
-    covers yet (the tails around the piles), until every bin is used, a round finds no new cut, or
-    ``max_rounds`` is reached. So a feature with at most ``max_bins - 1`` distinct values ends with a cut
-    above each of them, as XGBoost's own sketch gives it.
+    At most two rounds of searches, each a few counting stages (one message round each), after the summed
+    moments:
+
+    1. the ranks ``floor(k n / max_bins) + 1`` (``k = 1 .. max_bins - 1``) of each feature, from the bracket
+       mean +/- 4 std. When the first of them falls in a bracket with no value below it, the feature's
+       minimum holds a pile of at least ``n / max_bins`` rows: ``c_min`` is the rows of that bracket (0
+       otherwise); likewise ``c_max`` from the last rank and a bracket with no value above it. A feature
+       with no pile at either end keeps these searches;
+    2. for a feature with a pile at an end, the ranks ``c_min + floor(k (n - c_min - c_max) / max_bins) + 1``,
+       evenly spaced over the rows between the piles, each searched from the piles' brackets (or the first
+       bracket on a side without a pile).
+
+    A cut is the lower end of its rank's final bracket (raised to the upper end of the minimum's pile), so the
+    value of that rank opens a bin, as XGBoost's cut at that value does; ranks that fall on the same value give
+    one cut, so a feature whose values pile up (a count, a flag, a risk score that is mostly 0) keeps fewer
+    cuts than bins. A pile at the maximum opens a bin of its own when fewer than ``max_bins - 1`` cuts were
+    found. No search is for the least or the greatest value as such (a federated minimum or maximum would
+    reveal an extreme record): an end of the range is located only where a pile of at least
+    ``n / max_bins`` rows is, or where the rows beyond a pile are so few that the ranks reach every one
+    of them (fewer than ``max_bins``), as any quantile of so few rows does.
 
     >>> sketch = QuantileSketch(n_features, max_bins, total_of(local_moments(X_i)))    # doctest: +SKIP
     >>> while not sketch.done:                                                           # doctest: +SKIP
@@ -164,39 +186,46 @@ class QuantileSketch:
     >>> edges = sketch.edges()                                                           # doctest: +SKIP
     """
 
-    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray, max_rounds: int = 4) -> None:
+    def __init__(self, n_features: int, max_bins: int, moments: np.ndarray,
+                 resolution: float = SKETCH_RESOLUTION) -> None:
         m = np.asarray(moments, dtype=np.float64).reshape(3, n_features)
         counts = np.rint(m[0])
         if np.any(np.abs(m[0] - counts) > 0.25):
             raise FederationError("quantile sketch: the summed counts of values are not whole numbers")
         self.n_features = n_features
         self.max_bins = max_bins
-        self.max_rounds = max_rounds
         self.stages = 0
         self.rounds = 1
         self._n = counts.astype(np.int64)
-        self._range: list[tuple[float, float] | None] = []
+        self._first: list[tuple[float, float] | None] = []
+        self._precision: list[float] = []
         self.targets: list[Target] = []
-        self._covered: list[tuple[int, int] | None] = []
-        self._active = np.ones(n_features, dtype=bool)
-        self._found: dict[int, int] = {}   # distinct cuts of each feature when its last round started
+        self._round: list[int] = []                          # the round of each target
+        self._cell: list[tuple[int, int] | None] = []       # ranks (below, upto] of a done target's final bracket
+        # per feature: the round whose searches give the cuts, the minimum's pile (c_min, lo, hi) and the
+        # maximum's (c_max, lo, hi), when there is one
+        self._final = [1] * n_features
+        self._low: list[tuple[int, float, float] | None] = [None] * n_features
+        self._high: list[tuple[int, float, float] | None] = [None] * n_features
         for f in range(n_features):
             n = int(self._n[f])
             if n == 0:
-                self._range.append(None)
-                self._active[f] = False
+                self._first.append(None)
+                self._precision.append(0.0)
                 continue
             mean = m[1, f] / n
             std = float(np.sqrt(max(m[2, f] / n - mean * mean, 0.0)))
-            self._range.append(_first_bracket(mean, std))
-            self._add(f, [inverted_cdf_rank(n, float(p)) for p in sketch_probabilities(max_bins)])
+            lo, hi = _first_bracket(mean, std)
+            self._first.append((lo, hi))
+            self._precision.append((hi - lo) * resolution)
+            for r in _spread(0, n, max_bins):
+                self._add(f, 1, r, lo, hi)
 
-    def _add(self, feature: int, ranks: Sequence[int]) -> None:
-        lo, hi = self._range[feature]  # type: ignore[misc]
-        for r in ranks:
-            t = Target(block=None, column=str(feature), p=float(r) / float(self._n[feature]), rank=int(r))
-            self.targets.append(t.start(lo, hi, None))
-            self._covered.append(None)
+    def _add(self, feature: int, round_: int, rank: int, lo: float, hi: float) -> None:
+        t = Target(block=None, column=str(feature), p=float(rank) / float(self._n[feature]), rank=int(rank))
+        self.targets.append(t.start(lo, hi, self._precision[feature]))
+        self._round.append(round_)
+        self._cell.append(None)
 
     @property
     def done(self) -> bool:
@@ -210,7 +239,7 @@ class QuantileSketch:
         return list(keys)
 
     def advance(self, total: np.ndarray) -> None:
-        """Advance every open search from the summed counts of :meth:`brackets` (and start the next round)."""
+        """Advance every open search from the summed counts of :meth:`brackets` (and start round 2)."""
         brackets = self.brackets()
         counts = np.asarray(total, dtype=np.float64).reshape(len(brackets), SEARCH_BINS + 2)
         whole = np.rint(counts)
@@ -225,52 +254,66 @@ class QuantileSketch:
             if new.status == "done":
                 cum = np.cumsum(c)
                 cell = int(np.searchsorted(cum, t.rank, side="left"))
-                self._covered[i] = (int(cum[cell - 1]), int(cum[cell]))
+                self._cell[i] = (int(cum[cell - 1]), int(cum[cell]))
             self.targets[i] = new
         self.stages += 1
-        if self.done and self.rounds < self.max_rounds:
-            self._refine()
+        if self.done and self.rounds == 1:
+            self._start_inner()
         if not self.done and self.stages >= MAX_STAGES:
             raise FederationError(f"quantile sketch: not converged after {MAX_STAGES} stages")
 
-    def _refine(self) -> None:
-        """Start the next round: unused bins go to the ranks that no final bracket covers yet."""
-        self.rounds += 1
-        for f in np.flatnonzero(self._active):
-            mine = [i for i, t in enumerate(self.targets) if int(t.column) == f and t.status == "done"]
-            distinct = {float(self.targets[i].hi) for i in mine}  # type: ignore[arg-type]
-            budget = self.max_bins - 1 - len(distinct)
-            if budget <= 0 or self._found.get(int(f)) == len(distinct):
-                self._active[f] = False
+    def _mine(self, feature: int, round_: int) -> list[int]:
+        return [i for i, t in enumerate(self.targets) if int(t.column) == feature and self._round[i] == round_
+                and t.status == "done"]
+
+    def _start_inner(self) -> None:
+        """Round 2, for the features with a pile at an end: the ranks evenly spaced between the piles."""
+        self.rounds = 2
+        B = self.max_bins
+        for f in range(self.n_features):
+            mine = self._mine(f, 1)
+            if not mine:
                 continue
-            self._found[int(f)] = len(distinct)
-            spans = sorted({self._covered[i] for i in mine if self._covered[i] is not None})  # (below, upto]
-            gaps, start = [], 0
-            for below, upto in spans:
-                if below > start:
-                    gaps.append((start, below))
-                start = max(start, upto)
-            if start < self._n[f]:
-                gaps.append((start, int(self._n[f])))
-            total = sum(b - a for a, b in gaps)
-            if total == 0:
-                self._active[f] = False
+            n = int(self._n[f])
+            first, last = min(mine, key=lambda i: self.targets[i].rank), max(mine, key=lambda i: self.targets[i].rank)
+            (below, upto), (below_top, upto_top) = self._cell[first], self._cell[last]  # type: ignore[misc]
+            if below == 0:
+                self._low[f] = (upto, float(self.targets[first].lo), float(self.targets[first].hi))  # type: ignore[arg-type]
+            if upto_top == n:
+                self._high[f] = (n - below_top, float(self.targets[last].lo), float(self.targets[last].hi))  # type: ignore[arg-type]
+            low, high = self._low[f], self._high[f]
+            if low is None and high is None:
                 continue
-            ranks: list[int] = []
-            for a, b in gaps:
-                k = min(b - a, max(1, int(budget * (b - a) / total)))
-                ranks += sorted({a + 1 + int((j + 0.5) * (b - a) / k) for j in range(k)})
-            self._add(int(f), [r for r in ranks[:budget] if r <= self._n[f]])
+            self._final[f] = 2
+            c_min, c_max = (low[0] if low else 0), (high[0] if high else 0)
+            if c_min + c_max >= n:                           # two piles hold every row (or one: a constant)
+                continue
+            first_lo, first_hi = self._first[f]  # type: ignore[misc]
+            lo, hi = (low[1] if low else first_lo), (high[2] if high else first_hi)
+            for r in _spread(c_min, n - c_min - c_max, B):
+                self._add(f, 2, r, lo, hi)
 
     def edges(self) -> BinEdges:
-        """The cut points: the upper end of each quantile's final bracket, deduplicated."""
+        """The cut points: the lower end of each final bracket, deduplicated (and a pile at the maximum's)."""
         if not self.done:
             raise FederationError("quantile sketch: edges asked for before every search converged")
-        cuts: list[list[float]] = [[] for _ in range(self.n_features)]
-        for t in self.targets:
-            if t.status == "done":
-                cuts[int(t.column)].append(float(t.hi))  # type: ignore[arg-type]
-        return BinEdges(tuple(np.unique(np.asarray(c, dtype=np.float64)) for c in cuts))
+        cuts: list[np.ndarray] = []
+        for f in range(self.n_features):
+            low, high = self._low[f], self._high[f]
+            floor = low[2] if low else -np.inf
+            mine = [max(float(self.targets[i].lo), floor) for i in self._mine(f, self._final[f])]  # type: ignore[arg-type]
+            c = np.unique(np.asarray(mine, dtype=np.float64))
+            if high is not None and len(c) < self.max_bins - 1 and high[1] > floor and (low is None or high[1] > low[1]):
+                c = np.unique(np.append(c, high[1]))
+            cuts.append(c)
+        return BinEdges(tuple(cuts))
+
+
+def _spread(start: int, count: int, max_bins: int) -> list[int]:
+    """The ranks ``start + floor(k count / max_bins) + 1`` for ``k = 1 .. max_bins - 1``, deduplicated."""
+    if count <= 0:
+        return []
+    return sorted({start + (k * count) // max_bins + 1 for k in range(1, max_bins)})
 
 
 def _first_bracket(mean: float, std: float) -> tuple[float, float]:

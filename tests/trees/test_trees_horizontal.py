@@ -77,7 +77,7 @@ def test_the_sketch_under_bfv_compact_gives_the_plaintext_edges() -> None:
     plain, _ = federated_edges(_parties(X, y, params), 16)
     secure, _ = federated_edges(_parties(X, y, params), 16, EncryptedSum(keys("bfv-compact"), params.quantum_bits))
     assert all(np.array_equal(a, b) for a, b in zip(secure.cuts, plain.cuts))
-    assert [len(c) for c in plain.cuts] == [15, 5, 15]
+    assert [len(c) for c in plain.cuts] == [15, 4, 15]     # x3 takes 0..4: a cut at 1, 2, 3 and 4
 
 
 def test_an_off_grid_ckks_sum_is_refused_not_rounded() -> None:
@@ -127,3 +127,18 @@ def test_missing_values_learn_their_direction() -> None:
     model = fit_pooled(X, y, GBDTParams(trees=5, max_depth=2, max_bins=16), ["x"], BinEdges.from_quantiles(X, 16))
     p = model.predict_proba(np.array([[np.nan], [-1.0], [2.0]]))[:, 1]
     assert p[0] > 0.8 and p[1] < 0.2 and p[2] > 0.8
+
+
+def test_sketch_edge_cases_split_the_rows_as_the_pooled_rule() -> None:
+    """A constant, an all-missing, a two-value and a one-outlier column: 0, 0, 1 and 1 cuts, as on pooled rows."""
+    rng = np.random.default_rng(4)
+    n = 900
+    X = np.column_stack([np.full(n, 3.0), np.full(n, np.nan), rng.integers(0, 2, n) * 5.0 - 1e6,
+                         np.r_[np.zeros(n - 1), 7.0], np.where(rng.random(n) < 0.5, np.nan, rng.integers(0, 9, n))])
+    y = (rng.random(n) < 0.3).astype(np.float64)
+    params = GBDTParams(trees=1, max_bins=16)
+    edges, _ = federated_edges(_parties(X, y, params), 16)
+    pooled = BinEdges.from_quantiles(X, 16)
+    assert [len(c) for c in edges.cuts] == [len(c) for c in pooled.cuts] == [0, 0, 1, 1, 8]
+    assert np.array_equal(edges.bin(X), pooled.bin(X))
+    assert edges.cuts[3][0] <= 7.0 and edges.bin(X)[-1, 3] == 1 and not edges.bin(X)[:-1, 3].any()
