@@ -145,21 +145,32 @@ def write_effective_config(cfg: Config, out: Path) -> Path:
 
 def _follow(run_id: int, home: Path, superlink: deploy.FlowerProcess, rounds: RoundWatcher, max_seconds: float,
             say: Callable[[str], None], waiting: NodeWaitReporter | None = None) -> dict[str, Any]:
-    """Wait for the run, printing the institutions connected until round 1, then each completed round."""
+    """Wait for the run, printing the institutions connected until round 1, then each completed round.
+
+    Each look at the connected institutions starts the ``flwr`` CLI: once all are connected, it is taken every
+    :data:`NODES_POLL_CONNECTED` seconds rather than at every poll (a vertical run has no rounds to end it).
+    """
     started = False
+    looked = -NODES_POLL_CONNECTED
 
     def report(record: dict[str, Any]) -> None:
-        nonlocal started
+        nonlocal started, looked
         for row in rounds.new_rows():
             started = True
             say(round_line(row))
-        if waiting is not None and not started and not str(record.get("status", "")).startswith("finished"):
+        if waiting is not None and not started and not str(record.get("status", "")).startswith("finished") \
+                and (not waiting.complete or time.monotonic() - looked >= NODES_POLL_CONNECTED):
+            looked = time.monotonic()
             line = waiting.update(deploy.list_nodes(CONNECTION, home))
             if line:
                 say(line)
 
     return deploy.wait_run(run_id, CONNECTION, home, timeout=max_seconds, poll=2.0, superlink=superlink,
                            on_poll=report, timeout_hint=" (deployment.max_seconds)")
+
+
+#: Seconds between two looks at the connected institutions once all are connected (:func:`_follow`).
+NODES_POLL_CONNECTED = 15.0
 
 
 def _read_node_ids(out: Path) -> dict[int, str]:
@@ -189,11 +200,14 @@ class NodeWaitReporter:
     def __init__(self, expected: int, names: dict[int, str], *, secure: bool) -> None:
         self.expected, self.names, self.secure = expected, dict(names), secure
         self.last: str | None = None
+        #: Whether the last nodes seen had every expected institution online.
+        self.complete = False
 
     def line(self, nodes: list[dict[str, Any]]) -> str:
         """``institutions connected: 1/3 (east); waiting for north, south; keys registered: 3``."""
         online = sorted(self.names.get(n["node-id"], f"node {n['node-id']}") for n in nodes
                         if n.get("status") == "online")
+        self.complete = len(online) >= self.expected
         text = f"institutions connected: {len(online)}/{self.expected}"
         if online:
             text += f" ({', '.join(online)})"

@@ -95,6 +95,9 @@ class VerticalRelay:
         self.sent = {p: {"messages": 0, "bytes": 0} for p in self.parties}
         self.waves = 0
         self.log_path = self.out / "relay.log"
+        #: Parties found gone or stuck (no answer within the timeout, or unavailable by Flower's word): told that
+        #: the run ended, but not waited for.
+        self.gone: set[str] = set()
 
     def note(self, line: str) -> None:
         """A line of the relay's log (``out_dir/relay.log``, and the ServerApp's log)."""
@@ -156,6 +159,7 @@ class VerticalRelay:
                     msgs = [self._message(nid, V_DELIVER, {}, m) for m, _ in push]
                     for mid, (_, carries) in zip(self.grid.push_messages(msgs), push):
                         if not mid:   # the SuperLink would not take a message for this node
+                            self.gone.add(party)
                             raise FederationError(f"vertical run: party {party!r} cannot be reached (the server "
                                                   f"refused a message for its node); a vertical fit needs every "
                                                   f"party, so the run stops")
@@ -173,6 +177,8 @@ class VerticalRelay:
                 got += 1
                 doc, msgs = self._read(reply)
                 if doc.get("status") != "ok":
+                    if doc.get("flower"):
+                        self.gone.add(party)
                     raise FederationError(self._failure(party, doc))
                 if doc.get("messages"):
                     self.note(f"{party}: {len(doc['messages'])} message(s) "
@@ -182,6 +188,7 @@ class VerticalRelay:
             waiting = {p for p, _ in outstanding.values()}
             late = [p for p in waiting if time.monotonic() - last_reply[p] > self.timeout]
             if late:
+                self.gone.update(late)
                 raise FederationError(f"vertical run: party {', '.join(repr(p) for p in late)} did not answer within "
                                       f"{self.timeout:g} s (federation.timeout); its node is gone or stuck, and a "
                                       f"vertical fit needs every party, so the run stops")
@@ -231,12 +238,15 @@ class VerticalRelay:
             content[REC_MESSAGES] = messages_record(messages)
         return Message(RecordDict(content), dst_node_id=nid, message_type=MessageType.QUERY, group_id=self.run_id)
 
-    def _exchange(self, messages: Mapping[int, Message], what: str,
-                  timeout: float | None = None) -> dict[int, tuple[dict[str, Any], list[bytes]]]:
-        """Push one message per node and pull the replies, until all are in or the timeout passes."""
+    def _exchange(self, messages: Mapping[int, Message], what: str, timeout: float | None = None,
+                  unawaited: frozenset[int] = frozenset()) -> dict[int, tuple[dict[str, Any], list[bytes]]]:
+        """Push one message per node and pull the replies, until all are in or the timeout passes.
+
+        The nodes in ``unawaited`` get their message, but the exchange does not wait for their replies.
+        """
         ids = list(self.grid.push_messages(list(messages.values())))
         sent_to = {mid: nid for mid, nid in zip(ids, messages) if mid}   # no id: a node the SuperLink refuses
-        pending = set(sent_to)
+        pending = {mid for mid, nid in sent_to.items() if nid not in unawaited}
         out: dict[int, tuple[dict[str, Any], list[bytes]]] = {}
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while pending and time.monotonic() < deadline:
@@ -258,11 +268,14 @@ class VerticalRelay:
         replies = {by_node[nid]: r for nid, r in got.items()}
         late = [p for p in docs if p not in replies]
         if late:
+            self.gone.update(late)
             raise FederationError(f"vertical run: party {', '.join(repr(p) for p in late)} did not answer within "
                                   f"{self.timeout:g} s (federation.timeout); its node is gone or stuck, and a vertical "
                                   f"fit needs every party, so the run stops")
         for party, (doc, _) in replies.items():
             if doc.get("status") != "ok":
+                if doc.get("flower"):
+                    self.gone.add(party)
                 raise FederationError(self._failure(party, doc))
         return replies
 
@@ -306,11 +319,16 @@ class VerticalRelay:
         return inbox
 
     def _end(self, status: str, reason: str | None) -> None:
-        """Tell every party the run is over (a failed run: why); a party that does not answer is left."""
+        """Tell every party the run is over (a failed run: why); a party that does not answer is left.
+
+        A party already found gone or stuck (:attr:`gone`) is told too, but its answer is not awaited: it did not
+        answer within ``federation.timeout`` before, and waiting again would only delay the run's error.
+        """
         msgs = {nid: self._message(nid, V_END, {"status": status, "reason": reason}, ())
                 for nid in self.node_of.values()}
+        gone = frozenset(self.node_of[p] for p in self.gone if p in self.node_of)
         try:
-            self._exchange(msgs, "end", timeout=min(self.timeout, 30.0))
+            self._exchange(msgs, "end", timeout=min(self.timeout, 30.0), unawaited=gone)
         except Exception as exc:  # noqa: BLE001 - ending must not hide the run's own outcome
             log.warning("vertical run: telling the parties that the run ended failed: %s", exc)
 

@@ -2,8 +2,9 @@
 each a `fedx node` with its own table, and `fedx server` relaying their sealed messages over TLS with node
 authentication. The trees grown in deployment are those of `fedx run` on the same training rows, the held-out rows
 are scored by federated prediction as the simulated model scores them, each party keeps only its own part of the
-model, every ledger verifies against the server's receipts, and a party whose node dies mid-run stops the run with
-an error that names it. (Support: fedx_deploy_support.py.)
+model, and every ledger verifies against the server's receipts. A party whose node dies mid-run:
+tests/deployment/test_deploy_gbdt_dropout.py, in a file of its own so that it runs beside this one. (Support:
+vertical_deploy_support.py, fedx_deploy_support.py.)
 """
 
 from __future__ import annotations
@@ -16,65 +17,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fedx_deploy_support import Processes, cli, simulate, wait_for
+from fedx_deploy_support import Processes, cli, simulate
 from sklearn.metrics import roc_auc_score
+from vertical_deploy_support import SB_PARTIES, build_secureboost, start_all
 
-from fedx.data.synthetic.credit import generate_credit
 from fedx.flower import deploy
 from fedx.vertical.secureboost_model import load_joint
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(900)]
 
-PARTIES = ("bank", "telecom", "utility")
-BANK = {"debt_to_income": "numeric", "income": "numeric", "past_delinquencies": "numeric"}
-
-
-def build(root: Path, port: int, *, n: int = 2_000, timeout: float = 60) -> dict[str, pd.DataFrame]:
-    """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
-    root.mkdir(parents=True, exist_ok=True)
-    res = cli("certs", "--out", "certs", cwd=root)
-    assert res.returncode == 0, res.stderr
-    (root / "nodekeys").mkdir()
-    tables = generate_credit(n, seed=4).tables()
-    parties: dict[str, dict] = {}
-    for name in PARTIES:
-        site = root / name
-        site.mkdir()
-        res = cli("node-keys", "--name", name, "--out", str(site), cwd=root)
-        assert res.returncode == 0, res.stderr
-        (root / "nodekeys" / f"{name}.pub").write_bytes((site / f"{name}.pub").read_bytes())
-        tables[name].to_csv(site / f"{name}.csv", index=False)
-        tables[name].to_csv(root / f"{name}.csv", index=False)   # for the simulated run of the same config
-        node = {"name": name, "data": f"{name}.csv", "out_dir": "out",
-                "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "../certs/ca.crt",
-                              "auth_key": f"{name}.key"}}
-        (site / "node.yaml").write_text(yaml.safe_dump(node))
-        parties[name] = {"source": f"{name}.csv"}
-    parties["bank"].update(target="default", features=BANK)
-    job = {"name": "secureboost-deployed", "seed": 3, "task": "fraud",
-           "model": {"kind": "gbdt", "trees": 2, "depth": 2, "learning_rate": 0.3, "bins": 16},
-           "data": {"partition": "vertical", "id": "customer_id", "label_party": "bank", "parties": parties,
-                    "test_fraction": 0.3},
-           "federation": {"timeout": timeout},
-           "security": {"encryption": "none", "psi_reveal": "all"},
-           "deployment": {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
-                          "wait_seconds": 60}}
-    (root / "server.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
-    return tables
-
-
-def start_all(root: Path, processes: Processes) -> None:
-    processes.start("server", ["server", "--config", "server.yaml"], root)
-    wait_for(lambda: "launched" in (root / "server.out").read_text(), 120, "the run to launch")
-    for name in PARTIES:
-        processes.start(name, ["node", "--config", "node.yaml"], root / name)
+PARTIES = SB_PARTIES
 
 
 def test_three_parties_over_tls_grow_the_simulated_trees(tmp_path: Path, processes: Processes) -> None:
     root = tmp_path / "dep"
-    tables = build(root, deploy.free_port())
+    tables = build_secureboost(root, deploy.free_port())
     t0 = time.monotonic()
-    start_all(root, processes)
+    start_all(root, processes, PARTIES)
     assert processes.procs["server"].wait(timeout=800) == 0, (root / "server.out").read_text()[-3000:]
     seconds = time.monotonic() - t0
     for name in PARTIES:
@@ -131,24 +90,3 @@ def test_three_parties_over_tls_grow_the_simulated_trees(tmp_path: Path, process
             owns = bool(json.loads((root / name / "out" / "model.json").read_text())["splits"]["splits"])
             assert ("sb_partition" in kinds) == owns, kinds
     print(f"deployed vertical secureboost: {seconds:.1f} s, {relay['waves']} waves")
-
-
-def test_a_party_that_drops_out_stops_the_run_naming_it(tmp_path: Path, processes: Processes) -> None:
-    root = tmp_path / "dep"
-    build(root, deploy.free_port(), timeout=30)
-    start_all(root, processes)
-    # Once the trees are under way (the bank has every partner's columns), the utility's node dies.
-    wait_for(lambda: "secureboost on" in (root / "bank" / "bank.out").read_text(), 400, "the trees to start")
-    processes.kill("utility")
-    t0 = time.monotonic()
-    assert processes.procs["server"].wait(timeout=300) != 0, (root / "server-out" / "relay.log").read_text()[-3000:]
-    said = (root / "server.out").read_text()
-    assert "party 'utility'" in said and "a vertical fit needs every party" in said, said[-3000:]
-    assert time.monotonic() - t0 < 240
-    for name in ("bank", "telecom"):
-        assert processes.procs[name].wait(timeout=120) == 0, (root / name / f"{name}.out").read_text()[-2000:]
-        res = cli("audit", "verify", str(root / name / "out" / "ledger.jsonl"), "--receipts",
-                  str(root / "server-out" / "receipts.jsonl"), cwd=root)
-        assert res.returncode == 0, res.stderr
-    assert not (root / "server-out" / "result.json").exists()
-    assert not (root / "bank" / "out" / "result.json").exists()

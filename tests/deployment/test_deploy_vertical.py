@@ -1,8 +1,8 @@
 """A vertical run on Flower's deployment engine through the CLI: an insurer and two hospitals, each a `fedx node`
 with its own table, and `fedx server` relaying their messages over TLS with node authentication. The deployed fit
-equals the simulated one and statsmodels on the joined table, every party's ledger verifies against the server's
-receipts, and a party whose node dies mid-run stops the run with an error that names it. (Support:
-fedx_deploy_support.py.)
+equals the simulated one and statsmodels on the joined table, and every party's ledger verifies against the
+server's receipts. A party whose node dies mid-run: tests/deployment/test_deploy_vertical_dropout.py, in a file of
+its own so that it runs beside this one. (Support: vertical_deploy_support.py, fedx_deploy_support.py.)
 """
 
 from __future__ import annotations
@@ -15,59 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-import yaml
-from fedx_deploy_support import Processes, cli, simulate, wait_for
+from fedx_deploy_support import Processes, cli, simulate
+from vertical_deploy_support import FEATURES, GLM_PARTIES, build_vertical, start_all
 
-from fedx.data.synthetic.health_insurance import generate_health_insurance
 from fedx.flower import deploy
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow, pytest.mark.timeout(900)]
 
-PARTIES = ("insurer", "hospital_a", "hospital_b")
-FEATURES = {"insurer": {"age_band": "categorical", "sex": "categorical"},
-            "hospital_a": {"diabetes": "numeric", "hypertension": "numeric"},
-            "hospital_b": {"bmi": "numeric"}}
-
-
-def build_vertical(root: Path, port: int, *, n: int = 2_500, timeout: float = 60) -> dict[str, pd.DataFrame]:
-    """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
-    root.mkdir(parents=True, exist_ok=True)
-    res = cli("certs", "--out", "certs", cwd=root)
-    assert res.returncode == 0, res.stderr
-    (root / "nodekeys").mkdir()
-    data = generate_health_insurance(n, hospitals=2, hospital_split="columns", seed=5)
-    tables = {"insurer": data.insurer, **data.hospitals}
-    parties = {}
-    for name in PARTIES:
-        site = root / name
-        site.mkdir()
-        res = cli("node-keys", "--name", name, "--out", str(site), cwd=root)
-        assert res.returncode == 0, res.stderr
-        (root / "nodekeys" / f"{name}.pub").write_bytes((site / f"{name}.pub").read_bytes())
-        tables[name].to_csv(site / f"{name}.csv", index=False)
-        tables[name].to_csv(root / f"{name}.csv", index=False)   # for the simulated run of the same config
-        node = {"name": name, "data": f"{name}.csv", "out_dir": "out",
-                "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "../certs/ca.crt",
-                              "auth_key": f"{name}.key"}}
-        (site / "node.yaml").write_text(yaml.safe_dump(node))
-        parties[name] = {"source": f"{name}.csv", "features": FEATURES[name]}
-    parties["insurer"].update(target="claims", exposure="exposure")
-    job = {"name": "vertical-deployed", "seed": 5, "task": "claim_frequency", "model": {"kind": "glm"},
-           "data": {"partition": "vertical", "id": "person_id", "label_party": "insurer", "parties": parties,
-                    "test_fraction": 0.0},
-           "federation": {"aggregator": "newton", "rounds": 30, "timeout": timeout},
-           "security": {"encryption": "none", "psi_reveal": "all"},
-           "deployment": {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
-                          "wait_seconds": 60}}
-    (root / "server.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
-    return tables
-
-
-def start_all(root: Path, processes: Processes) -> None:
-    processes.start("server", ["server", "--config", "server.yaml"], root)
-    wait_for(lambda: "launched" in (root / "server.out").read_text(), 120, "the run to launch")
-    for name in PARTIES:
-        processes.start(name, ["node", "--config", "node.yaml"], root / name)
+PARTIES = GLM_PARTIES
 
 
 def joined_fit(tables: dict[str, pd.DataFrame]):
@@ -90,7 +45,7 @@ def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path,
     root = tmp_path / "dep"
     tables = build_vertical(root, deploy.free_port())
     t0 = time.monotonic()
-    start_all(root, processes)
+    start_all(root, processes, PARTIES)
     assert processes.procs["server"].wait(timeout=800) == 0, (root / "server.out").read_text()[-3000:]
     seconds = time.monotonic() - t0
     for name in PARTIES:
@@ -137,25 +92,3 @@ def test_three_parties_over_tls_equal_simulation_and_statsmodels(tmp_path: Path,
         assert ({"psi-blinded", "psi-result", "glm-setup", "glm-round"} if name == "insurer" else
                 {"psi-spec", "psi-reply", "glm-columns", "glm-round_reply"}) <= kinds, kinds
     print(f"deployed vertical run: {seconds:.1f} s, {relay['waves']} waves")
-
-
-def test_a_party_that_drops_out_stops_the_run_naming_it(tmp_path: Path, processes: Processes) -> None:
-    root = tmp_path / "dep"
-    build_vertical(root, deploy.free_port(), timeout=30)  # a hop takes seconds: 30 s unanswered is a party gone
-    start_all(root, processes)
-    # Once the fit is under way (the PSI is done at the second hospital), that hospital's node dies.
-    wait_for(lambda: "PSI done" in (root / "hospital_b" / "hospital_b.out").read_text(), 400, "the PSI")
-    processes.kill("hospital_b")
-    t0 = time.monotonic()
-    server = processes.procs["server"]
-    assert server.wait(timeout=300) != 0, (root / "server-out" / "relay.log").read_text()[-3000:]
-    said = (root / "server.out").read_text()
-    assert "party 'hospital_b'" in said and "a vertical fit needs every party" in said, said[-3000:]
-    assert time.monotonic() - t0 < 240
-    # The other parties are told and stop; what they sent before is in their ledgers and the receipts.
-    for name in ("insurer", "hospital_a"):
-        assert processes.procs[name].wait(timeout=120) == 0, (root / name / f"{name}.out").read_text()[-2000:]
-        ledger = root / name / "out" / "ledger.jsonl"
-        res = cli("audit", "verify", str(ledger), "--receipts", str(root / "server-out" / "receipts.jsonl"), cwd=root)
-        assert res.returncode == 0, res.stderr
-    assert not (root / "server-out" / "result.json").exists()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -160,3 +161,97 @@ def test_a_horizontal_gbdt_config_is_refused_before_anything_starts(tmp_path: Pa
                                               r"only .*deployment runs vertical gbdt"):
         operate.serve(cfg, tmp_path / "server.yaml", say=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+# -- following a run: the flwr CLI only when it can tell something new ------------------------------------
+
+class _Proc:
+    """What wait_run reads of a local SuperLink: its pid, and whether it still runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> None:
+        return None
+
+
+def test_a_run_is_checked_rarely_while_its_serverapp_runs_and_at_once_when_it_ends(monkeypatch) -> None:
+    from fedx.flower.deploy import superlink as sl
+
+    app_alive = [True] * 6 + [False]
+    checks: list[int] = []
+    seen: list[str] = []
+
+    def status(run_id, connection, home):
+        checks.append(len(seen))
+        return {"status": "finished:completed" if not app_alive[min(len(seen), len(app_alive) - 1)] else "running"}
+
+    monkeypatch.setattr(sl, "run_status", status)
+    monkeypatch.setattr(sl, "serverapp_running", lambda proc: app_alive[min(len(seen), len(app_alive) - 1)])
+    record = sl.wait_run(1, "fedx", "/nowhere", poll=0.01, superlink=_Proc(1),  # type: ignore[arg-type]
+                         on_poll=lambda r: seen.append(r["status"]), app_poll=60)
+    assert record["status"] == "finished:completed"
+    assert checks == [0, 6]                  # the first poll, then the poll after the ServerApp process ended
+    assert seen == ["running"] * 6 + ["finished:completed"]
+
+
+def test_without_a_serverapp_process_every_poll_checks_the_run(monkeypatch) -> None:
+    from fedx.flower.deploy import superlink as sl
+
+    answers = iter(["pending", "starting", "finished:failed"])
+    monkeypatch.setattr(sl, "run_status", lambda *a: {"status": next(answers)})
+    monkeypatch.setattr(sl, "serverapp_running", lambda proc: False)
+    assert sl.wait_run(1, "fedx", "/nowhere", poll=0.01, superlink=_Proc(1))["status"] == "finished:failed"  # type: ignore[arg-type]
+
+
+def test_the_serverapp_process_is_found_below_the_superlink(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from fedx.flower.deploy import superlink as sl
+
+    app = tmp_path / "flwr-serverapp"
+    app.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    app.chmod(0o755)
+    link = subprocess.Popen([sys.executable, "-c", f"import subprocess; subprocess.run([{str(app)!r}])"])
+    sleeper = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    other = subprocess.Popen([sys.executable, "-c", sleeper])
+    try:
+        deadline = time.monotonic() + 30
+        while not sl.serverapp_running(_Proc(link.pid)) and time.monotonic() < deadline:  # type: ignore[arg-type]
+            time.sleep(0.1)
+        assert sl.serverapp_running(_Proc(link.pid))  # type: ignore[arg-type]
+        assert not sl.serverapp_running(_Proc(other.pid))  # type: ignore[arg-type]
+    finally:
+        for proc in (link, other):
+            for pid in deploy.descendant_pids(proc.pid):
+                os.kill(pid, 9)
+            proc.kill()
+            proc.wait()
+
+
+def test_the_connected_institutions_are_looked_at_less_often_once_all_are_there(monkeypatch, tmp_path: Path) -> None:
+    looks: list[float] = []
+    online = [{"node-id": 1, "status": "online"}, {"node-id": 2, "status": "online"}]
+    clock = [0.0]
+
+    def list_nodes(connection, home):
+        looks.append(clock[0])
+        return online if clock[0] >= 2 else online[:1]
+
+    def wait_run(run_id, connection, home, *, on_poll, **kwargs):
+        for t in range(40):                  # a poll a second, for 40 s
+            clock[0] = float(t)
+            on_poll({"status": "running"})
+        return {"status": "finished:completed"}
+
+    monkeypatch.setattr(operate.deploy, "list_nodes", list_nodes)
+    monkeypatch.setattr(operate.deploy, "wait_run", wait_run)
+    monkeypatch.setattr(operate.time, "monotonic", lambda: clock[0])
+    said: list[str] = []
+    waiting = operate.NodeWaitReporter(2, {1: "east", 2: "north"}, secure=True)
+    operate._follow(1, tmp_path, None, operate.RoundWatcher(tmp_path / "index.json"), 100, said.append,  # type: ignore[arg-type]
+                    waiting)
+    assert looks == [0.0, 1.0, 2.0, 17.0, 32.0]   # each poll until both are online, then every 15 s
+    assert said == ["institutions connected: 1/2 (east); waiting for north; keys registered: 1",
+                    "institutions connected: 2/2 (east, north); keys registered: 2"]

@@ -30,7 +30,7 @@ from .environment import (
     child_env,
     free_port,
 )
-from .teardown import stop
+from .teardown import descendant_pids, stop
 from .tls import TLSFiles
 
 _CLI_TIMEOUT = 120.0
@@ -536,10 +536,15 @@ def wait_run(
     superlink: FlowerProcess | None = None,
     on_poll: Callable[[dict[str, Any]], None] | None = None,
     timeout_hint: str = "",
+    app_poll: float = 15.0,
 ) -> dict[str, Any]:
     """Wait until a run finishes; return its final record (see :func:`run_status`).
 
     It returns on ``finished:failed`` too: check ``record["status"]``.
+
+    Each status check starts the ``flwr`` CLI. With a local ``superlink``, while its ServerApp process runs
+    (``flwr-serverapp``, below the SuperLink) the run cannot have finished, so the status is checked only
+    every ``app_poll`` seconds; it is checked at the next ``poll`` once that process has gone.
 
     Parameters
     ----------
@@ -554,16 +559,23 @@ def wait_run(
     superlink : FlowerProcess, optional
         The local SuperLink: stop waiting with an error if it dies.
     on_poll : callable, optional
-        Called with each record, also the final one (to report progress).
+        Called at each poll with the latest record, also the final one (to report progress).
     timeout_hint : str
         Appended to the timeout error, e.g. the setting that sets ``timeout``.
+    app_poll : float
+        Seconds between status checks while the local SuperLink's ServerApp process runs.
     """
     deadline = time.monotonic() + timeout
+    record: dict[str, Any] | None = None
+    asked = 0.0
     while True:
         if superlink is not None and superlink.poll() is not None:
             raise DeploymentError(f"the SuperLink exited with status {superlink.poll()} during run {run_id}:\n"
                                   f"{superlink.log_tail()}")
-        record = run_status(run_id, connection, flwr_home)
+        if record is None or time.monotonic() - asked >= app_poll or superlink is None \
+                or not serverapp_running(superlink):
+            record = run_status(run_id, connection, flwr_home)
+            asked = time.monotonic()
         if on_poll is not None:
             on_poll(record)
         if str(record.get("status", "")).startswith("finished"):
@@ -572,6 +584,19 @@ def wait_run(
             raise DeploymentError(f"run {run_id} did not finish within {timeout:g} s{timeout_hint} "
                                   f"(status {record.get('status')})")
         time.sleep(poll)
+
+
+def serverapp_running(superlink: FlowerProcess) -> bool:
+    """Whether a ServerApp process (``flwr-serverapp``) runs below a local SuperLink (Linux /proc; else False)."""
+    for pid in descendant_pids(superlink.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(Path(a.decode(errors="replace")).name == "flwr-serverapp" for a in argv[:2]):
+            return True
+    return False
 
 
 def run_logs(run_id: int, connection: str, flwr_home: str | os.PathLike[str], *, timeout: float = 60.0) -> str:
