@@ -11,8 +11,9 @@ under ``bfv-compact`` and summed by a server that cannot read it.
   chunks of at most ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE`` (5 MiB) that are pushed and pulled one by one, so no
   gRPC message comes near gRPC's 2 GiB limit.
 
-Per run it prints seconds per round (round 1, and the median of the rounds after it), bytes up and down per
-round (all institutions, from the run's history), the update size of one institution in bytes per parameter,
+Per run it prints seconds per round (round 1, the median of the steady rounds 2 .. R-1, and the last round,
+which also evaluates and saves the model), bytes up and down per steady round (all institutions, from the
+run's history), the update size of one institution in bytes per parameter,
 and the peak memory of the whole process tree: the largest sum of RSS and of PSS over every process the run
 started (for the deployment: the server's tree and the five nodes' trees together), sampled from /proc.
 
@@ -126,10 +127,13 @@ def _free_port() -> int:
 
 def summarise(kind: str, result: dict[str, Any], wall: float, mem: TreeMemory, params: int) -> dict[str, Any]:
     hist = result["history"]
-    later = hist[1:] or hist
+    # Round 1 carries no aggregate down yet; the last round also ends the run (the aggregate goes down once
+    # more for the final evaluation, and every institution saves the model): the steady rounds lie between.
+    later = hist[1:-1] if len(hist) >= 3 else hist[1:]
     return {
         "run": kind, "params": params, "rounds": len(hist), "wall_s": wall,
-        "round1_s": hist[0]["seconds"], "round_s": statistics.median(h["seconds"] for h in later),
+        "round1_s": hist[0]["seconds"], "last_s": hist[-1]["seconds"],
+        "round_s": statistics.median(h["seconds"] for h in later),
         "bytes_up": statistics.median(h["bytes_up"] for h in later),
         "bytes_down": statistics.median(h["bytes_down"] for h in later),
         "update_bytes": statistics.median(h["update_bytes_per_client"] for h in later),
@@ -233,17 +237,19 @@ def main() -> int:
         runs.append(run_deploy(root, params, args.sample))
         print(f"deployment done in {runs[-1]['wall_s']:.0f} s", flush=True)
     print()
-    head = (f"{'run':<11}{'round 1 s':>10}{'round s':>9}{'wall s':>8}{'update/inst':>13}{'B/param':>9}"
+    head = (f"{'run':<11}{'round 1 s':>10}{'round s':>9}{'last s':>8}{'wall s':>8}{'update/inst':>13}{'B/param':>9}"
             f"{'up/round':>11}{'down/round':>12}{'peak RSS tree':>15}{'peak PSS tree':>15}{'procs':>7}{'ROC-AUC':>9}")
     print(head)
     print("-" * len(head))
     for r in runs:
-        print(f"{r['run']:<11}{r['round1_s']:>10.1f}{r['round_s']:>9.1f}{r['wall_s']:>8.0f}"
+        print(f"{r['run']:<11}{r['round1_s']:>10.1f}{r['round_s']:>9.1f}{r['last_s']:>8.1f}{r['wall_s']:>8.0f}"
               f"{r['update_bytes'] / MIB:>10.1f} MB{r['update_b_per_param']:>9.3f}{r['bytes_up'] / MIB:>8.0f} MB"
               f"{r['bytes_down'] / MIB:>9.0f} MB{_size(r['peak_rss']):>15}{_size(r['peak_pss']):>15}"
               f"{r['peak_procs']:>7}{(r['metric'] or float('nan')):>9.3f}")
-    print(f"(round s: median of rounds 2 .. {args.rounds}; up/down: all institutions per round; peak RSS/PSS: the "
-          f"largest sum over every process of the run)")
+    steady = f"2 .. {args.rounds - 1}" if args.rounds >= 3 else "2"
+    print(f"(round s: median of rounds {steady}, which only train; last s: the last round, which also evaluates and "
+          f"saves; up/down: all institutions per steady round; peak RSS/PSS: the largest sum over every process of "
+          f"the run)")
     for r in runs:
         if r["run"] == "deployment":
             pieces = -(-int(r["update_bytes"]) // chunk)
