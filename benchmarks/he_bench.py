@@ -158,6 +158,8 @@ def main() -> int:
         (f"server aggregation <= {limit:.3g} s of one core (1 s per 10 x 1M)", bfv.aggregate, limit),
     ]
     cpu = bfv.encrypt_cpu * args.clients + bfv.aggregate + bfv.decrypt_cpu
+    goals.append((f"all {args.clients} encryptions + aggregate + one decryption <= {limit:.3g} s of one core "
+                  f"(1 s per 10 x 1M)", cpu, limit))
     print(f"bfv-compact seconds (wall): encrypt {bfv.encrypt:.3f} per client, aggregate {bfv.aggregate:.3f} (CPU), "
           f"decrypt {bfv.decrypt:.3f}; all {args.clients} encryptions + aggregate + decrypt {total:.3f} s")
     print(f"bfv-compact CPU seconds of one core: encrypt {bfv.encrypt_cpu:.3f} per client, aggregate "
