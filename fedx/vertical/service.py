@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -90,8 +91,11 @@ class PartyService:
         except OSError:
             pass
         if self._listener is not None:
+            # Wake the accepting thread with a bare connection that closes at once: its accept() fails the key
+            # challenge and the loop sees the stop. An authenticated Client would wait for a challenge without
+            # end when the thread has already left its loop (a stop that lands just after a request).
             try:
-                Client(self._listener.address, authkey=self._key).close()   # wake the accepting thread
+                socket.create_connection(self._listener.address, timeout=2).close()
             except OSError:
                 pass
             self._listener.close()

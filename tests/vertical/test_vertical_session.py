@@ -151,3 +151,20 @@ def test_the_party_service_keeps_the_session_between_requests(tmp_path: Path, ta
             s.stop()
     with pytest.raises(Exception, match="no party service"):
         call_party(tmp_path / "insurer" / "out", {"op": "deliver", "run": "r"}, [], name="insurer")
+
+
+def test_stop_returns_when_the_serving_thread_has_already_left_its_loop(tmp_path: Path) -> None:
+    """A stop that lands just after a request finds the serving thread gone from accept(): it must not hang."""
+    import socket
+    import threading
+
+    service = PartyService("insurer", tmp_path / "t.csv", tmp_path / "out").start()
+    service._stopped.set()
+    socket.create_connection(service._listener.address, timeout=2).close()  # the thread wakes and leaves
+    service._thread.join(timeout=10)
+    assert not service._thread.is_alive()
+    stopper = threading.Thread(target=service.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=15)
+    assert not stopper.is_alive(), "PartyService.stop hung waiting for a thread that no longer accepts"
+    assert not service.path.exists()
