@@ -13,9 +13,11 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_file", "write_atomic"]
+import numpy as np
+
+__all__ = ["atomic_file", "json_default", "write_atomic"]
 
 
 @contextmanager
@@ -49,3 +51,12 @@ def write_atomic(path: str | Path, data: bytes | str, *, mode: int = 0o644) -> P
     with atomic_file(path, mode=mode) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)`` for checkpoints: numpy scalars and arrays as Python values."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")

@@ -22,7 +22,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..aggregators import ModelState, make_rule
-from ..atomic import atomic_file, write_atomic
+from ..atomic import atomic_file, json_default, write_atomic
 from ..config import Config
 from ..data.checks import check_levels
 from ..data.preprocess import merge_levels
@@ -398,7 +398,7 @@ class Checkpoint:
             "local_combined": summary.local_combined,
             "accountant": accountant.state_dict() if accountant is not None else None,
         }
-        write_atomic(self.folder / "index.json", json.dumps(index, default=_json_default).encode())
+        write_atomic(self.folder / "index.json", json.dumps(index, default=json_default).encode())
         for old in self.folder.glob("state_*.npz"):
             if old.name != index["state_file"]:
                 old.unlink(missing_ok=True)
@@ -436,14 +436,3 @@ class Checkpoint:
                     opt.setdefault(k.split("/")[1], []).append(z[k])
             strategy.state = ModelState(params, opt, strategy.round)
         return index
-
-
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
-

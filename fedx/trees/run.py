@@ -36,7 +36,7 @@ import pandas as pd
 
 from .. import run_keys
 from ..analytics import moments_plan
-from ..atomic import write_atomic
+from ..atomic import json_default, write_atomic
 from ..baselines import fit_preprocessor
 from ..config import Config
 from ..data.checks import check_levels
@@ -384,7 +384,7 @@ class _Checkpoint:
                "round": len(model.trees), "history": summary.history, "local_baselines": summary.local_baselines,
                "local_combined": summary.local_combined}
         self.index.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.index, json.dumps(doc, allow_nan=False, default=_plain))
+        write_atomic(self.index, json.dumps(doc, allow_nan=False, default=json_default))
 
     def load(self, params: GBDTParams, feature_names: list[str]) -> dict[str, Any] | None:
         if not self.index.exists():
@@ -416,12 +416,3 @@ class _Checkpoint:
 
 def _tree_doc(tree: Tree) -> dict[str, Any]:
     return tree.to_dict()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
-

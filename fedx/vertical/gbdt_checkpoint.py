@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import json_default, write_atomic
 from ..config import Config
 from ..errors import DataError, FederationError, PSIError
 from ..run_folder import config_digest, option
@@ -159,7 +159,7 @@ class VerticalCheckpoint:
                "stats": {"bytes": stats.bytes, "messages": stats.messages, "seconds": stats.seconds,
                          "levels_per_tree": stats.levels_per_tree, "max_error": stats.max_error}}
         self.index.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.index, json.dumps(doc, allow_nan=False, default=_plain))
+        write_atomic(self.index, json.dumps(doc, allow_nan=False, default=json_default))
 
     def load(self, shares: Mapping[str, PartySplits]) -> dict[str, Any]:
         """The trees done, with every party's thresholds of them put back into ``shares``; history and stats.
@@ -206,11 +206,3 @@ class VerticalCheckpoint:
                          messages=dict(s.get("messages", {})), levels_per_tree=list(s.get("levels_per_tree", [])),
                          max_error=float(s.get("max_error", 0.0)))
         return {"trees": trees, "history": list(doc.get("history", [])), "stats": stats}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")

@@ -22,37 +22,49 @@ FEATURES = {"insurer": {"age_band": "categorical", "sex": "categorical"},
             "hospital_b": {"bmi": "numeric"}}
 
 
-def build_vertical(root: Path, port: int, *, n: int = 2_500, timeout: float = 60) -> dict[str, pd.DataFrame]:
-    """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
+def party_folders(root: Path, port: int, tables: dict[str, pd.DataFrame], names: Sequence[str]) -> None:
+    """The certificates, and a folder per party with its node keys, its table and its node file.
+
+    Each table is also written beside the server's config, for the simulated run of the same config.
+    """
     root.mkdir(parents=True, exist_ok=True)
     res = cli("certs", "--out", "certs", cwd=root)
     assert res.returncode == 0, res.stderr
     (root / "nodekeys").mkdir()
-    data = generate_health_insurance(n, hospitals=2, hospital_split="columns", seed=5)
-    tables = {"insurer": data.insurer, **data.hospitals}
-    parties = {}
-    for name in GLM_PARTIES:
+    for name in names:
         site = root / name
         site.mkdir()
         res = cli("node-keys", "--name", name, "--out", str(site), cwd=root)
         assert res.returncode == 0, res.stderr
         (root / "nodekeys" / f"{name}.pub").write_bytes((site / f"{name}.pub").read_bytes())
         tables[name].to_csv(site / f"{name}.csv", index=False)
-        tables[name].to_csv(root / f"{name}.csv", index=False)   # for the simulated run of the same config
+        tables[name].to_csv(root / f"{name}.csv", index=False)
         node = {"name": name, "data": f"{name}.csv", "out_dir": "out",
                 "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "../certs/ca.crt",
                               "auth_key": f"{name}.key"}}
         (site / "node.yaml").write_text(yaml.safe_dump(node))
-        parties[name] = {"source": f"{name}.csv", "features": FEATURES[name]}
-    parties["insurer"].update(target="claims", exposure="exposure")
-    job = {"name": "vertical-deployed", "seed": 5, "task": "claim_frequency", "model": {"kind": "glm"},
-           "data": {"partition": "vertical", "id": "person_id", "label_party": "insurer", "parties": parties,
-                    "test_fraction": 0.0},
-           "federation": {"aggregator": "newton", "rounds": 30, "timeout": timeout},
-           "security": {"encryption": "none", "psi_reveal": "all"},
-           "deployment": {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
-                          "wait_seconds": 60}}
+
+
+def write_job(root: Path, port: int, job: dict) -> None:
+    """The server's config: ``job`` with the deployment section of these folders."""
+    job["deployment"] = {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
+                         "wait_seconds": 60}
     (root / "server.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+
+
+def build_vertical(root: Path, port: int, *, n: int = 2_500, timeout: float = 60) -> dict[str, pd.DataFrame]:
+    """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
+    data = generate_health_insurance(n, hospitals=2, hospital_split="columns", seed=5)
+    tables = {"insurer": data.insurer, **data.hospitals}
+    party_folders(root, port, tables, GLM_PARTIES)
+    parties = {name: {"source": f"{name}.csv", "features": FEATURES[name]} for name in GLM_PARTIES}
+    parties["insurer"].update(target="claims", exposure="exposure")
+    write_job(root, port, {
+        "name": "vertical-deployed", "seed": 5, "task": "claim_frequency", "model": {"kind": "glm"},
+        "data": {"partition": "vertical", "id": "person_id", "label_party": "insurer", "parties": parties,
+                 "test_fraction": 0.0},
+        "federation": {"aggregator": "newton", "rounds": 30, "timeout": timeout},
+        "security": {"encryption": "none", "psi_reveal": "all"}})
     return tables
 
 
@@ -62,35 +74,17 @@ BANK = {"debt_to_income": "numeric", "income": "numeric", "past_delinquencies": 
 
 def build_secureboost(root: Path, port: int, *, n: int = 2_000, timeout: float = 60) -> dict[str, pd.DataFrame]:
     """The folders of a server operator and three parties, made with the fedx CLI, on small generated tables."""
-    root.mkdir(parents=True, exist_ok=True)
-    res = cli("certs", "--out", "certs", cwd=root)
-    assert res.returncode == 0, res.stderr
-    (root / "nodekeys").mkdir()
     tables = generate_credit(n, seed=4).tables()
-    parties: dict[str, dict] = {}
-    for name in SB_PARTIES:
-        site = root / name
-        site.mkdir()
-        res = cli("node-keys", "--name", name, "--out", str(site), cwd=root)
-        assert res.returncode == 0, res.stderr
-        (root / "nodekeys" / f"{name}.pub").write_bytes((site / f"{name}.pub").read_bytes())
-        tables[name].to_csv(site / f"{name}.csv", index=False)
-        tables[name].to_csv(root / f"{name}.csv", index=False)   # for the simulated run of the same config
-        node = {"name": name, "data": f"{name}.csv", "out_dir": "out",
-                "superlink": {"address": f"127.0.0.1:{port}", "root_certificates": "../certs/ca.crt",
-                              "auth_key": f"{name}.key"}}
-        (site / "node.yaml").write_text(yaml.safe_dump(node))
-        parties[name] = {"source": f"{name}.csv"}
+    party_folders(root, port, tables, SB_PARTIES)
+    parties: dict[str, dict] = {name: {"source": f"{name}.csv"} for name in SB_PARTIES}
     parties["bank"].update(target="default", features=BANK)
-    job = {"name": "secureboost-deployed", "seed": 3, "task": "fraud",
-           "model": {"kind": "gbdt", "trees": 2, "depth": 2, "learning_rate": 0.3, "bins": 16},
-           "data": {"partition": "vertical", "id": "customer_id", "label_party": "bank", "parties": parties,
-                    "test_fraction": 0.3},
-           "federation": {"timeout": timeout},
-           "security": {"encryption": "none", "psi_reveal": "all"},
-           "deployment": {"port": port, "certificates": "certs", "nodes": "nodekeys", "out_dir": "server-out",
-                          "wait_seconds": 60}}
-    (root / "server.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
+    write_job(root, port, {
+        "name": "secureboost-deployed", "seed": 3, "task": "fraud",
+        "model": {"kind": "gbdt", "trees": 2, "depth": 2, "learning_rate": 0.3, "bins": 16},
+        "data": {"partition": "vertical", "id": "customer_id", "label_party": "bank", "parties": parties,
+                 "test_fraction": 0.3},
+        "federation": {"timeout": timeout},
+        "security": {"encryption": "none", "psi_reveal": "all"}})
     return tables
 
 

@@ -7,11 +7,10 @@ that is not (the way a dead SuperNode leaves a message unanswered).
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterable
 from pathlib import Path
 
 from flwr.app import Message, RecordDict
+from local_grid import InProcessGrid
 
 from fedx.config import config_from_dict
 from fedx.flower.records import json_record, read_json
@@ -20,36 +19,23 @@ from fedx.flower.vertical_relay import VerticalRelay
 PARTIES = {"insurer": 1, "hospital_a": 2, "hospital_b": 3}
 
 
-class SilentNodeGrid:
+class SilentNodeGrid(InProcessGrid):
     """Nodes 1..3; every message to a node in ``silent`` goes unanswered."""
 
     def __init__(self, silent: set[int]) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 0)):
-            if getattr(TaskIdentity, attr) is None:  # what a ServerApp process has set when it builds messages
-                setattr(TaskIdentity, attr, value)
+        super().__init__()
         self.silent = silent
         self.pushed: list[tuple[int, dict]] = []
-        self._replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
         return sorted(PARTIES.values())
 
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            mid = uuid.uuid4().hex
-            msg.metadata.__dict__["_message_id"] = mid
-            ids.append(mid)
-            nid = msg.metadata.dst_node_id
-            self.pushed.append((nid, read_json(msg.content)))
-            if nid not in self.silent:
-                self._replies[mid] = Message(RecordDict({"fedx": json_record({"status": "ok"})}), reply_to=msg)
-        return ids
-
-    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
-        return [self._replies.pop(m) for m in list(ids) if m in self._replies]
+    def _answer(self, msg: Message) -> Message | None:
+        nid = msg.metadata.dst_node_id
+        self.pushed.append((nid, read_json(msg.content)))
+        if nid in self.silent:
+            return None
+        return Message(RecordDict({"fedx": json_record({"status": "ok"})}), reply_to=msg)
 
 
 def relay(tmp_path: Path, grid: SilentNodeGrid, timeout: float) -> VerticalRelay:
