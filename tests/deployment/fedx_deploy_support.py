@@ -131,12 +131,12 @@ def build_deployment(root: Path, rounds: int, port: int, *, extra_sites: tuple[s
     return job
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, every: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(1.0)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -31,14 +31,17 @@ def test_node_dies_mid_run_and_server_restarts_from_checkpoint(tmp_path: Path, p
     for name in SITES:
         processes.start(name, ["node", "--config", "node.yaml"], root / name)
 
-    # After round 1, one institution's node goes away: the run goes on with the two others.
-    wait_for(lambda: rounds_done(root) >= 1, 400, "round 1")
+    # After round 1, one institution's node goes away: the run goes on with the two others. Round 2's
+    # message may reach east and be answered in the moment between round 1's checkpoint and the kill,
+    # so round 2 may or may not count east; every round after that must not.
+    wait_for(lambda: rounds_done(root) >= 1, 400, "round 1", every=0.05)
     processes.kill("east")
     # After round 2, the server dies.
     wait_for(lambda: rounds_done(root) >= 2, 400, "round 2")
     processes.kill("server", signal.SIGKILL)
     history = json.loads((root / "server-out" / "checkpoint" / "index.json").read_text())["history"]
-    assert "east" not in history[1]["clients"]
+    assert set(history[0]["clients"]) == set(SITES)
+    assert {"north", "south"} <= set(history[1]["clients"]) <= set(SITES)
 
     # Restarted, it resumes after round 2: the SuperLink's database kept the registrations, and the
     # nodes reconnect and catch up from the stored aggregates.
