@@ -130,6 +130,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     report = verify(args.ledger)
     intact = f"{report.path}: chain intact, {report.entries} entries, {report.bytes} bytes sent"
+    if report.torn is not None:
+        print(f"{report.path}: {report.torn.describe()}")
     lines = entries(args.ledger)
     if lines and all("institution" in e["checks"] for e in lines):
         print(f"{intact} (the server's receipts: check each institution's ledger against them)")

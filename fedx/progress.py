@@ -62,11 +62,14 @@ class RunProgress:
         if kind == "connected":
             p.update(t, description=f"{len(info['institutions'])} institutions connected")
         elif kind == "rounds":
-            p.update(t, description=f"{info.get('unit', 'round')}s", total=info["total"], completed=info["start"] - 1)
+            total, done = int(info["total"]), int(info["start"]) - 1
+            p.update(t, description=f"{info.get('unit', 'round')}s", total=total, completed=min(done, total))
+            if done >= total:
+                self.console.print(_nothing_left(total, str(info.get("unit", "round"))), highlight=False)
         elif kind == "level":
             p.update(t, status=f"tree {info['tree']}/{info['trees']}: level {info['level']}/{info['depth']}")
         elif kind == "resumed":
-            self.console.print(f"resuming after round {info['round']} from the checkpoint")
+            self.console.print(_resuming(info))
         elif kind == "round_start":
             p.update(t, status=f"round {info['round']}: training")
         elif kind == "reply":
@@ -83,9 +86,10 @@ class RunProgress:
         elif kind == "rounds":
             self._total = int(info["total"])
             self._unit = str(info.get("unit", "round"))
-            line = f"{self._unit}s {info['start']}-{info['total']}"
+            start, total = int(info["start"]), int(info["total"])
+            line = f"{self._unit}s {start}-{total}" if start <= total else _nothing_left(total, self._unit)
         elif kind == "resumed":
-            line = f"resuming after round {info['round']} from the checkpoint"
+            line = _resuming(info)
         elif kind == "round_end":
             of = f"/{self._total}" if self._total is not None else ""
             status = self._round_status(info)
@@ -110,3 +114,14 @@ class RunProgress:
         if info.get("dropped"):
             shown += f"  dropped: {', '.join(info['dropped'])}"
         return shown.strip()
+
+
+def _resuming(info: Mapping[str, Any]) -> str:
+    return f"resuming after {info.get('unit', 'round')} {info['round']} from the checkpoint"
+
+
+def _nothing_left(total: int, unit: str) -> str:
+    """What a resumed run whose checkpoint holds every round (or tree) says instead of an empty range."""
+    done = "grown" if unit == "tree" else "run"
+    what = f"all {total} {unit}s were" if total != 1 else f"the only {unit} was"
+    return f"{what} already {done}; nothing to do"

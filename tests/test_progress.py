@@ -54,3 +54,22 @@ def test_disabled_prints_nothing() -> None:
     for out in (io.StringIO(), _Terminal()):
         feed(RunProgress("auprc", enabled=False, file=out))
         assert out.getvalue() == ""
+
+
+def test_a_resume_with_nothing_left_says_so_instead_of_an_empty_range() -> None:
+    out = io.StringIO()
+    with RunProgress("auprc", file=out) as bar:
+        bar("resumed", {"round": 3, "unit": "tree"})
+        bar("rounds", {"start": 4, "total": 3, "unit": "tree"})
+    assert out.getvalue().splitlines() == ["resuming after tree 3 from the checkpoint",
+                                           "all 3 trees were already grown; nothing to do"]
+    out = io.StringIO()
+    with RunProgress("auprc", file=out) as bar:
+        bar("resumed", {"round": 1})
+        bar("rounds", {"start": 2, "total": 1})
+    assert out.getvalue().splitlines() == ["resuming after round 1 from the checkpoint",
+                                           "the only round was already run; nothing to do"]
+    term = _Terminal()
+    with RunProgress("auprc", file=term) as bar:
+        bar("rounds", {"start": 4, "total": 3, "unit": "tree"})
+    assert "all 3 trees were already grown; nothing to do" in term.getvalue() and "3/3" in term.getvalue()

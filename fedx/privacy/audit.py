@@ -14,12 +14,35 @@ server carries the hash of its latest receipt for that institution, and the inst
 its answer records it as its ``anchor``. :func:`verify_receipts` checks a ledger against the server's
 receipts: an institution cannot rewrite its past without a mismatch against the receipts, and the
 server cannot rewrite the receipts without a mismatch against the institution's ledger.
+
+An interrupted append. Every entry is written and flushed to disk (``fsync``) before the message it
+records is handed on: the institution's Flower app appends the entry of its reply before it returns
+the reply (``fedx/flower/client_app.py``), and the in-process runs and the vertical parties append
+each message before the relay or its receiver gets it (``trees/run.py``, ``vertical/run.py``,
+``vertical/run_gbdt.py``, ``vertical/glm_protocol.py``, ``vertical/psi.py``, ``vertical/session.py``).
+So a process killed, or a machine that lost power, in the middle of an append leaves a torn last line
+whose message was not sent. :class:`AuditLedger` then moves the torn bytes aside (``<name>.torn-<UTC
+time>`` beside the ledger), cuts the ledger back to its last complete line and continues the chain
+from there, with a warning; :func:`verify` reports the torn line (:attr:`VerifyReport.torn`) instead
+of refusing the ledger. One exception: when the ledger cannot be written (a full disk, an I/O error),
+the Flower app logs the error and still sends its reply, so that reply may have left a torn entry,
+or none, and the server's receipt of it then does not match the ledger. The server's receipts are
+written when a reply arrives: a torn receipt is a reply received but not recorded, and the
+institution's entry of it is listed as not receipted.
+
+Only what an interrupted append can leave is taken for a torn line: bytes after the last newline
+that do not parse, printable ASCII beginning as every entry does (``{"``), possibly followed by NUL
+bytes (a file system can leave those after a power loss). Anything else, a torn line before the last
+one and every edit, is refused as before. Dropping a torn last line removes no more than a last entry,
+which the chain alone cannot show anyway and the server's receipts do; and its bytes are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -33,6 +56,8 @@ from ..errors import AuditError
 GENESIS = "0" * 64
 _FIELDS = ("seq", "time", "round", "kind", "bytes", "sha256", "checks", "prev")
 _OPTIONAL = ("anchor",)  # hashed when present, so that older ledgers still verify
+
+log = logging.getLogger(__name__)
 
 
 def _line_hash(entry: Mapping[str, Any]) -> str:
@@ -48,16 +73,53 @@ class AuditLedger:
     ----------
     path : str or Path
         The ledger file (JSON lines). Created with its folder when absent; an existing ledger is
-        continued, after checking its chain.
+        continued, after checking its chain. A torn last line (an append was interrupted; see the
+        module docstring) is moved to ``<name>.torn-<UTC time>`` beside it, and the ledger cut back to
+        its last complete line, with a warning.
+
+    Raises
+    ------
+    AuditError
+        When the existing ledger's chain is broken (it is then left as it is).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seq, self._prev = 0, GENESIS
-        if self.path.exists() and self.path.stat().st_size > 0:
-            report = verify(self.path)
-            self._seq, self._prev = report.entries, report.head
+        self._open()
+
+    def _open(self) -> None:
+        self._seq, self._prev, self._newline, self._stale = 0, GENESIS, False, False
+        if not (self.path.exists() and self.path.stat().st_size > 0):
+            return
+        report = verify(self.path)
+        if report.torn is not None:
+            self._set_aside(report.torn)
+        else:
+            with self.path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                self._newline = fh.read(1) != b"\n"  # a complete last line without its newline: add it first
+        self._seq, self._prev = report.entries, report.head
+
+    def _set_aside(self, torn: TornLine) -> None:
+        """Move the torn last line to a new side file, durably, then cut the ledger before it."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            os.lseek(fd, torn.offset, os.SEEK_SET)
+            data = b""
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+            if len(data) != torn.size:
+                raise AuditError(f"{self.path}: changed while it was opened (its torn last line was "
+                                 f"{torn.size} bytes, now {len(data)})")
+            side = _side_file(self.path, data)
+            os.ftruncate(fd, torn.offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.warning("%s: its last line was torn (an append was interrupted): moved its %d bytes to %s and cut "
+                    "the ledger back to its last complete line (entry %d), from which the chain continues",
+                    self.path, torn.size, side, torn.entries)
 
     @property
     def head(self) -> dict[str, Any]:
@@ -71,6 +133,8 @@ class AuditLedger:
         ``payload`` is the bytes that left (or the list of its parts, hashed in order). ``anchor`` is the
         other side's head (see the module docstring), recorded and hashed with the entry.
         """
+        if self._stale:
+            self._open()
         parts = [payload] if isinstance(payload, (bytes, bytearray)) else list(payload)
         h = hashlib.sha256()
         for part in parts:
@@ -88,50 +152,133 @@ class AuditLedger:
         if anchor is not None:
             entry["anchor"] = {"seq": int(anchor["seq"]), "hash": str(anchor["hash"])}
         entry["hash"] = _line_hash(entry)
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        line = ("\n" if self._newline else "") + json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        data = memoryview(line.encode())
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
+            while data:  # a write may take fewer bytes than it was given (a full disk): the rest, or an error
+                data = data[os.write(fd, data):]
             os.fsync(fd)
+        except BaseException:
+            self._stale = True  # the file may end in a torn line now: the next append opens it again
+            raise
         finally:
             os.close(fd)
-        self._seq, self._prev = entry["seq"], entry["hash"]
+        self._seq, self._prev, self._newline = entry["seq"], entry["hash"], False
         return entry
 
 
 @dataclass(frozen=True)
+class TornLine:
+    """The torn last line of a ledger: an append that was interrupted (see the module docstring)."""
+
+    line: int                  # its line number
+    offset: int                # where it starts: the size of the ledger's complete lines
+    size: int                  # its bytes
+    entries: int | None = None  # the complete entries before it (set by :func:`verify`)
+
+    def describe(self) -> str:
+        """One line for a person: what the torn line is, and what fedx does with it."""
+        return (f"torn final line (an append was interrupted): line {self.line}, {self.size} bytes after entry "
+                f"{self.entries}, not part of the chain (continuing the ledger moves them to a .torn-<time> file "
+                f"beside it)")
+
+
+@dataclass(frozen=True)
 class VerifyReport:
-    """The result of checking a ledger."""
+    """The result of checking a ledger. ``torn`` is its torn last line, or None: the chain is that before it."""
 
     path: Path
     entries: int
     head: str
     bytes: int
+    torn: TornLine | None = None
+
+
+def _torn(data: bytes) -> TornLine | None:
+    """The last line of ``data`` when an interrupted append can have left it (module docstring), else None."""
+    start = data.rfind(b"\n") + 1
+    tail = data[start:]
+    text = tail.rstrip(b"\0")
+    if not tail.strip() or not (text.startswith(b'{"') or b'{"'.startswith(text)) \
+            or any(c < 0x20 or c > 0x7e for c in text):
+        return None
+    try:
+        json.loads(tail)
+    except ValueError:
+        return TornLine(line=data.count(b"\n", 0, start) + 1, offset=start, size=len(tail))
+    return None  # it parses: a complete line without its newline
+
+
+def _scan(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], TornLine | None]:
+    """The entries of a ledger's complete lines, and its torn last line (or None)."""
+    if not path.exists():
+        raise AuditError(f"{path}: ledger not found")
+    data = path.read_bytes()
+    torn = _torn(data)
+    if torn is not None:
+        data = data[:torn.offset]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise AuditError(f"{path}:{lineno}: not a JSON line (not UTF-8)") from None
+    out = []
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AuditError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from None
+        if not isinstance(entry, dict) or any(k not in entry for k in (*_FIELDS, "hash")):
+            raise AuditError(f"{path}:{lineno}: entry lacks one of {', '.join((*_FIELDS, 'hash'))}")
+        out.append((lineno, entry))
+    return out, torn
 
 
 def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not path.exists():
-        raise AuditError(f"{path}: ledger not found")
-    out = []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AuditError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from None
-            if not isinstance(entry, dict) or any(k not in entry for k in (*_FIELDS, "hash")):
-                raise AuditError(f"{path}:{lineno}: entry lacks one of {', '.join((*_FIELDS, 'hash'))}")
-            out.append((lineno, entry))
-    return out
+    return _scan(path)[0]
+
+
+def _side_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` durably to a new ``<name>.torn-<UTC time>[-n]`` beside ``path`` (mode 0600); its path."""
+    stem = f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    for n in range(1, 1000):
+        side = path.with_name(stem if n == 1 else f"{stem}-{n}")
+        try:
+            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            side.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return side
+    raise AuditError(f"{path}: cannot find a free name for its torn last line beside it ({stem}-n)")
 
 
 def verify(path: str | Path) -> VerifyReport:
-    """Check the whole chain; raise :class:`AuditError` naming the first broken line."""
+    """Check the whole chain; raise :class:`AuditError` naming the first broken line.
+
+    A torn last line (an append was interrupted; see the module docstring) is not refused but reported,
+    as the report's ``torn``; the chain checked is that of the complete lines before it.
+    """
     p = Path(path)
     prev, total, seq = GENESIS, 0, 0
-    for lineno, entry in _read(p):
+    lines, torn = _scan(p)
+    for lineno, entry in lines:
         seq += 1
         if entry["seq"] != seq:
             raise AuditError(f"{p}:{lineno}: sequence number {entry['seq']}, expected {seq} "
@@ -143,7 +290,9 @@ def verify(path: str | Path) -> VerifyReport:
             raise AuditError(f"{p}:{lineno}: its content does not match its hash (the line was edited)")
         prev = entry["hash"]
         total += int(entry["bytes"])
-    return VerifyReport(path=p, entries=seq, head=prev, bytes=total)
+    if torn is not None:
+        torn = TornLine(line=torn.line, offset=torn.offset, size=torn.size, entries=seq)
+    return VerifyReport(path=p, entries=seq, head=prev, bytes=total, torn=torn)
 
 
 def summary(path: str | Path) -> dict[str, Any]:
@@ -168,6 +317,7 @@ def summary(path: str | Path) -> dict[str, Any]:
         "rounds": sorted({int(e["round"]) for e in entries}),
         "by_kind": {k: {"messages": by_kind[k], "bytes": bytes_by_kind[k]} for k in sorted(by_kind)},
         "checks": dict(sorted(checks.items())),
+        "torn": report.torn.describe() if report.torn is not None else None,
     }
 
 
@@ -288,6 +438,8 @@ def verify_receipts(path: str | Path, receipts: str | Path, institution: str | N
                               f"ledger's run")))
     if faults:
         k, message = min(faults, key=lambda f: f[0])
+        if k == n + 1 and report.torn is not None:
+            message += f"; its {report.torn.describe()}"
         more = len({f[0] for f in faults}) - 1
         raise AuditError(f"{p}: {message}" + (f" ({more} later entr{'y' if more == 1 else 'ies'} mismatch too)"
                                                if more else ""))

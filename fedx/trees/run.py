@@ -175,7 +175,7 @@ def run_gbdt(cfg: Config, folder: RunFolder, tables: Mapping[str, pd.DataFrame],
             summary.local_baselines = start["local_baselines"]
             summary.local_combined = start["local_combined"]
             summary.resumed_from = len(start["model"].trees)
-            bar("resumed", {"round": summary.resumed_from})
+            bar("resumed", {"round": summary.resumed_from, "unit": "tree"})
         elif "local" in cfg.report.baselines:
             bar("phase", {"what": "local baselines (each institution's own GBDT)"})
             summary.local_baselines, summary.local_combined = _local_baselines(run_cfg, task, params, sites)

@@ -7,7 +7,9 @@ head of the server's receipts for that institution, which the institution's entr
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from fedx.cli import main
 from fedx.errors import AuditError
+from fedx.privacy import audit
 from fedx.privacy.audit import AuditLedger, _line_hash, summary, verify, verify_receipts
 
 NAMES = ("north", "south")
@@ -210,3 +213,170 @@ def test_the_receipts_file_itself_verifies_as_a_chain(run: tuple[dict[str, Path]
     receipts.write_text("\n".join(lines) + "\n")
     assert main(["audit", "verify", str(receipts)]) == 2
     assert ":4: its content does not match its hash" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- an interrupted append
+
+
+def _torn(path: Path, n: int, keep: float, pad: int = 0) -> tuple[bytes, bytes]:
+    """A ledger of ``n`` entries whose last line an interrupted append tore; its complete part and torn bytes."""
+    data = _ledger(path, n).read_bytes()
+    lines = data.splitlines(keepends=True)
+    whole, last = b"".join(lines[:-1]), lines[-1]
+    fragment = last[:keep if isinstance(keep, int) else int(len(last) * keep)] + b"\0" * pad
+    path.write_bytes(whole + fragment)
+    return whole, fragment
+
+
+def _side_files(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.torn-*"))
+
+
+@pytest.mark.parametrize("keep, pad", [(1, 0), (0.5, 0), (-2, 0), (0.3, 300), (0, 64)],
+                         ids=["one-byte", "half", "all-but-brace", "half-then-NULs", "only-NULs"])
+def test_a_torn_last_line_is_set_aside_and_the_chain_continues(tmp_path: Path, keep: Any, pad: int,
+                                                               caplog: pytest.LogCaptureFixture,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "ledger.jsonl"
+    whole, fragment = _torn(path, 6, keep, pad)
+    report = verify(path)  # reported, not refused, and told apart from tampering
+    assert (report.entries, report.head) == (5, json.loads(whole.splitlines()[-1])["hash"])
+    assert report.torn is not None and (report.torn.line, report.torn.size, report.torn.entries) == (6, len(fragment), 5)
+    assert main(["audit", "verify", str(path), "--chain-only"]) == 0
+    out = capsys.readouterr().out
+    assert "torn final line (an append was interrupted): line 6" in out and "chain intact, 5 entries" in out
+    assert summary(path)["torn"].startswith("torn final line")
+    assert path.read_bytes() == whole + fragment and not _side_files(path)  # checking changes nothing
+
+    with caplog.at_level("WARNING", logger="fedx.privacy.audit"):
+        ledger = AuditLedger(path)
+    (side,) = _side_files(path)
+    assert side.read_bytes() == fragment and side.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes() == whole
+    assert str(path) in caplog.text and str(side) in caplog.text and "interrupted" in caplog.text
+    assert ledger.head == {"seq": 5, "hash": report.head}
+    ledger.append(round=9, kind="final", payload=b"after the crash")
+    report = verify(path)
+    assert (report.entries, report.torn) == (6, None)
+    assert AuditLedger(path).head["seq"] == 6 and _side_files(path) == [side]
+
+
+def test_torn_lines_never_overwrite_an_earlier_side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = audit.time.gmtime(0)
+    monkeypatch.setattr(audit.time, "gmtime", lambda *_: frozen)
+    path = tmp_path / "ledger.jsonl"
+    _, first = _torn(path, 3, 0.5)
+    AuditLedger(path).append(round=3, kind="train", payload=b"a")
+    data = path.read_bytes()
+    second = data.splitlines(keepends=True)[-1][:-7]
+    path.write_bytes(b"".join(data.splitlines(keepends=True)[:-1]) + second)
+    assert AuditLedger(path).head["seq"] == 2
+    sides = _side_files(path)
+    assert [p.name for p in sides] == ["ledger.jsonl.torn-19700101T000000Z", "ledger.jsonl.torn-19700101T000000Z-2"]
+    assert [p.read_bytes() for p in sides] == [first, second]
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda lines: [*lines[:2], lines[2].replace('"bytes":13', '"bytes":14'), *lines[3:]],
+     r":3: its content does not match its hash \(the line was edited\)"),
+    (lambda lines: [*lines[:4], lines[4].replace('"round":4', '"round":5')],
+     r":5: its content does not match its hash \(the line was edited\)"),
+    (lambda lines: lines[:1] + lines[2:], r":2: sequence number 3, expected 2"),
+])
+def test_tampering_is_refused_even_with_a_torn_last_line(tmp_path: Path, tamper: Any, message: str) -> None:
+    path = tmp_path / "ledger.jsonl"
+    whole, fragment = _torn(path, 6, 0.5)
+    path.write_bytes(("\n".join(tamper(whole.decode().splitlines())) + "\n").encode() + fragment)
+    before = path.read_bytes()
+    with pytest.raises(AuditError, match=message):
+        verify(path)
+    with pytest.raises(AuditError, match=message):
+        AuditLedger(path)
+    assert path.read_bytes() == before and not _side_files(path)  # a refused ledger is left as it is
+
+
+@pytest.mark.parametrize("tail", [b"not an entry", b'{"bytes":1\r', "{\"kind\":\"trai\u00e9".encode(), b'[{"seq":6'],
+                         ids=["text", "carriage-return", "non-ascii", "not-an-object"])
+def test_a_last_line_that_no_append_could_leave_is_still_refused(tmp_path: Path, tail: bytes) -> None:
+    path = tmp_path / "ledger.jsonl"
+    whole = _ledger(path, 3).read_bytes()
+    path.write_bytes(whole + tail)
+    with pytest.raises(AuditError, match=r":4: not a JSON line"):
+        AuditLedger(path)
+    assert path.read_bytes() == whole + tail and not _side_files(path)
+    # The same torn bytes in the middle of the ledger are refused too: only a last line is an interrupted append.
+    path.write_bytes(whole + b'{"bytes":1' + b"\n" + whole.splitlines(keepends=True)[-1])
+    with pytest.raises(AuditError, match=r":4: not a JSON line"):
+        AuditLedger(path)
+    # A torn line of an append that could be one is recovered (the test's control).
+    path.write_bytes(whole + b'{"bytes":1')
+    assert AuditLedger(path).head["seq"] == 3
+
+
+def test_a_complete_last_line_without_its_newline_is_continued_on_a_new_line(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    whole = _ledger(path, 4).read_bytes()
+    path.write_bytes(whole[:-1])
+    ledger = AuditLedger(path)
+    assert ledger.head["seq"] == 4 and path.read_bytes() == whole[:-1] and not _side_files(path)
+    ledger.append(round=4, kind="final", payload=b"z")
+    report = verify(path)
+    assert (report.entries, report.torn) == (5, None) and path.read_bytes().startswith(whole)
+    # Edited, it is refused as before.
+    path.write_bytes(whole[:-1].replace(b'"round":3', b'"round":2'))
+    with pytest.raises(AuditError, match=r":4: its content does not match its hash"):
+        AuditLedger(path)
+
+
+@pytest.mark.parametrize("content", [b'{"by', b"\0" * 512], ids=["first-append-torn", "only-NULs"])
+def test_a_ledger_whose_only_line_is_torn_starts_again_from_the_genesis(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(content)
+    assert verify(path).entries == 0 and verify(path).torn is not None
+    ledger = AuditLedger(path)
+    assert ledger.head == {"seq": 0, "hash": "0" * 64} and path.read_bytes() == b""
+    assert [p.read_bytes() for p in _side_files(path)] == [content]
+    ledger.append(round=0, kind="hello", payload=b"h")
+    assert verify(path).entries == 1
+
+
+def test_an_empty_last_fragment_is_no_torn_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _ledger(tmp_path / "ledger.jsonl", 3)
+    whole = path.read_bytes()
+    assert whole.endswith(b"\n")
+    report = verify(path)
+    assert (report.entries, report.torn) == (3, None) and summary(path)["torn"] is None
+    with caplog.at_level("WARNING", logger="fedx.privacy.audit"):
+        AuditLedger(path).append(round=3, kind="final", payload=b"z")
+    assert not caplog.text and not _side_files(path) and path.read_bytes().startswith(whole)
+    assert verify(path).entries == 4
+
+
+def test_an_append_cut_short_by_a_full_disk_fails_and_the_next_one_recovers(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _ledger(tmp_path / "ledger.jsonl", 3)
+    whole = path.read_bytes()
+    ledger = AuditLedger(path)
+    calls: list[int] = []
+
+    def full_disk(fd: int, data: Any) -> int:  # the first write takes 20 bytes; then the disk is full
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, bytes(data[:20]))
+
+    class _Os:
+        write = staticmethod(full_disk)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+    monkeypatch.setattr(audit, "os", _Os())
+    with pytest.raises(OSError, match="No space left"):
+        ledger.append(round=3, kind="final", payload=b"z")  # never taken for written
+    monkeypatch.undo()
+    assert ledger.head["seq"] == 3 and path.read_bytes() == whole + b'{"bytes":1,"checks":'[:20]
+    ledger.append(round=3, kind="final", payload=b"z")
+    report = verify(path)
+    assert (report.entries, report.torn) == (4, None)
+    assert [p.read_bytes() for p in _side_files(path)] == [b'{"bytes":1,"checks":'[:20]]

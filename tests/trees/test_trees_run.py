@@ -103,7 +103,8 @@ def test_load_model_scores_raw_tables_with_the_scikit_learn_surface(encrypted_ru
     np.testing.assert_allclose(same, p)
 
 
-def test_resume_after_some_trees_grows_the_uninterrupted_model(tmp_path: Path) -> None:
+def test_resume_after_some_trees_grows_the_uninterrupted_model(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
     df = _table(2000, seed=5)
     fedx.run(_config(trees=4), tmp_path / "straight", tables=df, progress=False)
     fedx.run(_config(trees=2), tmp_path / "resumed", tables=df, progress=False)
@@ -116,6 +117,12 @@ def test_resume_after_some_trees_grows_the_uninterrupted_model(tmp_path: Path) -
     for x, y in zip(a.trees, b.trees):
         assert np.array_equal(x.feature, y.feature) and np.array_equal(x.value, y.value)
     assert [h["tree"] for h in r.history] == [1, 2, 3, 4]
+    capsys.readouterr()
+    # Resumed again, the checkpoint holds every tree: said plainly, not as an empty range ("trees 5-4").
+    again = fedx.run(_config(trees=4), tmp_path / "resumed", tables=df, progress=True, resume=True)
+    err = capsys.readouterr().err
+    assert "resuming after tree 4 from the checkpoint\nall 4 trees were already grown; nothing to do\n" in err
+    assert "trees 5-4" not in err and [h["tree"] for h in again.history] == [1, 2, 3, 4]
     with pytest.raises(ConfigError, match=r"model\.trees: 3 is fewer than the 4 tree\(s\)"):
         fedx.run(_config(trees=3), tmp_path / "resumed", tables=df, progress=False, resume=True)
 
