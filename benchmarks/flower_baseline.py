@@ -159,8 +159,6 @@ def make_apps(cfg: Any, paths: list[Path], n_features: int, seconds: list[float]
 
 def run_flower(cfg: Any) -> FlowerStats:
     """One stock Flower run of ``cfg`` (its data, model, training and rounds) in the simulation engine."""
-    import logging
-
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # The ClientApp's functions live in this module: the Ray workers import it by name.
@@ -168,7 +166,21 @@ def run_flower(cfg: Any) -> FlowerStats:
     paths_env = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if here not in paths_env:
         os.environ["PYTHONPATH"] = os.pathsep.join([here, *[p for p in paths_env if p]])
+    # Stock Flower: fedx installs its own message loop in Flower's simulation engine when it runs in
+    # this process (fedx.flower.simulation._install_extractor); the baseline runs with Flower's own.
+    from flwr.server.superlink.fleet.vce import vce_api
     from flwr.simulation import run_simulation
+
+    installed = vce_api.add_messages_to_queue
+    vce_api.add_messages_to_queue = getattr(installed, "_stock", installed)
+    try:
+        return _run_flower(cfg, run_simulation)
+    finally:
+        vce_api.add_messages_to_queue = installed
+
+
+def _run_flower(cfg: Any, run_simulation: Any) -> FlowerStats:
+    import logging
 
     stats = FlowerStats(rounds=cfg.federation.rounds)
     t0 = time.perf_counter()
@@ -203,7 +215,9 @@ def main() -> int:
     import fedx
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from flower_baseline import run_flower as run  # by name, so that Ray's workers find its functions
+    from flower_baseline import (
+        run_flower as run,  # by name, so that Ray's workers find its functions
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "examples/finance_antifraud/fedx.yaml"))

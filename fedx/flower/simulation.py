@@ -74,7 +74,8 @@ def _install_extractor() -> bool:
     A round of N institutions keeps about N messages stored, so each tick costs N x N checks: at 200
     institutions, most of the driver's time, with the lock held against the server's own calls. The
     replacement makes one pass per tick and hands over, as before, the oldest undelivered message of
-    each node, checked (expiry, federation) and marked delivered exactly as ``get_message_ins`` does.
+    each node, checked (expiry, federation) and marked delivered exactly as ``get_message_ins`` does. A
+    tick starts as soon as the server stores a message (:func:`_wake_on_store`), or after 0.1 s.
     Returns whether it was installed (only on the Flower versions it was written against).
     """
     import flwr
@@ -92,15 +93,42 @@ def _install_extractor() -> bool:
         if not isinstance(state, memory_state):
             return stock(state, queue, nodes_mapping, f_stop)
         nodes = set(nodes_mapping.keys())
+        stored = _wake_on_store(state)
         while not f_stop.is_set():
+            stored.clear()
             for msg in _undelivered(state, nodes):
                 queue.put(msg)
-            f_stop.wait(0.1)
+            stored.wait(0.1)
         return None
 
     add_messages_to_queue._fedx = True  # type: ignore[attr-defined]
+    add_messages_to_queue._stock = stock  # type: ignore[attr-defined]  # for a stock Flower baseline
     vce_api.add_messages_to_queue = add_messages_to_queue
     return True
+
+
+def _wake_on_store(state: Any) -> threading.Event:
+    """An event set whenever the server stores a message in ``state`` (wrapping its ``store_message_ins``).
+
+    The loop of :func:`_install_extractor` waits on it, at most 0.1 s as Flower's loop does: a message goes
+    to the workers as soon as it is stored, instead of up to 0.1 s later. Each phase of a round costs
+    Flower's loop about 0.05 s on average, twice per round (train and evaluate).
+    """
+    event = getattr(state, "_fedx_stored", None)
+    if event is not None:
+        return event
+    event = threading.Event()
+    store = state.store_message_ins
+
+    def store_message_ins(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return store(*args, **kwargs)
+        finally:
+            event.set()
+
+    state.store_message_ins = store_message_ins
+    state._fedx_stored = event
+    return event
 
 
 def _undelivered(state: Any, nodes: set[int]) -> list[Any]:

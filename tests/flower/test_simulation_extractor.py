@@ -73,3 +73,65 @@ def test_the_resolver_pickles_as_a_path_whatever_the_number_of_institutions(tmp_
         finally:
             shutil.rmtree(folder)
     assert sizes[1000] < sizes[5] + 64  # only the path's length differs
+
+
+def test_a_stored_message_wakes_the_extractor() -> None:
+    """The extractor's loop waits on an event set by every store: a message is not held for the 0.1 s tick."""
+    calls: list[tuple] = []
+
+    class _Linked:
+        def store_message_ins(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            if kwargs.get("fail"):
+                raise ValueError("refused")
+            return "msg-id"
+
+    state = _Linked()
+    event = simulation._wake_on_store(state)
+    assert not event.is_set()
+    assert state.store_message_ins("m", x=1) == "msg-id" and calls == [(("m",), {"x": 1})]
+    assert event.is_set()
+    event.clear()
+    try:
+        state.store_message_ins("bad", fail=True)
+    except ValueError:
+        pass
+    assert event.is_set()  # a refused store still wakes the loop (which then finds nothing new)
+    assert simulation._wake_on_store(state) is event  # installed once per state: no wrapper around a wrapper
+    event.clear()
+    state.store_message_ins("again")
+    assert len(calls) == 3 and event.is_set()
+
+
+def test_the_largest_institutions_get_their_messages_first(monkeypatch) -> None:
+    """On a simulation's few workers the largest institution must not start last (it would run alone)."""
+    from flwr.app import Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedx.config import config_from_dict
+    from fedx.flower.coordinator import Coordinator, NodeView
+
+    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+    cfg = config_from_dict({"name": "t", "task": "fraud", "model": {"kind": "logistic"}, "data": {"target": "y"},
+                            "security": {"encryption": "none"}})
+    c = Coordinator(cfg, SimpleNamespace(), None, expected_nodes=2)  # type: ignore[arg-type]
+    rows = {1: (100, 20), 2: (9_000, 1_000), 3: (100, 20), 4: (2_000, 500)}
+    c.nodes = {nid: NodeView(node_id=nid, name=f"b{nid}", n_train=tr, n_test=te) for nid, (tr, te) in rows.items()}
+    msgs = [Message(RecordDict(), dst_node_id=nid, message_type="query") for nid in (1, 2, 3, 4, 7)]
+    order = [m.metadata.dst_node_id for m in c.largest_first(msgs)]
+    assert order == [2, 4, 1, 3, 7]  # ties keep their order; a node not yet known (7) goes last
+    pushed: list[int] = []
+
+    class _Grid:
+        def push_messages(self, messages):
+            pushed.extend(m.metadata.dst_node_id for m in messages)
+            return [f"id{i}" for i, _ in enumerate(messages)]
+
+        def pull_messages(self, ids):
+            return []
+
+    c.grid = _Grid()
+    c.cfg.federation.timeout = 0.01
+    c._exchange(msgs, "train")
+    assert pushed == [2, 4, 1, 3, 7]
