@@ -122,9 +122,14 @@ def _is_text(col: pd.Series) -> bool:
 
 
 def _not_numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """The non-missing cells of a text column, and which of them do not parse as numbers."""
+    """The non-missing cells of a text column, and which of them do not parse as numbers.
+
+    Each distinct text is parsed once: a column of categories holds a few texts in many rows.
+    """
     present = col.dropna()
-    return present, pd.to_numeric(present.astype(str).str.strip(), errors="coerce").isna().to_numpy()
+    codes, texts = pd.factorize(present.astype(str))
+    bad = pd.to_numeric(pd.Series(texts, dtype=object).str.strip(), errors="coerce").isna().to_numpy()
+    return present, bad[codes]
 
 
 def _numbers_with_typos(n_bad: int, n_present: int) -> bool:

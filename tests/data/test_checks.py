@@ -149,3 +149,17 @@ def test_levels_united_across_institutions_are_bounded_too() -> None:
              for k in range(4)}
     with pytest.raises(DataError, match=r"^the federation: column 'code' is categorical with 1200 levels"):
         check_tables(cfg(), parts, {k: "t.csv" for k in parts}, "binary")
+
+
+def test_each_cell_is_judged_as_if_parsed_alone() -> None:
+    """Distinct texts are parsed once and the verdict spread over their rows: the same verdict, cell by cell,
+    as parsing every cell (True and 1 are equal to Python but not as text)."""
+    from fedx.data.checks import _not_numbers
+
+    values = ["1", " 2 ", "x", None, "3.5", "1e3", "", "nan", True, 1, 1.0, "True", "-", "0x10", np.nan, "  7",
+              "x", "1", True]
+    col = pd.Series(values * 50, dtype=object, index=np.arange(1000, 1000 + 50 * len(values)))
+    present, bad = _not_numbers(col)
+    expected = [pd.isna(pd.to_numeric(str(v).strip(), errors="coerce")) for v in col.dropna()]
+    assert present.index.equals(col.dropna().index)
+    assert bad.tolist() == expected and 0 < sum(expected) < len(expected)
