@@ -98,7 +98,8 @@ def _install_extractor() -> bool:
             stored.clear()
             for msg in _undelivered(state, nodes):
                 queue.put(msg)
-            stored.wait(0.1)
+            if stored.wait(0.1):
+                f_stop.wait(0.002)  # let a burst of stores (a round's N messages) end: one pass for them all
         return None
 
     add_messages_to_queue._fedx = True  # type: ignore[attr-defined]
