@@ -74,7 +74,7 @@ def _handle(msg: Message, context: Context, resolve_spec: Callable[[Context], No
         log.error("unexpected error at the institution:\n%s", traceback.format_exc())
         content = _error(req, exc, spec)
     if spec is not None:
-        _audit(spec, context, req, content)
+        content = _audit(spec, context, req, content)
     return Message(content, reply_to=msg)
 
 
@@ -233,10 +233,17 @@ def _unflatten_opt(record: ArrayRecord) -> dict[str, list[Any]]:
     return opt
 
 
-def _audit(spec: NodeSpec, context: Context, req: dict[str, Any], content: RecordDict) -> None:
+def _audit(spec: NodeSpec, context: Context, req: dict[str, Any], content: RecordDict) -> RecordDict:
+    """Record the reply in the institution's ledger; return what may leave.
+
+    The ledger holds everything that leaves the institution (``security.audit``, on unless the run turns it
+    off). When it cannot be written (a full disk, a file that is not writable), the reply does not leave:
+    an error reply without payload takes its place, and the server drops the institution with that reason
+    (at ``hello`` the run stops).
+    """
     job = read_json(context.state, _JOB) if _JOB in context.state.config_records else {}
     if not job.get("security", {}).get("audit", True):
-        return
+        return content
     doc = read_json(content)
     checks: dict[str, Any] = {"status": doc.get("status"),
                               "encrypted": any(arr.stype != "numpy.ndarray"
@@ -250,5 +257,9 @@ def _audit(spec: NodeSpec, context: Context, req: dict[str, Any], content: Recor
         ledger.append(round=int(req.get("round", 0)), kind=str(req.get("phase", "unknown")),
                       payload=payload_parts(content), checks=checks, anchor=head_from(req.get("receipt")))
     except (OSError, AuditError) as exc:
-        log.error("%s: cannot write the audit ledger: %s", spec.name, exc)
+        log.error("%s: cannot write the audit ledger, so the reply is not sent: %s", spec.name, exc)
+        return _error(req, AuditError(f"{spec.name} cannot write its audit ledger ({exc}), and nothing leaves "
+                                      f"the institution unrecorded (security.audit): fix the ledger's folder "
+                                      f"{spec.out_dir}"), spec)
+    return content
 
