@@ -166,17 +166,19 @@ def run_flower(cfg: Any) -> FlowerStats:
     paths_env = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if here not in paths_env:
         os.environ["PYTHONPATH"] = os.pathsep.join([here, *[p for p in paths_env if p]])
-    # Stock Flower: fedx installs its own message loop in Flower's simulation engine when it runs in
-    # this process (fedx.flower.simulation._install_extractor); the baseline runs with Flower's own.
+    # Stock Flower: fedx installs its own message loop and queue waits in Flower's simulation engine when
+    # it runs in this process (fedx.flower.simulation._install_extractor); the baseline runs with Flower's own.
     from flwr.server.superlink.fleet.vce import vce_api
     from flwr.simulation import run_simulation
 
-    installed = vce_api.add_messages_to_queue
-    vce_api.add_messages_to_queue = getattr(installed, "_stock", installed)
+    installed = {name: getattr(vce_api, name) for name in ("add_messages_to_queue", "put_message_into_state")}
+    for name, fn in installed.items():
+        setattr(vce_api, name, getattr(fn, "_stock", fn))
     try:
         return _run_flower(cfg, run_simulation)
     finally:
-        vce_api.add_messages_to_queue = installed
+        for name, fn in installed.items():
+            setattr(vce_api, name, fn)
 
 
 def _run_flower(cfg: Any, run_simulation: Any) -> FlowerStats:

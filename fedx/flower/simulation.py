@@ -75,7 +75,9 @@ def _install_extractor() -> bool:
     institutions, most of the driver's time, with the lock held against the server's own calls. The
     replacement makes one pass per tick and hands over, as before, the oldest undelivered message of
     each node, checked (expiry, federation) and marked delivered exactly as ``get_message_ins`` does. A
-    tick starts as soon as the server stores a message (:func:`_wake_on_store`), or after 0.1 s.
+    tick starts as soon as the server stores a message (:func:`_wake_on_store`), or after 0.1 s. The
+    simulation's threads also wait at most :data:`QUEUE_WAIT` on their queues (:func:`_prompt`), so that a run
+    ends when its server job does.
     Returns whether it was installed (only on the Flower versions it was written against).
     """
     import flwr
@@ -90,6 +92,7 @@ def _install_extractor() -> bool:
     memory_state = in_memory_linkstate.InMemoryLinkState
 
     def add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
+        _prompt(queue)
         if not isinstance(state, memory_state):
             return stock(state, queue, nodes_mapping, f_stop)
         nodes = set(nodes_mapping.keys())
@@ -105,7 +108,40 @@ def _install_extractor() -> bool:
     add_messages_to_queue._fedx = True  # type: ignore[attr-defined]
     add_messages_to_queue._stock = stock  # type: ignore[attr-defined]  # for a stock Flower baseline
     vce_api.add_messages_to_queue = add_messages_to_queue
+    stock_put = vce_api.put_message_into_state
+
+    def put_message_into_state(state: Any, queue: Any, f_stop: threading.Event) -> None:
+        _prompt(queue)
+        return stock_put(state, queue, f_stop)
+
+    put_message_into_state._stock = stock_put  # type: ignore[attr-defined]
+    vce_api.put_message_into_state = put_message_into_state
     return True
+
+
+#: The longest a simulation's worker waits on its queue before it looks at the stop event again.
+QUEUE_WAIT = 0.05
+
+
+def _prompt(queue: Any) -> None:
+    """Shorten the waits of Flower's simulation threads on ``queue`` to :data:`QUEUE_WAIT`.
+
+    Flower 1.42's workers and reply injector wait up to 1 s on their queues (``queue.get(timeout=1.0)``) before
+    they look at the stop event again, so every simulation ended up to 1 s after its server job (about 1 s on
+    average, measured). The threads loop on an empty queue as before, only more often; a message still goes
+    through at once.
+    """
+    if getattr(queue, "_fedx_prompt", False):
+        return
+    get = queue.get
+
+    def prompt_get(block: bool = True, timeout: float | None = None) -> Any:
+        if block and timeout is not None and timeout > QUEUE_WAIT:
+            timeout = QUEUE_WAIT
+        return get(block, timeout)
+
+    queue.get = prompt_get
+    queue._fedx_prompt = True
 
 
 def _wake_on_store(state: Any) -> threading.Event:

@@ -135,3 +135,36 @@ def test_the_largest_institutions_get_their_messages_first(monkeypatch) -> None:
     c.cfg.federation.timeout = 0.01
     c._exchange(msgs, "train")
     assert pushed == [2, 4, 1, 3, 7]
+
+
+def test_the_simulation_threads_wait_briefly_on_their_queues() -> None:
+    """Flower's workers wait up to 1 s on their queue before they look at the stop event: a run ended up to
+    1 s after its server job. The waits are cut to QUEUE_WAIT; messages still go through at once."""
+    import queue
+    import time
+
+    q: queue.Queue = queue.Queue()
+    simulation._prompt(q)
+    simulation._prompt(q)  # once per queue
+    t0 = time.monotonic()
+    try:
+        q.get(timeout=1.0)
+    except queue.Empty:
+        pass
+    else:
+        raise AssertionError("an empty queue gave a message")
+    assert time.monotonic() - t0 < 0.5  # QUEUE_WAIT (0.05 s), far from Flower's 1 s
+    q.put("m")
+    assert q.get(timeout=1.0) == "m"
+    q.put("n")
+    assert q.get(block=False) == "n"
+
+
+def test_both_simulation_loops_are_replaced_and_keep_flowers_own() -> None:
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if not simulation._install_extractor():
+        return
+    for name in ("add_messages_to_queue", "put_message_into_state"):
+        fn = getattr(vce_api, name)
+        assert getattr(fn, "_stock", None) is not None and getattr(fn._stock, "__module__", "") == vce_api.__name__
