@@ -31,5 +31,9 @@ def test_shipped_config_runs_small_and_the_partners_add_lift(tmp_path: Path) -> 
     assert joint["roc_auc"] > alone["roc_auc"] + 0.03 and joint["ks"] > alone["ks"]
     assert result["baselines"]["centralized"]["same_trees"] is True
     assert min(result["model"]["importance_by_party"].values()) > 0.05
-    top = result["lift"]["joint"][0]
-    assert top["lift"] > result["lift"]["bank"][0]["lift"] > 1.0
+    joint_lift, bank_lift = result["lift"]["joint"], result["lift"]["bank"]
+    # The top decile can be all events for both (its lift is then 1 / event rate for both): at least as high,
+    # and over the whole table the partners' scores capture the events sooner (the sum of the cumulative
+    # captures, a discrete area under the lift curve).
+    assert joint_lift[0]["lift"] >= bank_lift[0]["lift"] > 1.0
+    assert sum(d["cumulative_capture"] for d in joint_lift) > sum(d["cumulative_capture"] for d in bank_lift)

@@ -1,4 +1,6 @@
-"""The simulation's message extractor: one pass per tick, the oldest undelivered message of each node."""
+"""The simulation's message loop (one pass per tick, the oldest undelivered message of each node; woken by a
+store; short queue waits) and the server's side of an exchange (largest institutions first; no reply dropped
+because one pull outlasted the deadline)."""
 
 from __future__ import annotations
 
@@ -168,3 +170,43 @@ def test_both_simulation_loops_are_replaced_and_keep_flowers_own() -> None:
     for name in ("add_messages_to_queue", "put_message_into_state"):
         fn = getattr(vce_api, name)
         assert getattr(fn, "_stock", None) is not None and getattr(fn._stock, "__module__", "") == vce_api.__name__
+
+
+def test_replies_that_arrived_while_one_pull_outlasted_the_deadline_are_collected(monkeypatch) -> None:
+    """Flower's deployment Grid can spend minutes in one pull, retrying the objects of a reply whose sender died
+    mid-upload; the replies that arrived meanwhile must be taken, not reported late."""
+    import time
+
+    from flwr.app import Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedx.config import config_from_dict
+    from fedx.flower.coordinator import Coordinator
+
+    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+    cfg = config_from_dict({"name": "t", "task": "fraud", "model": {"kind": "logistic"}, "data": {"target": "y"},
+                            "security": {"encryption": "none"}})
+    cfg.federation.timeout = 0.3
+    c = Coordinator(cfg, SimpleNamespace(), None, expected_nodes=2)  # type: ignore[arg-type]
+
+    def reply(mid: str) -> SimpleNamespace:
+        return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=mid))
+
+    class _Grid:
+        pulls = 0
+
+        def push_messages(self, messages):
+            return ["dead", "alive"]
+
+        def pull_messages(self, ids):
+            self.pulls += 1
+            if self.pulls == 1:
+                time.sleep(0.5)  # past the deadline, then only the dead node's error
+                return [reply("dead")]
+            return [reply(m) for m in sorted(ids)]
+
+    c.grid = _Grid()
+    msgs = [Message(RecordDict(), dst_node_id=nid, message_type="query") for nid in (1, 2)]
+    got = c._exchange(msgs, "train")
+    assert sorted(m.metadata.reply_to_message_id for m in got) == ["alive", "dead"]
