@@ -2,8 +2,9 @@
 
 The anti-fraud config (examples/finance_antifraud/fedx.yaml, read when the benchmark starts) runs in
 simulation with ``security.encryption: none`` and with ``bfv-compact``: same seed, same rounds, no
-baselines, and no pairwise masks (``security.masking: none``; benchmarks/masking_bench.py measures them). The runs alternate (none, bfv-compact, none, ...) with ``--repeat``, so that a change in
-the machine's load falls on both. From each run's history it prints the seconds per round (median
+baselines, and no pairwise masks (``security.masking: none``; benchmarks/masking_bench.py measures them).
+The runs alternate (none, bfv-compact, none, ...) with ``--repeat``, so that a change in the machine's load
+falls on both. From each run's history it prints the seconds per round (median
 over the rounds), the bytes up and down per round (all institutions), one institution's update, the
 ratios encrypted / plaintext, and the final AUPRC of both.
 

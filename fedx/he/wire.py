@@ -46,8 +46,9 @@ def poly_bytes(degree: int, primes: Sequence[int]) -> int:
 #: The most seeds an aggregate carries per ciphertext. Each institution expands every seed of the aggregate
 #: before it decrypts (SEAL samples a polynomial from each: benchmarks/he_bench.py measured 0.54 s per 1M
 #: parameters for 10 seeds and 5.1 s for 100), so with seeds every institution pays for all the others: 32
-#: seeds cost it about 1.7 s per 1M parameters and round. Beyond this many updates the server expands them once as it sums, and the
-#: aggregate carries ``c1`` (twice the upload's size on the way down, whatever the number of institutions).
+#: seeds cost it about 1.7 s per 1M parameters and round. Beyond this many updates the server expands them
+#: once as it sums, and the aggregate carries ``c1`` (twice the upload's size on the way down, whatever the
+#: number of institutions).
 SEEDS_MAX = 32
 
 

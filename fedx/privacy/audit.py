@@ -24,9 +24,9 @@ So a process killed, or a machine that lost power, in the middle of an append le
 whose message was not sent. :class:`AuditLedger` then moves the torn bytes aside (``<name>.torn-<UTC
 time>`` beside the ledger), cuts the ledger back to its last complete line and continues the chain
 from there, with a warning; :func:`verify` reports the torn line (:attr:`VerifyReport.torn`) instead
-of refusing the ledger. One exception: when the ledger cannot be written (a full disk, an I/O error),
-the Flower app logs the error and still sends its reply, so that reply may have left a torn entry,
-or none, and the server's receipt of it then does not match the ledger. The server's receipts are
+of refusing the ledger. When the ledger cannot be written at all (a full disk, an I/O error), the
+Flower app sends an error reply without payload in place of the reply, so nothing leaves that the
+ledger does not hold. The server's receipts are
 written when a reply arrives: a torn receipt is a reply received but not recorded, and the
 institution's entry of it is listed as not receipted.
 

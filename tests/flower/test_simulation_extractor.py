@@ -8,6 +8,7 @@ import threading
 from types import SimpleNamespace
 
 import flwr
+import pytest
 
 from fedx.flower import simulation
 
@@ -105,19 +106,28 @@ def test_a_stored_message_wakes_the_extractor() -> None:
     assert len(calls) == 3 and event.is_set()
 
 
-def test_the_largest_institutions_get_their_messages_first(monkeypatch) -> None:
-    """On a simulation's few workers the largest institution must not start last (it would run alone)."""
-    from flwr.app import Message, RecordDict
+@pytest.fixture
+def coordinator(monkeypatch: pytest.MonkeyPatch):
+    """A server-side Coordinator of a plaintext run, on no Grid yet, able to build messages outside a ServerApp."""
     from flwr.supercore.task_identity import TaskIdentity
 
     from fedx.config import config_from_dict
-    from fedx.flower.coordinator import Coordinator, NodeView
+    from fedx.flower.coordinator import Coordinator
 
     for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
         monkeypatch.setattr(TaskIdentity, attr, value)
     cfg = config_from_dict({"name": "t", "task": "fraud", "model": {"kind": "logistic"}, "data": {"target": "y"},
                             "security": {"encryption": "none"}})
-    c = Coordinator(cfg, SimpleNamespace(), None, expected_nodes=2)  # type: ignore[arg-type]
+    return Coordinator(cfg, SimpleNamespace(), None, expected_nodes=2)  # type: ignore[arg-type]
+
+
+def test_the_largest_institutions_get_their_messages_first(coordinator) -> None:
+    """On a simulation's few workers the largest institution must not start last (it would run alone)."""
+    from flwr.app import Message, RecordDict
+
+    from fedx.flower.coordinator import NodeView
+
+    c = coordinator
     rows = {1: (100, 20), 2: (9_000, 1_000), 3: (100, 20), 4: (2_000, 500)}
     c.nodes = {nid: NodeView(node_id=nid, name=f"b{nid}", n_train=tr, n_test=te) for nid, (tr, te) in rows.items()}
     msgs = [Message(RecordDict(), dst_node_id=nid, message_type="query") for nid in (1, 2, 3, 4, 7)]
@@ -172,23 +182,15 @@ def test_both_simulation_loops_are_replaced_and_keep_flowers_own() -> None:
         assert getattr(fn, "_stock", None) is not None and getattr(fn._stock, "__module__", "") == vce_api.__name__
 
 
-def test_replies_that_arrived_while_one_pull_outlasted_the_deadline_are_collected(monkeypatch) -> None:
+def test_replies_that_arrived_while_one_pull_outlasted_the_deadline_are_collected(coordinator) -> None:
     """Flower's deployment Grid can spend minutes in one pull, retrying the objects of a reply whose sender died
     mid-upload; the replies that arrived meanwhile must be taken, not reported late."""
     import time
 
     from flwr.app import Message, RecordDict
-    from flwr.supercore.task_identity import TaskIdentity
 
-    from fedx.config import config_from_dict
-    from fedx.flower.coordinator import Coordinator
-
-    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
-    cfg = config_from_dict({"name": "t", "task": "fraud", "model": {"kind": "logistic"}, "data": {"target": "y"},
-                            "security": {"encryption": "none"}})
-    cfg.federation.timeout = 0.3
-    c = Coordinator(cfg, SimpleNamespace(), None, expected_nodes=2)  # type: ignore[arg-type]
+    c = coordinator
+    c.cfg.federation.timeout = 0.3
 
     def reply(mid: str) -> SimpleNamespace:
         return SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=mid))
